@@ -1,0 +1,1 @@
+"""Cluster tools for sessionquorum: a local launcher, fault injection and checks."""

@@ -1,0 +1,1 @@
+"""Generated gRPC code for the sessionquorum wire contract (see sessionquorum.proto)."""

@@ -1,0 +1,288 @@
+"""Configuration: read in exactly one place, handed down as frozen dataclasses.
+
+A cluster is described by one JSON file shared by every node (and by the launcher that
+writes it). Paths inside it are relative to the file's own folder. Secrets are never in
+the file itself, only the paths of files that hold them (0600), so the file can be shown
+and copied freely.
+
+    {
+      "nodes": [
+        {"id": "n1", "raft": "127.0.0.1:41001", "grpc": "127.0.0.1:51001",
+         "tls_cert": "tls/n1.pem", "tls_key": "tls/n1.key"},
+        ...
+      ],
+      "raft_password_file": "secrets/raft.password",
+      "tls_ca": "tls/ca.pem",
+      "tls_client_auth": true,
+      "limits": {"max_sessions_per_principal": 32},
+      "raft": {"election_min_s": 0.3},
+      "server": {"max_message_bytes": 1048576}
+    }
+
+Any key of `Limits`, `RaftSettings` or `ServerSettings` may be overridden under its
+section; an unknown key is an error (a typo must not silently leave a default in force).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every size and count the store bounds. Replicated: all nodes must agree on them."""
+
+    max_principal_bytes: int = 256
+    max_handle_bytes: int = 64
+    max_attribute_name_bytes: int = 128
+    max_attribute_value_bytes: int = 16 * 1024
+    max_attributes_per_session: int = 64
+    # Names plus values of all attributes of one session.
+    max_session_bytes: int = 64 * 1024
+    max_sessions_per_principal: int = 32
+    # What a create (or a login rotate) does when the principal is at the cap:
+    # "evict_oldest" ends the principal's least recently created session in the same
+    # command (reported as evicted_handles); "reject" refuses with RESOURCE_EXHAUSTED.
+    principal_cap_policy: str = "evict_oldest"
+    max_idle_timeout_ms: int = 30 * DAY_MS
+    max_absolute_timeout_ms: int = 400 * DAY_MS
+    max_sessions: int = 5_000_000
+    # Exactly-once table: one entry per client id, dropped after this much idle time
+    # (in replicated time) or when the table is full (least recently used first).
+    dedup_ttl_ms: int = 3600 * 1000
+    max_dedup_clients: int = 100_000
+    # Most sessions one expire command removes, so one log entry stays small.
+    expire_batch: int = 1000
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int) and value <= 0:
+                raise ConfigError(f"limits.{f.name} must be > 0, got {value}")
+        if self.principal_cap_policy not in ("evict_oldest", "reject"):
+            raise ConfigError(
+                f"limits.principal_cap_policy must be 'evict_oldest' or 'reject', "
+                f"got {self.principal_cap_policy!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class RaftSettings:
+    """pysyncobj settings; store/DESIGN.md gives the measurement behind each default."""
+
+    election_min_s: float = 0.4
+    election_max_s: float = 1.2
+    append_entries_period_s: float = 0.01
+    tick_period_s: float = 0.005
+    connection_retry_s: float = 0.5
+    connection_timeout_s: float = 1.5
+    leader_fallback_s: float = 1.0
+    # Compaction effectively off: pysyncobj's compaction stalls the tick thread and was
+    # measured to cause election storms under load (shared/reference/raft-pitfalls.md).
+    compaction_min_entries: int = 10_000_000
+    compaction_min_time_s: float = 7 * 24 * 3600.0
+    commands_queue_size: int = 100_000
+
+    def validate(self) -> None:
+        if not 0 < self.election_min_s < self.election_max_s:
+            raise ConfigError("raft.election_min_s must be > 0 and < raft.election_max_s")
+        if self.append_entries_period_s * 3 > self.election_min_s:
+            raise ConfigError("raft.append_entries_period_s must be at most a third of election_min_s")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The gRPC front of a node."""
+
+    max_message_bytes: int = 1024 * 1024
+    # How long the node waits for a proposed command to be applied before it answers
+    # UNKNOWN (the command may still commit; the client retries with the same id).
+    apply_timeout_s: float = 5.0
+    # A touching validate writes to the log only when last access is older than this:
+    # the idle timeout is therefore enforced to within this bound (touch coalescing).
+    touch_interval_ms: int = 1000
+    # How often the leader looks for expired sessions and proposes a sweep.
+    sweep_interval_s: float = 1.0
+    # How long a stopping node lets in-flight calls finish.
+    grace_shutdown_s: float = 2.0
+
+    def validate(self) -> None:
+        if self.max_message_bytes < 64 * 1024:
+            raise ConfigError("server.max_message_bytes must be at least 65536")
+        if self.apply_timeout_s <= 0 or self.sweep_interval_s <= 0 or self.touch_interval_ms < 0:
+            raise ConfigError("server timings must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """One member as every node and client sees it."""
+
+    id: str
+    raft_address: str
+    grpc_address: str
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    nodes: tuple[NodeSpec, ...]
+    raft_password_file: Path
+    tls_ca: Path | None
+    tls_client_auth: bool = True
+    limits: Limits = field(default_factory=Limits)
+    raft: RaftSettings = field(default_factory=RaftSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    source: Path | None = None
+
+    def node(self, node_id: str) -> NodeSpec:
+        for spec in self.nodes:
+            if spec.id == node_id:
+                return spec
+        known = ", ".join(n.id for n in self.nodes)
+        raise ConfigError(f"node {node_id!r} is not in the cluster config (known: {known})")
+
+    def grpc_address_of_raft(self, raft_address: str) -> str | None:
+        """Map a Raft peer address (what pysyncobj knows) to its gRPC address (what clients need)."""
+        for spec in self.nodes:
+            if spec.raft_address == raft_address:
+                return spec.grpc_address
+        return None
+
+    @property
+    def grpc_endpoints(self) -> tuple[str, ...]:
+        return tuple(n.grpc_address for n in self.nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything one node process needs, resolved."""
+
+    cluster: ClusterConfig
+    node: NodeSpec
+    data_dir: Path
+
+    @property
+    def peers(self) -> tuple[NodeSpec, ...]:
+        return tuple(n for n in self.cluster.nodes if n.id != self.node.id)
+
+
+_T = TypeVar("_T", Limits, RaftSettings, ServerSettings)
+
+
+def _section(cls: type[_T], raw: Any, name: str) -> _T:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name} must be an object")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {name}: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    defaults = cls()
+    for key, value in raw.items():
+        default = getattr(defaults, key)
+        ok = isinstance(value, type(default)) and isinstance(value, bool) == isinstance(default, bool)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"{name}.{key} must be {type(default).__name__}, got {value!r}")
+        values[key] = type(default)(value)
+    section = cls(**values)
+    section.validate()
+    return section
+
+
+def _path(base: Path, raw: Any, what: str) -> Path:
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"{what} must be a non-empty string path")
+    p = Path(raw)
+    return p if p.is_absolute() else base / p
+
+
+def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> ClusterConfig:
+    """Build a ClusterConfig from decoded JSON; paths are resolved against `base`."""
+    if not isinstance(raw, dict):
+        raise ConfigError("cluster config must be a JSON object")
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise ConfigError("cluster config needs a non-empty 'nodes' list")
+    nodes: list[NodeSpec] = []
+    for i, n in enumerate(nodes_raw):
+        if not isinstance(n, dict):
+            raise ConfigError(f"nodes[{i}] must be an object")
+        for key in ("id", "raft", "grpc"):
+            if not isinstance(n.get(key), str) or not n[key]:
+                raise ConfigError(f"nodes[{i}].{key} must be a non-empty string")
+        nodes.append(
+            NodeSpec(
+                id=n["id"],
+                raft_address=n["raft"],
+                grpc_address=n["grpc"],
+                tls_cert=_path(base, n["tls_cert"], f"nodes[{i}].tls_cert") if "tls_cert" in n else None,
+                tls_key=_path(base, n["tls_key"], f"nodes[{i}].tls_key") if "tls_key" in n else None,
+            )
+        )
+    for attr in ("id", "raft_address", "grpc_address"):
+        values = [getattr(n, attr) for n in nodes]
+        if len(set(values)) != len(values):
+            raise ConfigError(f"node {attr} values must be unique")
+    tls_ca = _path(base, raw["tls_ca"], "tls_ca") if raw.get("tls_ca") is not None else None
+    if tls_ca is None and not raw.get("insecure_no_tls", False):
+        raise ConfigError("tls_ca is required (set insecure_no_tls: true to run without TLS, never in production)")
+    if tls_ca is not None and any(n.tls_cert is None or n.tls_key is None for n in nodes):
+        raise ConfigError("with tls_ca set, every node needs tls_cert and tls_key")
+    client_auth = raw.get("tls_client_auth", True)
+    if not isinstance(client_auth, bool):
+        raise ConfigError("tls_client_auth must be true or false")
+    return ClusterConfig(
+        nodes=tuple(nodes),
+        raft_password_file=_path(base, raw.get("raft_password_file"), "raft_password_file"),
+        tls_ca=tls_ca,
+        tls_client_auth=client_auth,
+        limits=_section(Limits, raw.get("limits"), "limits"),
+        raft=_section(RaftSettings, raw.get("raft"), "raft"),
+        server=_section(ServerSettings, raw.get("server"), "server"),
+        source=source,
+    )
+
+
+def load_cluster_config(path: Path) -> ClusterConfig:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read cluster config {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"cluster config {path} is not valid JSON: {exc}") from exc
+    return parse_cluster_config(raw, path.resolve().parent, source=path.resolve())
+
+
+def load_node_config(path: Path, node_id: str, data_dir: Path | None = None) -> NodeConfig:
+    """The one place a node reads its configuration."""
+    cluster = load_cluster_config(path)
+    node = cluster.node(node_id)
+    base = path.resolve().parent
+    return NodeConfig(cluster=cluster, node=node, data_dir=(data_dir or base / node_id).resolve())
+
+
+def read_secret(path: Path) -> str:
+    """Read a secret file, refusing one that others can read (it guards pickled peer traffic)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigError(f"secret file {path} must not be readable by group or others (chmod 600)")
+    if len(text) < 16:
+        raise ConfigError(f"secret in {path} is too short (need at least 16 characters)")
+    return text

@@ -1,0 +1,81 @@
+"""The store's error tree, and the one table that gives each its gRPC status.
+
+    StoreError                      every error a node reports about a request
+    ├── InvalidArgument             INVALID_ARGUMENT: the request itself is malformed
+    ├── NotFound                    NOT_FOUND: no such session (or it expired / was deleted)
+    ├── AlreadyExists               ALREADY_EXISTS: the token hash (or handle) is taken
+    ├── VersionConflict             ABORTED: expected_version does not match
+    ├── QuotaExceeded               RESOURCE_EXHAUSTED: a configured limit would be exceeded
+    ├── StaleSequence               OUT_OF_RANGE: an older request id than one already applied
+    ├── NotLeader                   FAILED_PRECONDITION (+ leader hint): ask the leader
+    ├── NoLeader                    UNAVAILABLE: no leader known; nothing was applied
+    └── OutcomeUnknown              UNKNOWN: may or may not have been applied; retry with
+                                    the same request id, which is safe
+    ConfigError                     a bad configuration; stops a node at start-up
+
+Domain outcomes are *values* inside the state machine (`state.Reply.code`); they become
+these exceptions in the node's service layer, and pysyncobj's failure reasons become
+NoLeader / OutcomeUnknown in the Raft wrapper. Each translation happens in one place.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message says which key and why."""
+
+
+class StoreError(Exception):
+    """Base of every error a node reports about a request."""
+
+    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(StoreError):
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(StoreError):
+    status = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(StoreError):
+    status = grpc.StatusCode.ALREADY_EXISTS
+
+
+class VersionConflict(StoreError):
+    status = grpc.StatusCode.ABORTED
+
+
+class QuotaExceeded(StoreError):
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class StaleSequence(StoreError):
+    status = grpc.StatusCode.OUT_OF_RANGE
+
+
+class NotLeader(StoreError):
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, leader_address: str | None) -> None:
+        super().__init__(message)
+        self.leader_address = leader_address
+
+
+class NoLeader(StoreError):
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class OutcomeUnknown(StoreError):
+    status = grpc.StatusCode.UNKNOWN
+
+
+# Trailing metadata key carrying the leader's gRPC address on NotLeader.
+LEADER_METADATA_KEY = "sq-leader"
