@@ -238,7 +238,9 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
             raise ConfigError(f"node {attr} values must be unique")
     tls_ca = _path(base, raw["tls_ca"], "tls_ca") if raw.get("tls_ca") is not None else None
     if tls_ca is None and not raw.get("insecure_no_tls", False):
-        raise ConfigError("tls_ca is required (set insecure_no_tls: true to run without TLS, never in production)")
+        raise ConfigError(
+            "tls_ca is required (set insecure_no_tls: true to run without TLS, never in production)"
+        )
     if tls_ca is not None and any(n.tls_cert is None or n.tls_key is None for n in nodes):
         raise ConfigError("with tls_ca set, every node needs tls_cert and tls_key")
     client_auth = raw.get("tls_client_auth", True)

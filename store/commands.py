@@ -1,0 +1,217 @@
+"""Replicated commands: the versioned msgpack envelope that is the only thing in the log.
+
+Every mutation, read barrier and expiry sweep is ONE command. The proposing node stamps
+`now_ms` (wall clock) and any fresh value (a session handle) into it, so applying it is a
+pure function of the previous state and the command: replicas that apply the same log end
+byte-identical (rqlite does the same, rewriting RANDOM() and now() before logging).
+
+Wire form: a msgpack map {"v": 1, "op": <name>, "now": <ms>, "cid": <bytes|None>,
+"seq": <int>, "a": <op arguments>}. `decode` checks every type strictly: an entry that does
+not decode is a bug or a newer version, and the node must stop rather than guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+COMMAND_VERSION = 1
+
+Attributes = tuple[tuple[str, bytes], ...]
+
+
+class UndecodableEntry(Exception):
+    """A log entry this code cannot interpret; applying past it would diverge."""
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    token_hash: bytes
+    handle: str
+    principal: str | None
+    attributes: Attributes
+    idle_timeout_ms: int
+    absolute_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    token_hash: bytes
+    # True when the touch serves a Validate: the reply then carries the attributes.
+    with_attributes: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    token_hash: bytes
+    set: Attributes
+    delete: tuple[str, ...]
+    expected_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rotate:
+    token_hash: bytes
+    new_token_hash: bytes
+    principal: str | None  # None keeps the current principal
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    token_hash: bytes | None
+    handle: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokePrincipal:
+    principal: str
+    except_handle: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """A no-op through the log: once applied here, local state is linearizable."""
+
+
+Op = Create | Touch | Update | Rotate | Delete | RevokePrincipal | Expire | Barrier
+
+_NAMES: dict[type[Any], str] = {
+    Create: "create",
+    Touch: "touch",
+    Update: "update",
+    Rotate: "rotate",
+    Delete: "delete",
+    RevokePrincipal: "revoke_principal",
+    Expire: "expire",
+    Barrier: "barrier",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    op: Op
+    now_ms: int
+    client_id: bytes | None = None
+    sequence: int = 0
+
+
+def encode(cmd: Command) -> bytes:
+    op = cmd.op
+    # Tuples pack as msgpack arrays, so the dataclass fields go out as they are.
+    args = {name: getattr(op, name) for name in op.__dataclass_fields__}
+    return msgpack.packb(
+        {
+            "v": COMMAND_VERSION,
+            "op": _NAMES[type(op)],
+            "now": cmd.now_ms,
+            "cid": cmd.client_id,
+            "seq": cmd.sequence,
+            "a": args,
+        },
+        use_bin_type=True,
+    )
+
+
+def _req(
+    args: dict[str, Any], key: str, kind: type[Any] | tuple[type[Any], ...], optional: bool = False
+) -> Any:
+    if key not in args:
+        raise UndecodableEntry(f"missing argument {key!r}")
+    value = args[key]
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and kind is int:
+        raise UndecodableEntry(f"argument {key!r} has type bool")
+    if not isinstance(value, kind):
+        raise UndecodableEntry(f"argument {key!r} has type {type(value).__name__}")
+    return value
+
+
+def _attrs(raw: Any, key: str) -> Attributes:
+    if not isinstance(raw, list):
+        raise UndecodableEntry(f"argument {key!r} must be a list")
+    out: list[tuple[str, bytes]] = []
+    for pair in raw:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and isinstance(pair[1], bytes)
+        ):
+            raise UndecodableEntry(f"argument {key!r} holds a malformed pair")
+        out.append((pair[0], pair[1]))
+    return tuple(out)
+
+
+def _op(name: str, a: dict[str, Any]) -> Op:
+    if name == "create":
+        return Create(
+            token_hash=_req(a, "token_hash", bytes),
+            handle=_req(a, "handle", str),
+            principal=_req(a, "principal", str, optional=True),
+            attributes=_attrs(a.get("attributes"), "attributes"),
+            idle_timeout_ms=_req(a, "idle_timeout_ms", int),
+            absolute_timeout_ms=_req(a, "absolute_timeout_ms", int),
+        )
+    if name == "touch":
+        return Touch(
+            token_hash=_req(a, "token_hash", bytes), with_attributes=_req(a, "with_attributes", bool)
+        )
+    if name == "update":
+        deletes = _req(a, "delete", list)
+        if not all(isinstance(d, str) for d in deletes):
+            raise UndecodableEntry("argument 'delete' must hold strings")
+        return Update(
+            token_hash=_req(a, "token_hash", bytes),
+            set=_attrs(a.get("set"), "set"),
+            delete=tuple(deletes),
+            expected_version=_req(a, "expected_version", int, optional=True),
+        )
+    if name == "rotate":
+        return Rotate(
+            token_hash=_req(a, "token_hash", bytes),
+            new_token_hash=_req(a, "new_token_hash", bytes),
+            principal=_req(a, "principal", str, optional=True),
+        )
+    if name == "delete":
+        return Delete(
+            token_hash=_req(a, "token_hash", bytes, optional=True),
+            handle=_req(a, "handle", str, optional=True),
+        )
+    if name == "revoke_principal":
+        return RevokePrincipal(
+            principal=_req(a, "principal", str),
+            except_handle=_req(a, "except_handle", str, optional=True),
+        )
+    if name == "expire":
+        return Expire(limit=_req(a, "limit", int))
+    if name == "barrier":
+        return Barrier()
+    raise UndecodableEntry(f"unknown operation {name!r}")
+
+
+def decode(entry: bytes) -> Command:
+    try:
+        raw = msgpack.unpackb(entry, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise UndecodableEntry(f"not msgpack: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise UndecodableEntry("entry is not a map")
+    if raw.get("v") != COMMAND_VERSION:
+        raise UndecodableEntry(f"unsupported command version {raw.get('v')!r}")
+    name, args = raw.get("op"), raw.get("a")
+    if not isinstance(name, str) or not isinstance(args, dict):
+        raise UndecodableEntry("entry lacks an operation")
+    now, cid, seq = raw.get("now"), raw.get("cid"), raw.get("seq")
+    if not isinstance(now, int) or isinstance(now, bool) or not isinstance(seq, int) or isinstance(seq, bool):
+        raise UndecodableEntry("entry has a malformed header")
+    if cid is not None and not isinstance(cid, bytes):
+        raise UndecodableEntry("entry has a malformed client id")
+    return Command(op=_op(name, args), now_ms=now, client_id=cid, sequence=seq)

@@ -1,0 +1,141 @@
+"""One node process: configuration, the Raft log, the gRPC server, the expiry sweeper.
+
+    python -m sessionquorum.store --config cluster.json --node n1 [--data-dir DIR]
+
+Runs in the foreground, logs to stderr, stops cleanly on SIGTERM or SIGINT (in-flight
+calls get `server.grace_shutdown_s`, then Raft is shut down). Files it creates are 0600
+in a 0700 data directory: pysyncobj's journal and dump hold pickle, so whoever can write
+them runs code at the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
+
+from . import commands as c
+from .config import NodeConfig, load_node_config
+from .errors import ConfigError, StoreError
+from .raft import ReplicatedLog
+from .service import SessionService, wall_ms
+from .state import SessionMachine
+
+log = logging.getLogger("sessionquorum.node")
+
+SERVICE_NAME = "sessionquorum.v1.SessionStore"
+# Propose a sweep at least this often even when no deadline is due, so the exactly-once
+# table's TTL is enforced on a quiet cluster too.
+IDLE_SWEEP_EVERY_S = 60.0
+
+
+def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
+    cluster, node = config.cluster, config.node
+    if cluster.tls_ca is None:
+        return None
+    assert node.tls_cert is not None and node.tls_key is not None
+    try:
+        return grpc.ssl_server_credentials(
+            [(node.tls_key.read_bytes(), node.tls_cert.read_bytes())],
+            root_certificates=cluster.tls_ca.read_bytes(),
+            require_client_auth=cluster.tls_client_auth,
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot read TLS material: {exc}") from exc
+
+
+async def _sweeper(config: NodeConfig, raft: ReplicatedLog, stop: asyncio.Event) -> None:
+    """On the leader, propose bounded expire commands when a deadline has passed."""
+    server, limits = config.cluster.server, config.cluster.limits
+    last = 0.0
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), server.sweep_interval_s)
+        if stop.is_set() or not raft.is_leader():
+            continue
+        now = wall_ms()
+        due = raft.read(lambda m: m.next_deadline_ms())
+        if (due is None or due > now) and loop.time() - last < IDLE_SWEEP_EVERY_S:
+            continue
+        last = loop.time()
+        try:
+            reply = await raft.propose(c.encode(c.Command(c.Expire(limits.expire_batch), now_ms=now)), 10.0)
+            if reply.count:
+                log.info("expired %d session(s)", reply.count)
+        except StoreError as exc:
+            log.info("expiry sweep not confirmed: %s", exc.message)
+
+
+async def serve(config: NodeConfig) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(config.data_dir, 0o700)
+    machine = SessionMachine(config.cluster.limits)
+    raft = ReplicatedLog(config, machine)
+    limit = config.cluster.server.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    pb_grpc.add_SessionStoreServicer_to_server(SessionService(config, raft), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    creds = _server_credentials(config)
+    address = config.node.grpc_address
+    if creds is None:
+        log.warning("serving gRPC WITHOUT TLS on %s (insecure_no_tls is set)", address)
+        server.add_insecure_port(address)
+    else:
+        server.add_secure_port(address, creds)
+    await server.start()
+    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    log.info("node %s serving gRPC on %s, raft on %s", config.node.id, address, config.node.raft_address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sweeper = asyncio.create_task(_sweeper(config, raft, stop))
+    await stop.wait()
+    log.info("stopping node %s", config.node.id)
+    await health.enter_graceful_shutdown()
+    await server.stop(config.cluster.server.grace_shutdown_s)
+    await sweeper
+    raft.close()
+    log.info("node %s stopped", config.node.id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sessionquorum.store", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, type=Path, help="the shared cluster config (JSON)")
+    parser.add_argument("--node", required=True, help="this node's id in the config")
+    parser.add_argument("--data-dir", type=Path, help="default: <config dir>/<node id>")
+    parser.add_argument("--log-level", default=os.environ.get("SESSIONQUORUM_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s {args.node} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.umask(0o077)  # every file this process creates: 0600, every folder: 0700
+    try:
+        config = load_node_config(args.config, args.node, args.data_dir)
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"sessionquorum node: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,215 @@
+"""The Raft bridge: the only module that imports pysyncobj.
+
+It owns three translations and nothing else:
+- one replicated entry point, `apply(entry: bytes)`, whose entry is a versioned msgpack
+  command (pysyncobj numbers replicated methods by sorted name, so a second method would
+  change what old log entries mean);
+- pysyncobj's failure reasons -> store errors (NoLeader when the command was certainly not
+  appended, OutcomeUnknown otherwise: measured, most "failed" writes had in fact committed);
+- pysyncobj's tick-thread callbacks -> asyncio futures, so no thread blocks per write.
+
+Snapshots are our canonical msgpack (`SessionMachine.snapshot`), not pysyncobj's pickle of
+object attributes. The machine is guarded by one lock: the tick thread holds it while
+applying, gRPC readers while reading, so a reader never sees a half-applied command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from .commands import Barrier, Command, UndecodableEntry, encode
+from .config import NodeConfig, read_secret
+from .errors import NoLeader, OutcomeUnknown, StoreError
+from .replies import Reply
+from .state import SessionMachine
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# Exit code when the log holds an entry this code cannot apply (EX_SOFTWARE).
+EXIT_UNDECODABLE = 70
+
+# Reasons that guarantee the command never entered the log.
+_NOT_APPENDED = {FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.REQUEST_DENIED}
+
+
+def translate_failure(reason: int) -> StoreError:
+    """pysyncobj failure reason -> store error: the one place this translation happens."""
+    if reason in _NOT_APPENDED:
+        return NoLeader(f"no leader accepted the command (pysyncobj reason {reason}); nothing was applied")
+    return OutcomeUnknown(
+        f"the leader changed before the command was known to commit (pysyncobj reason {reason}); "
+        "retry with the same request id"
+    )
+
+
+class _Replicated(SyncObjConsumer):  # type: ignore[misc]
+    """The replicated object pysyncobj sees. Holds no lock, socket or thread in its state."""
+
+    def __init__(self, machine: SessionMachine, lock: threading.Lock) -> None:
+        self._machine = machine
+        self._lock = lock
+        super().__init__()
+
+    @replicated  # type: ignore[untyped-decorator]
+    def apply(self, entry: bytes) -> Reply:
+        with self._lock:
+            try:
+                return self._machine.apply(entry)
+            except UndecodableEntry as exc:
+                # Skipping it would let this replica diverge; retrying wedges every node.
+                log.critical("undecodable log entry, stopping this node: %s", exc)
+                os._exit(EXIT_UNDECODABLE)
+
+    def _serialize(self) -> bytes:
+        with self._lock:
+            return self._machine.snapshot()
+
+    def _deserialize(self, data: bytes) -> None:
+        with self._lock:
+            self._machine.restore(data)
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatus:
+    is_leader: bool
+    leader_raft_address: str | None
+    term: int
+    commit_index: int
+    last_applied: int
+    has_quorum: bool
+
+
+class ReplicatedLog:
+    def __init__(self, config: NodeConfig, machine: SessionMachine) -> None:
+        self._config = config
+        self._machine = machine
+        self._lock = threading.Lock()
+        self._consumer = _Replicated(machine, self._lock)
+        r = config.cluster.raft
+        data = config.data_dir
+        conf = SyncObjConf(
+            password=read_secret(config.cluster.raft_password_file),
+            bindAddress=config.node.raft_address,
+            useFork=False,  # forking a process that runs gRPC threads is unsafe
+            journalFile=str(data / "raft.journal"),
+            fullDumpFile=str(data / "raft.dump"),
+            raftMinTimeout=r.election_min_s,
+            raftMaxTimeout=r.election_max_s,
+            appendEntriesPeriod=r.append_entries_period_s,
+            autoTickPeriod=r.tick_period_s,
+            connectionRetryTime=r.connection_retry_s,
+            connectionTimeout=r.connection_timeout_s,
+            leaderFallbackTimeout=r.leader_fallback_s,
+            logCompactionMinEntries=r.compaction_min_entries,
+            logCompactionMinTime=r.compaction_min_time_s,
+            commandsQueueSize=r.commands_queue_size,
+            dynamicMembershipChange=False,
+        )
+        self._sync = SyncObj(
+            config.node.raft_address,
+            [p.raft_address for p in config.peers],
+            conf=conf,
+            consumers=[self._consumer],
+        )
+        self._barrier: asyncio.Future[Reply] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --------------------------------------------------------------- writes
+    def submit(self, entry: bytes) -> asyncio.Future[Reply]:
+        """Propose one entry; the future resolves on apply here, or with a StoreError."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
+
+        def resolve(result: Any, err: int) -> None:
+            if future.done():
+                return
+            if err == FAIL_REASON.SUCCESS:
+                future.set_result(result)
+            else:
+                future.set_exception(translate_failure(err))
+
+        def on_result(result: Any, err: int) -> None:  # runs on pysyncobj's tick thread
+            loop.call_soon_threadsafe(resolve, result, err)
+
+        self._consumer.apply(entry, callback=on_result)
+        return future
+
+    async def propose(self, entry: bytes, timeout_s: float) -> Reply:
+        try:
+            return await asyncio.wait_for(self.submit(entry), timeout_s)
+        except TimeoutError:
+            raise OutcomeUnknown(
+                f"the command was not applied within {timeout_s:g} s; it may still commit. "
+                "Retry with the same request id"
+            ) from None
+
+    async def read_barrier(self, now_ms: int, timeout_s: float) -> None:
+        """Wait until every entry committed before this call is applied here.
+
+        Reads that arrive before a barrier is handed to pysyncobj share it, so a burst of
+        reads costs one log entry. A stale leader cannot commit the barrier in its old
+        term, so it can never answer from stale state.
+        """
+        if self._barrier is None:
+            loop = asyncio.get_running_loop()
+            self._barrier = loop.create_future()
+            loop.call_soon(self._send_barrier, now_ms, timeout_s)
+        shared = self._barrier
+        try:
+            await asyncio.shield(shared)
+        except TimeoutError:
+            raise OutcomeUnknown(f"read barrier not applied within {timeout_s:g} s") from None
+
+    def _send_barrier(self, now_ms: int, timeout_s: float) -> None:
+        shared, self._barrier = self._barrier, None
+        assert shared is not None
+
+        async def run() -> None:
+            try:
+                shared.set_result(await self.propose(encode(Command(Barrier(), now_ms=now_ms)), timeout_s))
+            except StoreError as exc:
+                shared.set_exception(exc)
+
+        # Keep a reference until it ends (the loop holds tasks only weakly).
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # Mark the outcome retrieved even if every waiting reader was cancelled.
+        shared.add_done_callback(lambda f: f.exception())
+
+    # ---------------------------------------------------------------- reads
+    def read(self, fn: Callable[[SessionMachine], _T]) -> _T:
+        with self._lock:
+            return fn(self._machine)
+
+    def status(self) -> RaftStatus:
+        s = self._sync.getStatus()
+        leader = s.get("leader")
+        return RaftStatus(
+            is_leader=bool(self._sync._isLeader()),
+            leader_raft_address=leader.address if leader is not None else None,
+            term=int(s.get("raft_term", 0)),
+            commit_index=int(s.get("commit_idx", 0)),
+            last_applied=int(s.get("last_applied", 0)),
+            has_quorum=bool(s.get("has_quorum", False)),
+        )
+
+    def is_leader(self) -> bool:
+        return bool(self._sync._isLeader())
+
+    def leader_raft_address(self) -> str | None:
+        leader = self._sync._getLeader()
+        return str(leader.address) if leader is not None else None
+
+    def close(self) -> None:
+        self._sync.destroy()

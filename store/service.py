@@ -1,0 +1,282 @@
+"""The gRPC service: request checks, leader routing, and the store-error -> status boundary.
+
+Request path: a handler checks the request's shape (validation.py, the same checks apply
+runs), insists on being the leader (a follower answers FAILED_PRECONDITION with the
+leader's gRPC address in the `sq-leader` trailer), stamps time and fresh values into one
+command, proposes it and awaits its apply (no thread blocks), then turns the Reply into a
+response or a typed StoreError. `_boundary` is the one place a StoreError becomes a gRPC
+status; anything else becomes INTERNAL with no detail (the node logs the traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import grpc
+
+from sessionquorum.proto import sessionquorum_pb2 as pb
+from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
+
+from . import commands as c
+from . import errors as e
+from . import validation as v
+from .config import NodeConfig
+from .raft import ReplicatedLog
+from .replies import Code, Reply, SessionView
+
+log = logging.getLogger(__name__)
+
+_Resp = TypeVar("_Resp")
+
+NODE_METADATA_KEY = "sq-node"
+CLIENT_ID_MAX_BYTES = 64
+
+_REPLY_ERRORS: dict[Code, type[e.StoreError]] = {
+    Code.INVALID: e.InvalidArgument,
+    Code.NOT_FOUND: e.NotFound,
+    Code.ALREADY_EXISTS: e.AlreadyExists,
+    Code.VERSION_CONFLICT: e.VersionConflict,
+    Code.QUOTA: e.QuotaExceeded,
+    Code.STALE_SEQUENCE: e.StaleSequence,
+}
+
+
+def wall_ms() -> int:
+    """The proposer's clock; the state machine clamps it monotonic in log order."""
+    return time.time_ns() // 1_000_000
+
+
+def _check(problem: v.Problem | None) -> None:
+    if problem is not None:
+        raise _REPLY_ERRORS[problem[0]](problem[1])
+
+
+def _ok(reply: Reply) -> Reply:
+    if reply.code is not Code.OK:
+        raise _REPLY_ERRORS[reply.code](reply.message)
+    return reply
+
+
+def _session(view: SessionView | None) -> pb.Session:
+    if view is None:
+        return pb.Session()
+    return pb.Session(
+        handle=view.handle,
+        principal=view.principal or "",
+        attributes=[pb.Attribute(name=n.encode("utf-8"), value=val) for n, val in view.attributes],
+        created_ms=view.created_ms,
+        last_access_ms=view.last_access_ms,
+        idle_timeout_ms=view.idle_timeout_ms,
+        absolute_deadline_ms=view.absolute_deadline_ms,
+        version=view.version,
+    )
+
+
+def _name(raw: bytes, where: str, index: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise e.InvalidArgument(f"{where}[{index}] name is not valid UTF-8") from None
+
+
+def _attributes(items: Any, where: str) -> c.Attributes:
+    return tuple((_name(a.name, where, i), a.value) for i, a in enumerate(items))
+
+
+class SessionService(pb_grpc.SessionStoreServicer):
+    def __init__(self, config: NodeConfig, raft: ReplicatedLog) -> None:
+        self._config = config
+        self._limits = config.cluster.limits
+        self._server = config.cluster.server
+        self._raft = raft
+
+    # ------------------------------------------------------------ boundary
+    async def _boundary(self, context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[_Resp]) -> _Resp:
+        metadata: list[tuple[str, str]] = [(NODE_METADATA_KEY, self._config.node.id)]
+        try:
+            return await work
+        except e.StoreError as exc:
+            if isinstance(exc, e.NotLeader) and exc.leader_address:
+                metadata.append((e.LEADER_METADATA_KEY, exc.leader_address))
+            context.set_trailing_metadata(tuple(metadata))
+            await context.abort(exc.status, exc.message)
+        except Exception:
+            log.exception("internal error serving a request")
+            context.set_trailing_metadata(tuple(metadata))
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+        raise AssertionError("unreachable: abort raises")
+
+    def _require_leader(self) -> None:
+        if self._raft.is_leader():
+            return
+        leader = self._raft.leader_raft_address()
+        if leader is None:
+            raise e.NoLeader("no leader is known (election in progress or no quorum); nothing was applied")
+        address = self._config.cluster.grpc_address_of_raft(leader)
+        raise e.NotLeader(f"this node is not the leader; the leader is {address or 'unknown'}", address)
+
+    def _request_id(self, rid: pb.RequestId, present: bool) -> tuple[bytes, int]:
+        if not present:
+            raise e.InvalidArgument("request_id is required on every mutating call (exactly-once retries)")
+        if not 1 <= len(rid.client_id) <= CLIENT_ID_MAX_BYTES:
+            raise e.InvalidArgument(f"request_id.client_id must be 1 to {CLIENT_ID_MAX_BYTES} bytes")
+        if rid.sequence < 1:
+            raise e.InvalidArgument("request_id.sequence must be >= 1")
+        return rid.client_id, rid.sequence
+
+    async def _mutate(self, request: Any, op: c.Op) -> Reply:
+        """Leader check, stamp, propose, await apply, and the Reply -> error translation."""
+        cid, seq = self._request_id(request.request_id, request.HasField("request_id"))
+        self._require_leader()
+        entry = c.encode(c.Command(op, now_ms=wall_ms(), client_id=cid, sequence=seq))
+        return _ok(await self._raft.propose(entry, self._server.apply_timeout_s))
+
+    # ----------------------------------------------------------- mutations
+    async def Create(self, request: pb.CreateRequest, context: Any) -> pb.CreateResponse:
+        async def work() -> pb.CreateResponse:
+            attrs = _attributes(request.attributes, "attributes")
+            principal = request.principal or None
+            _check(v.check_token_hash(request.token_hash))
+            if principal is not None:
+                _check(v.check_principal(principal, self._limits))
+            _check(v.check_timeouts(request.idle_timeout_ms, request.absolute_timeout_ms, self._limits))
+            _check(v.check_attributes(attrs, self._limits, "attributes"))
+            # The handle is a fresh value: drawn here, by the proposer, never inside apply.
+            op = c.Create(
+                token_hash=request.token_hash,
+                handle=secrets.token_urlsafe(12),
+                principal=principal,
+                attributes=attrs,
+                idle_timeout_ms=request.idle_timeout_ms,
+                absolute_timeout_ms=request.absolute_timeout_ms,
+            )
+            reply = await self._mutate(request, op)
+            return pb.CreateResponse(session=_session(reply.session), evicted_handles=list(reply.handles))
+
+        return await self._boundary(context, work())
+
+    async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
+        async def work() -> pb.UpdateResponse:
+            sets = _attributes(request.set, "set")
+            deletes = tuple(_name(raw, "delete", i) for i, raw in enumerate(request.delete))
+            _check(v.check_token_hash(request.token_hash))
+            _check(v.check_attributes(sets, self._limits, "set"))
+            for name in deletes:
+                _check(v.check_attribute_name(name, self._limits))
+            expected = request.expected_version if request.HasField("expected_version") else None
+            reply = await self._mutate(request, c.Update(request.token_hash, sets, deletes, expected))
+            return pb.UpdateResponse(session=_session(reply.session))
+
+        return await self._boundary(context, work())
+
+    async def Touch(self, request: pb.TouchRequest, context: Any) -> pb.TouchResponse:
+        async def work() -> pb.TouchResponse:
+            _check(v.check_token_hash(request.token_hash))
+            reply = await self._mutate(request, c.Touch(request.token_hash))
+            return pb.TouchResponse(session=_session(reply.session))
+
+        return await self._boundary(context, work())
+
+    async def Rotate(self, request: pb.RotateRequest, context: Any) -> pb.RotateResponse:
+        async def work() -> pb.RotateResponse:
+            _check(v.check_token_hash(request.token_hash))
+            _check(v.check_token_hash(request.new_token_hash, "new_token_hash"))
+            if request.token_hash == request.new_token_hash:
+                raise e.InvalidArgument("new_token_hash must differ from token_hash")
+            principal = request.principal if request.HasField("principal") else None
+            if principal is not None:
+                _check(v.check_principal(principal, self._limits))
+            reply = await self._mutate(
+                request, c.Rotate(request.token_hash, request.new_token_hash, principal)
+            )
+            return pb.RotateResponse(session=_session(reply.session), evicted_handles=list(reply.handles))
+
+        return await self._boundary(context, work())
+
+    async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
+        async def work() -> pb.DeleteResponse:
+            target = request.WhichOneof("target")
+            if target is None:
+                raise e.InvalidArgument("delete needs token_hash or handle")
+            if target == "token_hash":
+                _check(v.check_token_hash(request.token_hash))
+                op = c.Delete(token_hash=request.token_hash, handle=None)
+            else:
+                _check(v.check_handle(request.handle, self._limits))
+                op = c.Delete(token_hash=None, handle=request.handle)
+            reply = await self._mutate(request, op)
+            return pb.DeleteResponse(existed=reply.existed)
+
+        return await self._boundary(context, work())
+
+    async def RevokePrincipal(
+        self, request: pb.RevokePrincipalRequest, context: Any
+    ) -> pb.RevokePrincipalResponse:
+        async def work() -> pb.RevokePrincipalResponse:
+            _check(v.check_principal(request.principal, self._limits))
+            op = c.RevokePrincipal(request.principal, request.except_handle or None)
+            reply = await self._mutate(request, op)
+            return pb.RevokePrincipalResponse(revoked_handles=list(reply.handles))
+
+        return await self._boundary(context, work())
+
+    # --------------------------------------------------------------- reads
+    async def _linearizable(self) -> int:
+        """Leader check plus a shared read barrier; returns the read's `now`."""
+        self._require_leader()
+        now = wall_ms()
+        await self._raft.read_barrier(now, self._server.apply_timeout_s)
+        return now
+
+    async def Validate(self, request: pb.ValidateRequest, context: Any) -> pb.ValidateResponse:
+        async def work() -> pb.ValidateResponse:
+            _check(v.check_token_hash(request.token_hash))
+            if request.consistency == pb.STALE and not request.touch:
+                now = wall_ms()
+            else:
+                now = await self._linearizable()
+            h = request.token_hash
+            reply = _ok(self._raft.read(lambda m: m.read(h, now)))
+            view = reply.session
+            assert view is not None
+            # Touch coalescing: write only when last access is older than the interval.
+            if request.touch and now - view.last_access_ms >= self._server.touch_interval_ms:
+                entry = c.encode(c.Command(c.Touch(h, with_attributes=True), now_ms=now))
+                try:
+                    reply = _ok(await self._raft.propose(entry, self._server.apply_timeout_s))
+                except (e.OutcomeUnknown, e.NoLeader):
+                    log.info("touch during validate not confirmed; answering from the barrier read")
+            return pb.ValidateResponse(session=_session(reply.session))
+
+        return await self._boundary(context, work())
+
+    async def ListSessions(self, request: pb.ListSessionsRequest, context: Any) -> pb.ListSessionsResponse:
+        async def work() -> pb.ListSessionsResponse:
+            _check(v.check_principal(request.principal, self._limits))
+            now = await self._linearizable()
+            views = self._raft.read(lambda m: m.list_principal(request.principal, now))
+            return pb.ListSessionsResponse(sessions=[_session(s) for s in views])
+
+        return await self._boundary(context, work())
+
+    async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
+        async def work() -> pb.StatusResponse:
+            st = self._raft.status()
+            leader = st.leader_raft_address
+            count, digest = self._raft.read(lambda m: (len(m.sessions), m.digest() if request.digest else ""))
+            return pb.StatusResponse(
+                node_id=self._config.node.id,
+                is_leader=st.is_leader,
+                leader_address=(self._config.cluster.grpc_address_of_raft(leader) or "") if leader else "",
+                term=st.term,
+                commit_index=st.commit_index,
+                last_applied=st.last_applied,
+                session_count=count,
+                state_digest=digest,
+            )
+
+        return await self._boundary(context, work())

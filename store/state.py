@@ -1,0 +1,438 @@
+"""The session state machine: pure, deterministic, and the only owner of session rules.
+
+`SessionMachine.apply(entry)` is a function of (state, entry) alone. It reads no clock (time
+is the leader-stamped `now_ms`, clamped monotonic in log order), draws no randomness (the
+proposer stamps handles), does no I/O and never iterates a set: replicas that apply the
+same log hold the same state and produce byte-identical snapshots.
+
+Domain outcomes (not found, version conflict, quota...) are returned as `Reply` values,
+never raised: pysyncobj retries a raising apply forever and wedges the node. Rules kept here:
+- a command on a missing, expired or deleted session is refused, so nothing resurrects;
+- the absolute deadline is fixed at create: no touch, rotate or failover extends it;
+- a principal's index changes in the same command as its sessions, so it cannot leak;
+- a (client id, sequence) retry gets the first answer again instead of applying twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgpack
+
+from . import commands as c
+from . import validation as v
+from .config import Limits
+from .replies import Code, Reply, SessionView, reply_from_wire, reply_to_wire
+
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(slots=True)
+class Session:
+    token_hash: bytes
+    handle: str
+    principal: str | None
+    attributes: dict[str, bytes]
+    created_ms: int
+    last_access_ms: int
+    idle_timeout_ms: int
+    absolute_deadline_ms: int
+    version: int
+
+    @property
+    def deadline_ms(self) -> int:
+        return min(self.absolute_deadline_ms, self.last_access_ms + self.idle_timeout_ms)
+
+    def expiry_reason(self, now_ms: int) -> str | None:
+        if now_ms >= self.absolute_deadline_ms:
+            return "session expired (absolute lifetime reached)"
+        if now_ms >= self.last_access_ms + self.idle_timeout_ms:
+            return "session expired (idle timeout)"
+        return None
+
+    def view(self, with_attributes: bool) -> SessionView:
+        return SessionView(
+            handle=self.handle,
+            principal=self.principal,
+            attributes=tuple(sorted(self.attributes.items())) if with_attributes else (),
+            created_ms=self.created_ms,
+            last_access_ms=self.last_access_ms,
+            idle_timeout_ms=self.idle_timeout_ms,
+            absolute_deadline_ms=self.absolute_deadline_ms,
+            version=self.version,
+        )
+
+
+@dataclass(slots=True)
+class _Dedup:
+    sequence: int
+    reply: Reply
+    last_ms: int
+
+
+class SessionMachine:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.now_ms = 0
+        self.sessions: dict[bytes, Session] = {}
+        self.by_handle: dict[str, bytes] = {}
+        # principal -> token hashes; a dict used as an insertion-ordered set.
+        self.by_principal: dict[str, dict[bytes, None]] = {}
+        # (deadline_ms, token_hash); may hold stale entries, see _sweep().
+        self._expiry: list[tuple[int, bytes]] = []
+        # client id -> latest answer; ordered least recently used first.
+        self._dedup: dict[bytes, _Dedup] = {}
+
+    # ----------------------------------------------------------------- apply
+    def apply(self, entry: bytes) -> Reply:
+        """Apply one log entry. Raises only UndecodableEntry (the node must stop)."""
+        cmd = c.decode(entry)
+        self.now_ms = max(self.now_ms, cmd.now_ms)
+        cid = cmd.client_id
+        if cid is not None:
+            seen = self._dedup.get(cid)
+            if seen is not None:
+                if cmd.sequence == seen.sequence:
+                    return seen.reply
+                if cmd.sequence < seen.sequence:
+                    return Reply(
+                        Code.STALE_SEQUENCE,
+                        f"request sequence {cmd.sequence} is older than {seen.sequence}, "
+                        "already applied for this client id",
+                    )
+        reply = self._dispatch(cmd.op)
+        if cid is not None:
+            self._dedup.pop(cid, None)
+            self._dedup[cid] = _Dedup(cmd.sequence, reply, self.now_ms)
+            while len(self._dedup) > self.limits.max_dedup_clients:
+                del self._dedup[next(iter(self._dedup))]
+        return reply
+
+    def _dispatch(self, op: c.Op) -> Reply:
+        if isinstance(op, c.Create):
+            return self._create(op)
+        if isinstance(op, c.Touch):
+            return self._touch(op)
+        if isinstance(op, c.Update):
+            return self._update(op)
+        if isinstance(op, c.Rotate):
+            return self._rotate(op)
+        if isinstance(op, c.Delete):
+            return self._delete(op)
+        if isinstance(op, c.RevokePrincipal):
+            return self._revoke(op)
+        if isinstance(op, c.Expire):
+            return Reply(Code.OK, count=self._sweep(op.limit))
+        return Reply(Code.OK)  # Barrier
+
+    # ------------------------------------------------------------ operations
+    def _create(self, op: c.Create) -> Reply:
+        lim = self.limits
+        problem = (
+            v.check_token_hash(op.token_hash)
+            or v.check_handle(op.handle, lim)
+            or (v.check_principal(op.principal, lim) if op.principal is not None else None)
+            or v.check_timeouts(op.idle_timeout_ms, op.absolute_timeout_ms, lim)
+            or v.check_attributes(op.attributes, lim, "attributes")
+            or self._check_session_bytes(op.attributes)
+        )
+        if problem:
+            return Reply(*problem)
+        self._drop_if_expired(op.token_hash)
+        if op.token_hash in self.sessions:
+            return Reply(Code.ALREADY_EXISTS, "a session with this token hash already exists")
+        if op.handle in self.by_handle:
+            return Reply(Code.ALREADY_EXISTS, "a session with this handle already exists")
+        if len(self.sessions) >= lim.max_sessions:
+            return Reply(
+                Code.QUOTA, f"the store holds {len(self.sessions)} sessions, the limit is {lim.max_sessions}"
+            )
+        evicted: tuple[str, ...] = ()
+        if op.principal is not None:
+            outcome = self._make_room(op.principal)
+            if isinstance(outcome, Reply):
+                return outcome
+            evicted = outcome
+        now = self.now_ms
+        s = Session(
+            token_hash=op.token_hash,
+            handle=op.handle,
+            principal=op.principal,
+            attributes=dict(op.attributes),
+            created_ms=now,
+            last_access_ms=now,
+            idle_timeout_ms=op.idle_timeout_ms,
+            absolute_deadline_ms=now + op.absolute_timeout_ms,
+            version=1,
+        )
+        self._insert(s)
+        return Reply(Code.OK, session=s.view(False), handles=evicted)
+
+    def _touch(self, op: c.Touch) -> Reply:
+        s = self._live(op.token_hash)
+        if isinstance(s, Reply):
+            return s
+        self._set_last_access(s)
+        return Reply(Code.OK, session=s.view(op.with_attributes))
+
+    def _update(self, op: c.Update) -> Reply:
+        problem = (
+            v.check_token_hash(op.token_hash)
+            or v.check_attributes(op.set, self.limits, "set")
+            or next((p for p in (v.check_attribute_name(n, self.limits) for n in op.delete) if p), None)
+        )
+        if problem:
+            return Reply(*problem)
+        s = self._live(op.token_hash)
+        if isinstance(s, Reply):
+            return s
+        if op.expected_version is not None and op.expected_version != s.version:
+            return Reply(
+                Code.VERSION_CONFLICT,
+                f"expected version {op.expected_version}, the session is at version {s.version}",
+            )
+        merged = dict(s.attributes)
+        for name in op.delete:
+            merged.pop(name, None)
+        merged.update(op.set)
+        if len(merged) > self.limits.max_attributes_per_session:
+            return Reply(
+                Code.QUOTA,
+                f"the update leaves {len(merged)} attributes, "
+                f"the limit is {self.limits.max_attributes_per_session}",
+            )
+        problem = self._check_session_bytes(merged.items())
+        if problem:
+            return Reply(*problem)
+        s.attributes = merged
+        s.version += 1
+        self._set_last_access(s)
+        return Reply(Code.OK, session=s.view(False))
+
+    def _rotate(self, op: c.Rotate) -> Reply:
+        problem = v.check_token_hash(op.token_hash) or v.check_token_hash(op.new_token_hash, "new_token_hash")
+        if not problem and op.principal is not None:
+            problem = v.check_principal(op.principal, self.limits)
+        if problem:
+            return Reply(*problem)
+        s = self._live(op.token_hash)
+        if isinstance(s, Reply):
+            return s
+        self._drop_if_expired(op.new_token_hash)
+        if op.new_token_hash in self.sessions:
+            return Reply(Code.ALREADY_EXISTS, "a session with the new token hash already exists")
+        evicted: tuple[str, ...] = ()
+        new_principal = s.principal if op.principal is None else op.principal
+        if new_principal is not None and new_principal != s.principal:
+            outcome = self._make_room(new_principal)
+            if isinstance(outcome, Reply):
+                return outcome
+            evicted = outcome
+        self._remove(s)
+        s.token_hash = op.new_token_hash
+        s.principal = new_principal
+        s.version += 1
+        s.last_access_ms = max(s.last_access_ms, self.now_ms)
+        self._insert(s)
+        return Reply(Code.OK, session=s.view(False), handles=evicted)
+
+    def _delete(self, op: c.Delete) -> Reply:
+        key = op.token_hash
+        if key is None and op.handle is not None:
+            key = self.by_handle.get(op.handle)
+        if (op.token_hash is None) == (op.handle is None):
+            return Reply(Code.INVALID, "delete needs exactly one of token_hash or handle")
+        if op.token_hash is not None and (problem := v.check_token_hash(op.token_hash)):
+            return Reply(*problem)
+        s = self.sessions.get(key) if key is not None else None
+        if s is None:
+            return Reply(Code.OK, existed=False)
+        live = s.expiry_reason(self.now_ms) is None
+        self._remove(s)
+        return Reply(Code.OK, existed=live)
+
+    def _revoke(self, op: c.RevokePrincipal) -> Reply:
+        problem = v.check_principal(op.principal, self.limits)
+        if problem:
+            return Reply(*problem)
+        revoked: list[str] = []
+        for key in list(self.by_principal.get(op.principal, {})):
+            s = self.sessions[key]
+            if s.handle == op.except_handle:
+                continue
+            if s.expiry_reason(self.now_ms) is None:
+                revoked.append(s.handle)
+            self._remove(s)
+        return Reply(Code.OK, handles=tuple(sorted(revoked)))
+
+    # --------------------------------------------------------------- helpers
+    def _check_session_bytes(self, attributes: Iterable[tuple[str, bytes]]) -> v.Problem | None:
+        size = v.session_bytes(attributes)
+        if size > self.limits.max_session_bytes:
+            return (
+                Code.QUOTA,
+                f"session attributes total {size} bytes, the limit is {self.limits.max_session_bytes}",
+            )
+        return None
+
+    def _live(self, token_hash: bytes) -> Session | Reply:
+        """The session if it exists and has not expired; expired ones are removed here."""
+        problem = v.check_token_hash(token_hash)
+        if problem:
+            return Reply(*problem)
+        s = self.sessions.get(token_hash)
+        if s is None:
+            return Reply(Code.NOT_FOUND, "session not found")
+        reason = s.expiry_reason(self.now_ms)
+        if reason is not None:
+            self._remove(s)
+            return Reply(Code.NOT_FOUND, reason)
+        return s
+
+    def _drop_if_expired(self, token_hash: bytes) -> None:
+        s = self.sessions.get(token_hash)
+        if s is not None and s.expiry_reason(self.now_ms) is not None:
+            self._remove(s)
+
+    def _make_room(self, principal: str) -> tuple[str, ...] | Reply:
+        """Apply the per-principal cap before adding one session to `principal`."""
+        index = self.by_principal.get(principal, {})
+        for key in list(index):
+            if self.sessions[key].expiry_reason(self.now_ms) is not None:
+                self._remove(self.sessions[key])
+        index = self.by_principal.get(principal, {})
+        cap = self.limits.max_sessions_per_principal
+        if len(index) < cap:
+            return ()
+        if self.limits.principal_cap_policy == "reject":
+            return Reply(Code.QUOTA, f"principal already has {len(index)} sessions, the limit is {cap}")
+        oldest = sorted((self.sessions[k] for k in index), key=lambda s: (s.created_ms, s.handle))
+        victims = oldest[: len(index) - cap + 1]
+        for s in victims:
+            self._remove(s)
+        return tuple(s.handle for s in victims)
+
+    def _set_last_access(self, s: Session) -> None:
+        s.last_access_ms = max(s.last_access_ms, self.now_ms)
+        heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
+
+    def _insert(self, s: Session) -> None:
+        self.sessions[s.token_hash] = s
+        self.by_handle[s.handle] = s.token_hash
+        if s.principal is not None:
+            self.by_principal.setdefault(s.principal, {})[s.token_hash] = None
+        heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
+
+    def _remove(self, s: Session) -> None:
+        del self.sessions[s.token_hash]
+        del self.by_handle[s.handle]
+        if s.principal is not None:
+            index = self.by_principal[s.principal]
+            del index[s.token_hash]
+            if not index:
+                del self.by_principal[s.principal]
+
+    def _sweep(self, limit: int) -> int:
+        """Remove up to `limit` expired sessions, earliest (deadline, token hash) first.
+
+        The heap may hold stale entries (a touch pushes a new one). An entry whose deadline
+        is not the session's current one is re-pushed at the current deadline rather than
+        acted on, so which sessions a bounded sweep removes depends only on the sessions'
+        current deadlines, never on a replica's heap history (a restored replica rebuilds it).
+        """
+        removed = 0
+        heap = self._expiry
+        while heap and heap[0][0] <= self.now_ms and removed < limit:
+            deadline, key = heapq.heappop(heap)
+            s = self.sessions.get(key)
+            if s is None:
+                continue
+            if s.deadline_ms != deadline:
+                heapq.heappush(heap, (s.deadline_ms, key))
+                continue
+            self._remove(s)
+            removed += 1
+        if len(heap) > 2 * len(self.sessions) + 1024:
+            self._rebuild_expiry()
+        ttl = self.limits.dedup_ttl_ms
+        while self._dedup:
+            first = next(iter(self._dedup))
+            if self.now_ms - self._dedup[first].last_ms <= ttl:
+                break
+            del self._dedup[first]
+        return removed
+
+    def _rebuild_expiry(self) -> None:
+        self._expiry = sorted((s.deadline_ms, s.token_hash) for s in self.sessions.values())
+
+    # ----------------------------------------------------------------- reads
+    def read(self, token_hash: bytes, now_ms: int) -> Reply:
+        """A local read of one session (the caller decides whether it is linearizable)."""
+        problem = v.check_token_hash(token_hash)
+        if problem:
+            return Reply(*problem)
+        s = self.sessions.get(token_hash)
+        if s is None:
+            return Reply(Code.NOT_FOUND, "session not found")
+        reason = s.expiry_reason(max(now_ms, self.now_ms))
+        if reason is not None:
+            return Reply(Code.NOT_FOUND, reason)
+        return Reply(Code.OK, session=s.view(True))
+
+    def list_principal(self, principal: str, now_ms: int) -> list[SessionView]:
+        now = max(now_ms, self.now_ms)
+        live = [
+            self.sessions[k]
+            for k in self.by_principal.get(principal, {})
+            if self.sessions[k].expiry_reason(now) is None
+        ]
+        return [s.view(False) for s in sorted(live, key=lambda s: (s.created_ms, s.handle))]
+
+    def next_deadline_ms(self) -> int | None:
+        """Earliest deadline in the expiry heap (may be stale, so only a hint to sweep)."""
+        return self._expiry[0][0] if self._expiry else None
+
+    # ------------------------------------------------------------- snapshots
+    def snapshot(self) -> bytes:
+        """Canonical msgpack: sessions sorted by token hash, attributes by name."""
+        sessions = [
+            [
+                s.token_hash,
+                s.handle,
+                s.principal,
+                sorted(s.attributes.items()),
+                s.created_ms,
+                s.last_access_ms,
+                s.idle_timeout_ms,
+                s.absolute_deadline_ms,
+                s.version,
+            ]
+            for _, s in sorted(self.sessions.items())
+        ]
+        dedup = [[cid, d.sequence, reply_to_wire(d.reply), d.last_ms] for cid, d in self._dedup.items()]
+        return msgpack.packb(
+            {"format": SNAPSHOT_FORMAT, "now_ms": self.now_ms, "sessions": sessions, "dedup": dedup},
+            use_bin_type=True,
+        )
+
+    def restore(self, data: bytes) -> None:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        if raw.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
+        self.__init__(self.limits)  # type: ignore[misc]
+        self.now_ms = raw["now_ms"]
+        for h, handle, principal, attrs, created, last, idle, absolute, version in raw["sessions"]:
+            self._insert(
+                Session(
+                    h, handle, principal, {n: val for n, val in attrs}, created, last, idle, absolute, version
+                )
+            )
+        self._rebuild_expiry()
+        for cid, seq, reply, last in raw["dedup"]:
+            self._dedup[cid] = _Dedup(seq, reply_from_wire(reply), last)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.snapshot()).hexdigest()

@@ -1,0 +1,107 @@
+"""Stateless checks of request shape against the configured limits.
+
+Called twice with the same code: by the gRPC service before proposing (so bad input costs
+no log entry and gets its error at once) and by the state machine at apply (so the state's
+invariants hold whatever a proposer sends). Each check returns None or a Problem: the
+outcome code (INVALID for a malformed request, QUOTA for a size limit) and a message that
+names what was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .config import Limits
+from .replies import Code
+
+Problem = tuple[Code, str]
+
+
+def _invalid(message: str) -> Problem:
+    return (Code.INVALID, message)
+
+
+def _quota(message: str) -> Problem:
+    return (Code.QUOTA, message)
+
+
+TOKEN_HASH_BYTES = 32
+
+
+def check_token_hash(value: bytes, field: str = "token_hash") -> Problem | None:
+    if len(value) != TOKEN_HASH_BYTES:
+        return _invalid(
+            f"{field} must be the {TOKEN_HASH_BYTES}-byte SHA-256 of the token, got {len(value)} bytes"
+        )
+    return None
+
+
+def check_principal(value: str, limits: Limits) -> Problem | None:
+    size = len(value.encode("utf-8"))
+    if size == 0:
+        return _invalid("principal must not be empty")
+    if size > limits.max_principal_bytes:
+        return _quota(f"principal is {size} bytes, the limit is {limits.max_principal_bytes}")
+    return None
+
+
+def check_handle(value: str, limits: Limits) -> Problem | None:
+    if not value:
+        return _invalid("handle must not be empty")
+    if len(value.encode("utf-8")) > limits.max_handle_bytes:
+        return _quota(f"handle is longer than {limits.max_handle_bytes} bytes")
+    return None
+
+
+def check_timeouts(idle_ms: int, absolute_ms: int, limits: Limits) -> Problem | None:
+    if idle_ms <= 0:
+        return _invalid(f"idle_timeout_ms must be > 0, got {idle_ms}")
+    if absolute_ms <= 0:
+        return _invalid(f"absolute_timeout_ms must be > 0, got {absolute_ms}")
+    if absolute_ms < idle_ms:
+        return _invalid(
+            f"absolute_timeout_ms ({absolute_ms}) must not be shorter than idle_timeout_ms ({idle_ms})"
+        )
+    if idle_ms > limits.max_idle_timeout_ms:
+        return _quota(f"idle_timeout_ms ({idle_ms}) exceeds the limit of {limits.max_idle_timeout_ms}")
+    if absolute_ms > limits.max_absolute_timeout_ms:
+        return _quota(
+            f"absolute_timeout_ms ({absolute_ms}) exceeds the limit of {limits.max_absolute_timeout_ms}"
+        )
+    return None
+
+
+def check_attribute_name(name: str, limits: Limits) -> Problem | None:
+    size = len(name.encode("utf-8"))
+    if size == 0:
+        return _invalid("attribute name must not be empty")
+    if size > limits.max_attribute_name_bytes:
+        return _quota(
+            f"attribute name {name[:32]!r} is {size} bytes, the limit is {limits.max_attribute_name_bytes}"
+        )
+    return None
+
+
+def check_attributes(pairs: Iterable[tuple[str, bytes]], limits: Limits, field: str) -> Problem | None:
+    """Per-attribute limits, plus duplicates; whole-session limits are checked at apply."""
+    seen: set[str] = set()
+    for name, value in pairs:
+        problem = check_attribute_name(name, limits)
+        if problem:
+            return problem
+        if name in seen:
+            return _invalid(f"attribute {name!r} appears twice in {field}")
+        seen.add(name)
+        if len(value) > limits.max_attribute_value_bytes:
+            return _quota(
+                f"attribute {name!r} value is {len(value)} bytes, "
+                f"the limit is {limits.max_attribute_value_bytes}"
+            )
+    if len(seen) > limits.max_attributes_per_session:
+        return _quota(f"{field} has {len(seen)} attributes, the limit is {limits.max_attributes_per_session}")
+    return None
+
+
+def session_bytes(attributes: Iterable[tuple[str, bytes]]) -> int:
+    """What counts against max_session_bytes: every name's UTF-8 bytes plus its value."""
+    return sum(len(name.encode("utf-8")) + len(value) for name, value in attributes)
