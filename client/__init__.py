@@ -1,1 +1,50 @@
-"""Client library for sessionquorum."""
+"""Client library for sessionquorum, a Raft-replicated web-session store.
+
+    from sessionquorum.client import SessionClient, TLSConfig
+
+    tls = TLSConfig.from_files("ca.pem", "client.pem", "client.key")
+    with SessionClient(["10.0.0.1:51001", "10.0.0.2:51001"], tls=tls) as client:
+        created = client.create(principal=None, attributes={"cart": b"[]"})
+        session = client.validate(created.token)
+
+Tokens are made and hashed inside this library; only their SHA-256 reaches the cluster.
+Mutations are exactly-once across retries and leader changes (request ids, see _lanes);
+when that cannot be confirmed in time they raise OutcomeUnknown, never a guess.
+"""
+
+from ._channels import TLSConfig
+from ._client import SessionClient
+from ._errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    OutcomeUnknown,
+    PermissionDenied,
+    QuotaExceeded,
+    SessionQuorumError,
+    StaleRequest,
+    Unavailable,
+    VersionConflict,
+)
+from ._session import Created, Rotated, Session
+from ._tokens import hash_token, new_token
+
+__all__ = [
+    "AlreadyExists",
+    "Created",
+    "InvalidArgument",
+    "NotFound",
+    "OutcomeUnknown",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "Rotated",
+    "Session",
+    "SessionClient",
+    "SessionQuorumError",
+    "StaleRequest",
+    "TLSConfig",
+    "Unavailable",
+    "VersionConflict",
+    "hash_token",
+    "new_token",
+]

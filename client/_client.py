@@ -1,0 +1,285 @@
+"""SessionClient: the public face; builds requests, leaves routing and retries to _retry.
+
+Each method is a few lines on purpose: it turns arguments into one request message,
+takes a request id from the lane pool if the call mutates, and hands the message to the
+retry loop. Everything that decides *how* a call reaches the leader lives elsewhere, so
+every method gets identical retry and error semantics.
+
+Tokens are made here (create, rotate) and hashed here; the node, the log and the logs of
+this library only ever see hashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+
+from sessionquorum.proto import sessionquorum_pb2 as pb
+
+from ._channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, TLSConfig
+from ._lanes import LanePool
+from ._retry import Caller
+from ._routing import Router
+from ._session import (
+    Created,
+    Rotated,
+    Session,
+    attributes_to_pb,
+    names_to_pb,
+    seconds_to_ms,
+    session_from_pb,
+)
+from ._tokens import hash_prefix, hash_token, new_token
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+# Below the node's apply timeout (5 s) on purpose: a leader that cannot commit is usually
+# gone, and the retry carries the same request id, so giving up on an attempt early is free.
+DEFAULT_ATTEMPT_TIMEOUT_S = 3.0
+# OWASP: 15-30 min idle for low-risk applications, 4-8 h absolute lifetime.
+DEFAULT_IDLE_TIMEOUT_S = 30 * 60.0
+DEFAULT_ABSOLUTE_TIMEOUT_S = 8 * 3600.0
+
+
+def _positive_seconds(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class SessionClient:
+    """A thread-safe client for a sessionquorum cluster; share one per process.
+
+    Plaintext must be asked for (`insecure=True`): the token hashes this client sends are
+    credentials against the store, so the default is to refuse to run without TLS.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        tls: TLSConfig | None = None,
+        insecure: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if tls is None and not insecure:
+            raise ValueError("pass tls=TLSConfig(...), or insecure=True to use plaintext deliberately")
+        if tls is not None and insecure:
+            raise ValueError("tls and insecure=True contradict each other; pass one")
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
+        self._timeout_s = _positive_seconds("timeout_s", timeout_s)
+        self._router = Router(endpoints)
+        self._channels = ChannelPool(tls, max_message_bytes)
+        self._lanes = LanePool()
+        self._caller = Caller(
+            self._router,
+            self._channels,
+            attempt_timeout_s=_positive_seconds("attempt_timeout_s", attempt_timeout_s),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The known endpoints: those given, plus any learned from leader hints."""
+        return self._router.endpoints
+
+    def close(self) -> None:
+        """Close all channels; idempotent. Calls still running end with an error."""
+        self._caller.close()
+        self._channels.close()
+
+    def __enter__(self) -> SessionClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _deadline(self, timeout_s: float | None) -> float:
+        return self._timeout_s if timeout_s is None else _positive_seconds("timeout_s", timeout_s)
+
+    # -- mutations: each carries a request id leased for the whole call --------------------
+
+    def create(
+        self,
+        *,
+        principal: str | None = None,
+        attributes: Mapping[str, bytes] | None = None,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        absolute_timeout_s: float = DEFAULT_ABSOLUTE_TIMEOUT_S,
+        timeout_s: float | None = None,
+    ) -> Created:
+        """Start a session under a fresh token; `principal=None` makes it anonymous."""
+        token = new_token()
+        token_hash = hash_token(token)
+        request = pb.CreateRequest(
+            token_hash=token_hash,
+            principal=principal or "",
+            attributes=attributes_to_pb(attributes),
+            idle_timeout_ms=seconds_to_ms("idle_timeout_s", idle_timeout_s),
+            absolute_timeout_ms=seconds_to_ms("absolute_timeout_s", absolute_timeout_s),
+        )
+        with self._lanes.lease() as request_id:
+            request.request_id.CopyFrom(request_id)
+            response = self._caller.call(
+                f"create {hash_prefix(token_hash)}",
+                lambda stub: stub.Create,
+                request,
+                mutation=True,
+                leader_only=True,
+                timeout_s=self._deadline(timeout_s),
+            )
+        return Created(token, session_from_pb(response.session), tuple(response.evicted_handles))
+
+    def update(
+        self,
+        token: str,
+        *,
+        set: Mapping[str, bytes] | None = None,
+        delete: Iterable[str] | None = None,
+        expected_version: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Session:
+        """Set and delete attributes in one step; with `expected_version`, compare-and-set."""
+        token_hash = hash_token(token)
+        request = pb.UpdateRequest(
+            token_hash=token_hash, set=attributes_to_pb(set), delete=names_to_pb(delete)
+        )
+        if expected_version is not None:
+            request.expected_version = expected_version
+        with self._lanes.lease() as request_id:
+            request.request_id.CopyFrom(request_id)
+            response = self._caller.call(
+                f"update {hash_prefix(token_hash)}",
+                lambda stub: stub.Update,
+                request,
+                mutation=True,
+                leader_only=True,
+                timeout_s=self._deadline(timeout_s),
+            )
+        return session_from_pb(response.session)
+
+    def touch(self, token: str, *, timeout_s: float | None = None) -> Session:
+        """Refresh the session's last access now (never extends its absolute deadline)."""
+        token_hash = hash_token(token)
+        request = pb.TouchRequest(token_hash=token_hash)
+        with self._lanes.lease() as request_id:
+            request.request_id.CopyFrom(request_id)
+            response = self._caller.call(
+                f"touch {hash_prefix(token_hash)}",
+                lambda stub: stub.Touch,
+                request,
+                mutation=True,
+                leader_only=True,
+                timeout_s=self._deadline(timeout_s),
+            )
+        return session_from_pb(response.session)
+
+    def rotate(self, token: str, *, principal: str | None = None, timeout_s: float | None = None) -> Rotated:
+        """Move the session to a new token (do this at login); the old token stops working.
+
+        `principal` binds or re-binds the session; None keeps the current binding. The
+        returned `Rotated.token` is the NEW token to hand to the browser.
+        """
+        token_hash = hash_token(token)
+        fresh = new_token()
+        request = pb.RotateRequest(token_hash=token_hash, new_token_hash=hash_token(fresh))
+        if principal is not None:
+            request.principal = principal
+        with self._lanes.lease() as request_id:
+            request.request_id.CopyFrom(request_id)
+            response = self._caller.call(
+                f"rotate {hash_prefix(token_hash)}",
+                lambda stub: stub.Rotate,
+                request,
+                mutation=True,
+                leader_only=True,
+                timeout_s=self._deadline(timeout_s),
+            )
+        return Rotated(fresh, session_from_pb(response.session), tuple(response.evicted_handles))
+
+    def delete(self, token: str, *, timeout_s: float | None = None) -> bool:
+        """End the session (logout); returns whether it existed. Idempotent."""
+        token_hash = hash_token(token)
+        return self._delete(pb.DeleteRequest(token_hash=token_hash), hash_prefix(token_hash), timeout_s)
+
+    def delete_handle(self, handle: str, *, timeout_s: float | None = None) -> bool:
+        """End a session by its non-secret handle (e.g. from list_sessions)."""
+        return self._delete(pb.DeleteRequest(handle=handle), f"handle {handle}", timeout_s)
+
+    def _delete(self, request: pb.DeleteRequest, what: str, timeout_s: float | None) -> bool:
+        with self._lanes.lease() as request_id:
+            request.request_id.CopyFrom(request_id)
+            response = self._caller.call(
+                f"delete {what}",
+                lambda stub: stub.Delete,
+                request,
+                mutation=True,
+                leader_only=True,
+                timeout_s=self._deadline(timeout_s),
+            )
+        return response.existed
+
+    def revoke_principal(
+        self, principal: str, *, except_handle: str | None = None, timeout_s: float | None = None
+    ) -> list[str]:
+        """End all of a principal's sessions, optionally but one; returns the ended handles."""
+        request = pb.RevokePrincipalRequest(principal=principal, except_handle=except_handle or "")
+        with self._lanes.lease() as request_id:
+            request.request_id.CopyFrom(request_id)
+            response = self._caller.call(
+                "revoke_principal",
+                lambda stub: stub.RevokePrincipal,
+                request,
+                mutation=True,
+                leader_only=True,
+                timeout_s=self._deadline(timeout_s),
+            )
+        return list(response.revoked_handles)
+
+    # -- reads: no request id; retried freely ----------------------------------------------
+
+    def validate(
+        self, token: str, *, touch: bool = False, stale: bool = False, timeout_s: float | None = None
+    ) -> Session:
+        """Return the session with its attributes, or raise NotFound.
+
+        `stale=True` lets any node answer from local state (faster, may lag or miss a
+        recent logout); it is ignored with `touch=True`, which the leader serves. A touch
+        is idempotent at the node, so it is retried like a read.
+        """
+        token_hash = hash_token(token)
+        consistency = pb.STALE if stale and not touch else pb.LINEARIZABLE
+        request = pb.ValidateRequest(token_hash=token_hash, touch=touch, consistency=consistency)
+        response = self._caller.call(
+            f"validate {hash_prefix(token_hash)}",
+            lambda stub: stub.Validate,
+            request,
+            mutation=False,
+            leader_only=consistency == pb.LINEARIZABLE,
+            timeout_s=self._deadline(timeout_s),
+        )
+        return session_from_pb(response.session)
+
+    def list_sessions(self, principal: str, *, timeout_s: float | None = None) -> list[Session]:
+        """The principal's live sessions, metadata only (for a "your devices" page)."""
+        response = self._caller.call(
+            "list_sessions",
+            lambda stub: stub.ListSessions,
+            pb.ListSessionsRequest(principal=principal),
+            mutation=False,
+            leader_only=True,
+            timeout_s=self._deadline(timeout_s),
+        )
+        return [session_from_pb(s) for s in response.sessions]

@@ -1,0 +1,131 @@
+"""The client's error tree, and the one table that maps a gRPC status back to it.
+
+    SessionQuorumError              every error this library raises about a request
+    ├── InvalidArgument             INVALID_ARGUMENT: the request is malformed (also raised
+    │                               locally, e.g. for a token that is not ASCII)
+    ├── NotFound                    NOT_FOUND: no such session (or it expired / was deleted)
+    ├── AlreadyExists               ALREADY_EXISTS: the token hash (or handle) is taken
+    ├── VersionConflict             ABORTED: expected_version did not match
+    ├── QuotaExceeded               RESOURCE_EXHAUSTED: a configured limit would be exceeded
+    ├── StaleRequest                OUT_OF_RANGE: the node has seen a newer request id
+    ├── PermissionDenied            PERMISSION_DENIED / UNAUTHENTICATED
+    ├── Unavailable                 no node gave a definite answer before the deadline, and
+    │                               no attempt can have been applied
+    └── OutcomeUnknown              no definite answer before the deadline, and some attempt
+                                    may have been applied: the change may or may not exist
+
+The node's tree (store/errors.py) is the mirror image: each of its errors has one status,
+and this module turns the status back into an error in `error_for_status`, the only place
+that reads a status code to pick an exception. Transient statuses (UNAVAILABLE, UNKNOWN,
+DEADLINE_EXCEEDED, FAILED_PRECONDITION, CANCELLED) only reach a caller once the retry loop
+has given up, so for them the table is not enough: whether any attempt may have been
+applied decides between Unavailable and OutcomeUnknown.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class SessionQuorumError(Exception):
+    """Base of every error this library raises about a request.
+
+    `message` keeps the node's own status message (it names the limit, the version, ...);
+    `code` is the gRPC status the error came from, or the status it stands for when the
+    client decided locally.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, {self.code.name})"
+
+
+class InvalidArgument(SessionQuorumError):
+    """The request is malformed; retrying it unchanged cannot succeed."""
+
+
+class NotFound(SessionQuorumError):
+    """No such session: it never existed, expired, or was deleted or rotated away."""
+
+
+class AlreadyExists(SessionQuorumError):
+    """The token hash or handle is taken (with 256-bit tokens: a bug, not bad luck)."""
+
+
+class VersionConflict(SessionQuorumError):
+    """expected_version did not match: someone else changed the session first."""
+
+
+class QuotaExceeded(SessionQuorumError):
+    """A configured limit (sizes, counts, sessions per principal) would be exceeded."""
+
+
+class StaleRequest(SessionQuorumError):
+    """The node has applied a newer request id for this client id than the one sent.
+
+    Never expected: the client never has two requests in flight per client id. The lane that
+    saw it is retired, so later calls are not affected.
+    """
+
+
+class PermissionDenied(SessionQuorumError):
+    """The node refused this client's identity (TLS client certificate) or its rights."""
+
+
+class Unavailable(SessionQuorumError):
+    """No node answered definitely in time; nothing was applied, so a retry is safe."""
+
+
+class OutcomeUnknown(SessionQuorumError):
+    """No definite answer in time, and some attempt may have been applied.
+
+    The caller must find out (e.g. validate the token) or accept either outcome; repeating
+    the call would be a *new* request, which the node cannot deduplicate against this one.
+    """
+
+
+# Statuses that the retry loop treats as "try again" rather than as the answer.
+TRANSIENT_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+# The one table: a definite status from a node -> the error a caller sees.
+_DEFINITE: dict[grpc.StatusCode, type[SessionQuorumError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.ABORTED: VersionConflict,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: QuotaExceeded,
+    grpc.StatusCode.OUT_OF_RANGE: StaleRequest,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
+}
+
+
+def error_for_status(
+    code: grpc.StatusCode, details: str | None, *, maybe_applied: bool = False
+) -> SessionQuorumError:
+    """Return the error for a status; the caller raises it `from` the gRPC error.
+
+    `maybe_applied` only matters for transient statuses, i.e. when the retry loop gives up:
+    it is True when some attempt of a mutation may have reached the state machine.
+    """
+    message = details or f"status {code.name}"
+    cls = _DEFINITE.get(code)
+    if cls is None:
+        if code in TRANSIENT_CODES:
+            cls = OutcomeUnknown if maybe_applied else Unavailable
+        else:
+            # INTERNAL, UNIMPLEMENTED, DATA_LOSS, ...: a bug somewhere, never retried.
+            cls = SessionQuorumError
+    return cls(message, code)

@@ -1,0 +1,177 @@
+"""The retry loop: one logical call, many attempts, one overall deadline.
+
+Every attempt of a call sends the very same request message, so a mutation keeps its
+request id (see _lanes.py) and the node deduplicates any repeat. The loop therefore never
+has to guess whether retrying is safe; it only has to report honestly when it gives up:
+
+- a definite status (NOT_FOUND, ABORTED, ...) is raised at once, translated in
+  _errors.error_for_status;
+- at the deadline, a mutation of which some attempt may have been applied raises
+  OutcomeUnknown, anything else Unavailable.
+
+Attempts are spaced by exponential backoff with full jitter (so many clients retrying
+after a leader change do not arrive in lockstep), except that a leader hint is followed
+at once: a redirect costs one round trip and the hint is usually right. Consecutive
+immediate redirects are bounded because during an election two nodes can point at each
+other.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
+
+import grpc
+
+from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
+
+from ._channels import ChannelPool, ClientClosedError
+from ._errors import SessionQuorumError, error_for_status
+from ._routing import Action, Router, Verdict, classify
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.020
+BACKOFF_MAX_S = 0.500
+MAX_IMMEDIATE_REDIRECTS = 3
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+if TYPE_CHECKING:
+    # Picks the method off a stub, e.g. `lambda stub: stub.Create`. Only for the type
+    # checker: grpc's runtime classes are not generic.
+    RpcPicker: TypeAlias = Callable[[pb_grpc.SessionStoreStub], grpc.UnaryUnaryMultiCallable[_Req, _Resp]]
+
+
+def backoff_delay_s(retries: int) -> float:
+    """Full jitter: uniform in [0, min(max, base * 2**retries)]."""
+    return random.uniform(0.0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0 ** min(retries, 16)))
+
+
+class Caller:
+    """Runs calls against the cluster; shared by all threads of one client."""
+
+    def __init__(self, router: Router, channels: ChannelPool, *, attempt_timeout_s: float) -> None:
+        self._router = router
+        self._channels = channels
+        self._attempt_timeout_s = attempt_timeout_s
+        # Set by close(): wakes every backoff at once so close() does not wait them out.
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        self._closing.set()
+
+    def call(
+        self,
+        label: str,
+        pick: RpcPicker[_Req, _Resp],
+        request: _Req,
+        *,
+        mutation: bool,
+        leader_only: bool,
+        timeout_s: float,
+    ) -> _Resp:
+        """Send `request` until a definite answer or the deadline; see the module docstring.
+
+        `label` names the call in logs; it must not contain a token (a hash prefix is fine).
+        """
+        deadline = time.monotonic() + timeout_s
+        endpoint = self._router.leader()
+        maybe_applied = False
+        attempts = retries = redirects = 0
+        last: grpc.RpcError | None = None
+        last_endpoint = endpoint
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (attempts > 0 and self._closing.is_set()):
+                break
+            try:
+                response = self._attempt(pick, endpoint, request, min(remaining, self._attempt_timeout_s))
+            except ClientClosedError:
+                if attempts == 0:
+                    raise
+                break
+            except grpc.RpcError as exc:
+                attempts += 1
+                last, last_endpoint = exc, endpoint
+                verdict = classify(exc, mutation=mutation)
+                logger.debug(
+                    "%s: attempt %d at %s failed: %s %s (node=%s, leader hint=%s)",
+                    label,
+                    attempts,
+                    endpoint,
+                    exc.code().name,
+                    exc.details(),
+                    verdict.node,
+                    verdict.leader_hint,
+                )
+                if verdict.action is Action.ANSWER:
+                    raise error_for_status(exc.code(), exc.details()) from exc
+                maybe_applied = maybe_applied or verdict.maybe_applied
+                if deadline - time.monotonic() <= 0:
+                    # Out of time. Stop here so that an attempt cut short by the caller's
+                    # deadline does not move the leader guess shared with other threads.
+                    break
+                endpoint, redirects, immediate = self._route(verdict, endpoint, redirects)
+                if immediate:
+                    continue
+                pause = min(backoff_delay_s(retries), max(0.0, deadline - time.monotonic()))
+                retries += 1
+                if self._closing.wait(pause):
+                    break
+                continue
+            attempts += 1
+            if leader_only:
+                self._router.confirm(endpoint)
+            if attempts > 1:
+                logger.debug("%s: succeeded at %s after %d attempts", label, endpoint, attempts)
+            return response
+        raise self._gave_up(label, last, last_endpoint, attempts, timeout_s, maybe_applied) from last
+
+    def _attempt(self, pick: RpcPicker[_Req, _Resp], endpoint: str, request: _Req, timeout_s: float) -> _Resp:
+        rpc = pick(self._channels.stub(endpoint))
+        try:
+            return rpc(request, timeout=timeout_s)
+        except ValueError as exc:
+            # gRPC refuses to start a call on a channel that close() shut a moment ago.
+            if self._closing.is_set():
+                raise ClientClosedError("the SessionClient is closed") from exc
+            raise
+
+    def _route(self, verdict: Verdict, endpoint: str, redirects: int) -> tuple[str, int, bool]:
+        """Where the next attempt goes: (endpoint, consecutive redirects, go without pause)."""
+        hint = verdict.leader_hint
+        if verdict.action is Action.REDIRECT and hint and hint != endpoint:
+            redirects += 1
+            return self._router.follow_hint(hint), redirects, redirects <= MAX_IMMEDIATE_REDIRECTS
+        if verdict.action is Action.SAME:
+            return endpoint, 0, False
+        # NEXT, or a redirect without a usable hint. A redirect keeps counting, so nodes
+        # pointing at each other during an election are visited with backoff.
+        redirects = redirects if verdict.action is Action.REDIRECT else 0
+        return self._router.after_failure(endpoint), redirects, False
+
+    def _gave_up(
+        self,
+        label: str,
+        last: grpc.RpcError | None,
+        endpoint: str,
+        attempts: int,
+        timeout_s: float,
+        maybe_applied: bool,
+    ) -> SessionQuorumError:
+        why = (
+            "the client was closed"
+            if self._closing.is_set()
+            else f"no definite answer within {timeout_s:g} s"
+        )
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if last is None else last.code()
+        details = "" if last is None else f"; last from {endpoint}: {code.name}: {last.details()}"
+        applied = "; it may or may not have been applied" if maybe_applied else ""
+        message = f"{label}: {why} ({attempts} attempts){details}{applied}"
+        logger.info("%s", message)
+        return error_for_status(code, message, maybe_applied=maybe_applied)

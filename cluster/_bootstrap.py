@@ -1,0 +1,214 @@
+"""Create (or reuse) a cluster directory: config, Raft secret, TLS material, node data dirs.
+
+Layout of a cluster directory (everything a local cluster needs, relocatable as a whole
+because cluster.json holds paths relative to itself):
+
+    cluster.json            the shared config (store/config.py); no secrets in it
+    secrets/                0700
+      raft.password         0600, guards pysyncobj's pickled peer traffic
+      ca.key                0600, kept so more certificates can be issued later
+    tls/                    0700
+      ca.pem                what clients and nodes trust
+      n1.pem, n1.key        node certificate (serverAuth + clientAuth) and key (0600)
+      client.pem, client.key  the certificate applications and tests present
+    n1/, n2/, ...           node data dirs, 0700 (Raft journal and snapshots are pickles:
+                            whoever can write them runs code at the next start)
+
+cluster.json is written last, atomically: it is the commit point. If it exists, the
+directory is reused as it is, which is how a whole cluster restarts from its data dirs.
+A request that does not match it (another node count, other overrides) is refused rather
+than silently served with the old settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sessionquorum.store.config import ClusterConfig, load_cluster_config, parse_cluster_config
+from sessionquorum.store.errors import ConfigError
+
+from . import _tls
+from ._errors import ClusterError
+
+CONFIG_NAME = "cluster.json"
+HOST = "127.0.0.1"
+DIR_MODE = 0o700
+OVERRIDE_SECTIONS = ("limits", "raft", "server")
+CLIENT_NAME = "sessionquorum-client"
+
+Overrides = Mapping[str, Mapping[str, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """What a client presents: the CA to trust, and its certificate and key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def in_dir(cls, data_dir: Path) -> TLSFiles:
+        tls = data_dir / "tls"
+        return cls(ca=tls / "ca.pem", cert=tls / "client.pem", key=tls / "client.key")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCluster:
+    """A ready cluster directory; `created` is False when an existing one was reused."""
+
+    config: ClusterConfig
+    config_path: Path
+    tls: TLSFiles
+    created: bool
+
+
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """Ports the kernel says are free, all distinct: every socket stays bound until all are chosen."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def _mkdir_private(path: Path) -> None:
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+
+
+def _normalized(overrides: Overrides | None) -> dict[str, dict[str, Any]]:
+    """Overrides as they would read back from JSON, without empty sections (for comparison)."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(OVERRIDE_SECTIONS))
+    if unknown:
+        raise ClusterError(
+            f"unknown override section(s) {', '.join(unknown)} (known: {', '.join(OVERRIDE_SECTIONS)})"
+        )
+    result: dict[str, dict[str, Any]] = json.loads(json.dumps({k: dict(v) for k, v in overrides.items()}))
+    return {k: v for k, v in result.items() if v}
+
+
+def _fresh_config(nodes: int, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ports = free_ports(2 * nodes)
+    node_entries = []
+    for i in range(nodes):
+        node_id = f"n{i + 1}"
+        node_entries.append(
+            {
+                "id": node_id,
+                "raft": f"{HOST}:{ports[2 * i]}",
+                "grpc": f"{HOST}:{ports[2 * i + 1]}",
+                "tls_cert": f"tls/{node_id}.pem",
+                "tls_key": f"tls/{node_id}.key",
+            }
+        )
+    return {
+        "nodes": node_entries,
+        "raft_password_file": "secrets/raft.password",
+        "tls_ca": "tls/ca.pem",
+        "tls_client_auth": True,
+        **overrides,
+    }
+
+
+def _write_material(data_dir: Path, config: ClusterConfig) -> None:
+    _mkdir_private(data_dir / "secrets")
+    _mkdir_private(data_dir / "tls")
+    _tls.write_private(config.raft_password_file, (secrets.token_urlsafe(32) + "\n").encode())
+    ca = _tls.create_ca()
+    assert config.tls_ca is not None  # set by _fresh_config
+    _tls.write_issued(ca, config.tls_ca, data_dir / "secrets" / "ca.key")
+    for node in config.nodes:
+        host = node.grpc_address.rsplit(":", 1)[0].strip("[]")
+        leaf = _tls.issue_leaf(ca, node.id, (HOST, "localhost", host), server=True)
+        assert node.tls_cert is not None and node.tls_key is not None
+        _tls.write_issued(leaf, node.tls_cert, node.tls_key)
+    client = TLSFiles.in_dir(data_dir)
+    _tls.write_issued(_tls.issue_leaf(ca, CLIENT_NAME, (CLIENT_NAME,), server=False), client.cert, client.key)
+
+
+def _write_json_atomically(path: Path, raw: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def open_cluster_dir(data_dir: Path) -> PreparedCluster:
+    """An existing cluster directory, whatever its size; ClusterError if there is none."""
+    data_dir = data_dir.resolve()
+    path = data_dir / CONFIG_NAME
+    if not path.exists():
+        raise ClusterError(f"no cluster in {data_dir} (no {CONFIG_NAME}); create one with `up`")
+    try:
+        config = load_cluster_config(path)
+    except ConfigError as exc:
+        raise ClusterError(str(exc)) from exc
+    tls = TLSFiles.in_dir(data_dir)
+    needed = [config.raft_password_file, tls.ca, tls.cert, tls.key]
+    needed += [p for n in config.nodes for p in (n.tls_cert, n.tls_key) if p is not None]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise ClusterError(f"cluster directory {data_dir} is incomplete, missing: {', '.join(missing)}")
+    for node in config.nodes:
+        _mkdir_private(data_dir / node.id)
+    return PreparedCluster(config=config, config_path=path, tls=tls, created=False)
+
+
+def prepare_cluster_dir(
+    data_dir: Path, nodes: int = 3, overrides: Overrides | None = None
+) -> PreparedCluster:
+    """Create a cluster directory for `nodes` nodes, or reuse the one already there.
+
+    `overrides` maps "limits" / "raft" / "server" to keys of those config sections. On
+    reuse, passing overrides that differ from the stored ones is refused; passing None
+    accepts whatever is stored.
+    """
+    if nodes < 1:
+        raise ClusterError(f"a cluster needs at least 1 node, got {nodes}")
+    wanted = _normalized(overrides)
+    data_dir = data_dir.resolve()
+    path = data_dir / CONFIG_NAME
+    if path.exists():
+        prepared = open_cluster_dir(data_dir)
+        have = len(prepared.config.nodes)
+        if have != nodes:
+            raise ClusterError(
+                f"{data_dir} holds a {have}-node cluster, not {nodes}: "
+                f"use --nodes {have}, another data dir, or remove this one"
+            )
+        if overrides is not None:
+            stored = _normalized(
+                {k: v for k, v in json.loads(path.read_text()).items() if k in OVERRIDE_SECTIONS}
+            )
+            if stored != wanted:
+                raise ClusterError(
+                    f"{path} was made with overrides {stored}, not {wanted}: use another data dir"
+                )
+        return prepared
+    raw = _fresh_config(nodes, wanted)
+    try:
+        # Validate before writing anything, so a typo in an override leaves no half-made dir.
+        config = parse_cluster_config(raw, data_dir)
+    except ConfigError as exc:
+        raise ClusterError(f"invalid overrides: {exc}") from exc
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _write_material(data_dir, config)
+        for node in config.nodes:
+            _mkdir_private(data_dir / node.id)
+        _write_json_atomically(path, raw)
+        config = load_cluster_config(path)
+    except OSError as exc:
+        raise ClusterError(f"cannot create cluster directory {data_dir}: {exc}") from exc
+    return PreparedCluster(config=config, config_path=path, tls=TLSFiles.in_dir(data_dir), created=True)

@@ -1,0 +1,27 @@
+"""The cluster tools' two exceptions.
+
+    ClusterError        a cluster-tools request cannot be done as asked: an unknown node, a
+    │                   data dir made for another node count, a node that is (not) running.
+    │                   The CLI prints the message as one line and exits 2.
+    └── ClusterTimeout  a condition was not reached in time. The message carries every node's
+                        log tail, because a test that fails on a timeout is only debuggable
+                        from what the nodes said while it waited.
+
+Problems from outside (a bad override rejected by the config parser, an OSError while
+writing the directory) are translated into ClusterError where they are caught, with
+`raise ... from exc`, so callers handle one tree.
+"""
+
+from __future__ import annotations
+
+
+class ClusterError(Exception):
+    """A cluster-tools operation cannot be done; the message says what to change."""
+
+
+class ClusterTimeout(ClusterError):
+    """A waited-for condition did not hold in time; `log_tails` maps node id to its log tail."""
+
+    def __init__(self, message: str, log_tails: dict[str, str]) -> None:
+        super().__init__(message)
+        self.log_tails = log_tails
