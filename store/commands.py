@@ -204,8 +204,10 @@ def decode(entry: bytes) -> Command:
         raise UndecodableEntry(f"not msgpack: {exc}") from exc
     if not isinstance(raw, dict):
         raise UndecodableEntry("entry is not a map")
-    if raw.get("v") != COMMAND_VERSION:
-        raise UndecodableEntry(f"unsupported command version {raw.get('v')!r}")
+    version = raw.get("v")
+    # `type() is int`: True == 1 and 1.0 == 1, and a bool or float is not a version.
+    if type(version) is not int or version != COMMAND_VERSION:
+        raise UndecodableEntry(f"unsupported command version {version!r}")
     name, args = raw.get("op"), raw.get("a")
     if not isinstance(name, str) or not isinstance(args, dict):
         raise UndecodableEntry("entry lacks an operation")

@@ -96,6 +96,10 @@ class SessionMachine:
             seen = self._dedup.get(cid)
             if seen is not None:
                 if cmd.sequence == seen.sequence:
+                    # A retry is activity: keep its entry fresh so it is not evicted or
+                    # expired while the client still retries (it would then apply twice).
+                    self._dedup[cid] = self._dedup.pop(cid)
+                    seen.last_ms = self.now_ms
                     return seen.reply
                 if cmd.sequence < seen.sequence:
                     return Reply(
@@ -146,6 +150,9 @@ class SessionMachine:
             return Reply(Code.ALREADY_EXISTS, "a session with this token hash already exists")
         if op.handle in self.by_handle:
             return Reply(Code.ALREADY_EXISTS, "a session with this handle already exists")
+        if len(self.sessions) >= lim.max_sessions:
+            # Expired sessions awaiting a sweep must not hold the store full.
+            self._sweep(lim.expire_batch)
         if len(self.sessions) >= lim.max_sessions:
             return Reply(
                 Code.QUOTA, f"the store holds {len(self.sessions)} sessions, the limit is {lim.max_sessions}"
