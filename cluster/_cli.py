@@ -1,5 +1,6 @@
 """`python -m sessionquorum.cluster`: run a local cluster, look at it, break it, stop it.
 
+    init    --nodes 3|5              write the cluster directory (config, secrets, TLS), start nothing
     up      --nodes 3|5 [--detach]   prepare + start, wait for a leader, print how to connect;
                                      in the foreground, Ctrl-C / SIGTERM stops every node cleanly
     status                           one line per node: pid, leader?, term, commit, applied, sessions
@@ -58,11 +59,25 @@ def _client_example(cluster: LocalCluster) -> str:
     tls = cluster.tls_files
     endpoints = ", ".join(repr(e) for e in cluster.endpoints)
     files = ", ".join(repr(_shown(p)) for p in (tls.ca, tls.cert, tls.key))
+    # The interpreter that has the package: the project's .venv under `make run`.
+    python = _shown(Path(sys.executable))
     return (
-        'python -c "from sessionquorum.client import SessionClient, TLSConfig; '
+        f'{python} -c "from sessionquorum.client import SessionClient, TLSConfig; '
         f"c = SessionClient([{endpoints}], tls=TLSConfig.from_files({files})); "
         "print(c.validate(c.create(principal='alice').token))\""
     )
+
+
+def _init(args: argparse.Namespace, node_command: NodeCommand) -> int:
+    """Write the cluster directory (config, secrets, TLS) without starting anything."""
+    cluster = LocalCluster(args.data_dir, args.nodes, node_command=node_command)
+    prepared = cluster.prepare()
+    verb = "created" if prepared.created else "reusing"
+    print(f"{verb} {len(cluster.node_ids)}-node cluster in {_shown(cluster.data_dir)}")
+    print(f"  config: {_shown(prepared.config_path)}")
+    for node_id in cluster.node_ids:
+        print(f"  {node_id}  grpc {cluster.grpc_address(node_id)}")
+    return 0
 
 
 def _up(args: argparse.Namespace, node_command: NodeCommand) -> int:
@@ -196,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--timeout", type=float, default=LEADER_TIMEOUT_S, help="seconds to wait for a leader")
     up.set_defaults(func=_up)
+    init = commands.add_parser("init", parents=[data], help="write config, secrets and TLS; start nothing")
+    init.add_argument("--nodes", type=int, choices=(3, 5), default=3)
+    init.set_defaults(func=_init)
     commands.add_parser("status", parents=[data], help="one line per node").set_defaults(func=_status)
     for action, (what, _, _) in _SIGNAL_ACTIONS.items():
         sub = commands.add_parser(action, parents=[data], help=what)
