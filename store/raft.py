@@ -79,6 +79,67 @@ class _Replicated(SyncObjConsumer):  # type: ignore[misc]
             self._machine.restore(data)
 
 
+def keep_matching_entries(log: Any, message: dict[str, Any]) -> None:
+    """Rewrite an append_entries message so the follower truncates only on a conflict.
+
+    pysyncobj 0.3.17's follower deletes every entry after prevLogIdx before appending,
+    even entries that match the leader's (a pipelined or repeated batch, or a heartbeat
+    sent while a batch is in flight). Raft truncates only at the first conflicting entry.
+    Here the entries already present with the same term are dropped from the message and
+    prevLogIdx moved past them, so pysyncobj's own code truncates exactly where Raft would.
+    """
+    entries = message.get("entries") or []
+    prev_idx, prev_term = message.get("prevLogIdx"), message.get("prevLogTerm")
+    first, last = log[0][1], log[-1][1]
+    if prev_idx is None or not first <= prev_idx <= last or log[prev_idx - first][2] != prev_term:
+        return  # pysyncobj rejects this message itself
+    matched = 0
+    for entry in entries:
+        idx = entry[1]
+        if idx > last or log[idx - first][2] != entry[2]:
+            break
+        matched += 1
+    if matched == 0 and entries:
+        return  # the first entry is new or conflicts: pysyncobj handles it correctly
+    if matched:
+        prev_idx, prev_term = entries[matched - 1][1], entries[matched - 1][2]
+    rest = entries[matched:]
+    if not rest and log[-1][2] == message["term"]:
+        # Nothing new, and our last entry carries the sender's term: it came from this
+        # leader (one leader per term), so by log matching all we hold agrees with its log.
+        prev_idx, prev_term = last, log[-1][2]
+    message["prevLogIdx"], message["prevLogTerm"], message["entries"] = prev_idx, prev_term, rest
+
+
+class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
+    """SyncObj with two fixes to its log replication (store/DESIGN.md, "pysyncobj fixes").
+
+    Both hook the one message handler pysyncobj registers with its transport; the name is
+    SyncObj's mangled private name, so this override is what the transport calls.
+    """
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if (
+            kind == "append_entries"
+            and "transmission" not in message
+            and message.get("term", -1) >= self._getTerm()
+        ):
+            keep_matching_entries(self._SyncObj__raftLog, message)
+        if kind != "next_node_idx" or not self._isLeader():
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            return
+        # The leader moves a follower's next index back to an older acknowledgement's
+        # position when acknowledgements of pipelined batches arrive late, and resends what
+        # the follower already has. A successful acknowledgement must never rewind it.
+        next_index = self._SyncObj__raftNextIndex
+        before = next_index.get(node)
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        after = next_index.get(node)
+        if message.get("success") and not message.get("reset") and before is not None and after is not None:
+            next_index[node] = max(before, after)
+
+
 @dataclass(frozen=True, slots=True)
 class RaftStatus:
     is_leader: bool
@@ -115,7 +176,7 @@ class ReplicatedLog:
             commandsQueueSize=r.commands_queue_size,
             dynamicMembershipChange=False,
         )
-        self._sync = SyncObj(
+        self._sync = _GuardedSyncObj(
             config.node.raft_address,
             [p.raft_address for p in config.peers],
             conf=conf,
