@@ -27,6 +27,7 @@ from ._session import (
     Rotated,
     Session,
     attributes_to_pb,
+    encode_name,
     names_to_pb,
     seconds_to_ms,
     session_from_pb,
@@ -148,13 +149,22 @@ class SessionClient:
         *,
         set: Mapping[str, bytes] | None = None,
         delete: Iterable[str] | None = None,
+        increment: Mapping[str, int] | None = None,
         expected_version: int | None = None,
         timeout_s: float | None = None,
     ) -> Session:
-        """Set and delete attributes in one step; with `expected_version`, compare-and-set."""
+        """Delete, set and increment attributes in one step; with `expected_version`, compare-and-set.
+
+        `increment` adds to counters held as decimal integers (a missing one counts as 0)
+        on the node, so concurrent increments never lose one another. The returned
+        Session's attributes are the incremented counters' new values.
+        """
         token_hash = hash_token(token)
         request = pb.UpdateRequest(
-            token_hash=token_hash, set=attributes_to_pb(set), delete=names_to_pb(delete)
+            token_hash=token_hash,
+            set=attributes_to_pb(set),
+            delete=names_to_pb(delete),
+            increment=[pb.Increment(name=encode_name(n), delta=d) for n, d in (increment or {}).items()],
         )
         if expected_version is not None:
             request.expected_version = expected_version

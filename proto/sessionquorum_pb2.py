@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'sessionquorum/proto/sessionquorum.proto\x12\x10sessionquorum.v1\"0\n\tRequestId\x12\x11\n\tclient_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"(\n\tAttribute\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xd1\x01\n\x07Session\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12/\n\nattributes\x18\x03 \x03(\x0b\x32\x1b.sessionquorum.v1.Attribute\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x16\n\x0elast_access_ms\x18\x05 \x01(\x03\x12\x17\n\x0fidle_timeout_ms\x18\x06 \x01(\x03\x12\x1c\n\x14\x61\x62solute_deadline_ms\x18\x07 \x01(\x03\x12\x0f\n\x07version\x18\x08 \x01(\x04\"\xce\x01\n\rCreateRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12/\n\nattributes\x18\x04 \x03(\x0b\x32\x1b.sessionquorum.v1.Attribute\x12\x17\n\x0fidle_timeout_ms\x18\x05 \x01(\x03\x12\x1b\n\x13\x61\x62solute_timeout_ms\x18\x06 \x01(\x03\"U\n\x0e\x43reateResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\x12\x17\n\x0f\x65victed_handles\x18\x02 \x03(\t\"l\n\x0fValidateRequest\x12\x12\n\ntoken_hash\x18\x01 \x01(\x0c\x12\r\n\x05touch\x18\x02 \x01(\x08\x12\x36\n\x0b\x63onsistency\x18\x03 \x01(\x0e\x32!.sessionquorum.v1.ReadConsistency\">\n\x10ValidateResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\"\xc2\x01\n\rUpdateRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\x12(\n\x03set\x18\x03 \x03(\x0b\x32\x1b.sessionquorum.v1.Attribute\x12\x0e\n\x06\x64\x65lete\x18\x04 \x03(\x0c\x12\x1d\n\x10\x65xpected_version\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"<\n\x0eUpdateResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\"S\n\x0cTouchRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\";\n\rTouchResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\"\x92\x01\n\rRotateRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\x12\x16\n\x0enew_token_hash\x18\x03 \x01(\x0c\x12\x16\n\tprincipal\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_principal\"U\n\x0eRotateResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\x12\x17\n\x0f\x65victed_handles\x18\x02 \x03(\t\"r\n\rDeleteRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x14\n\ntoken_hash\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06handle\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"(\n\x13ListSessionsRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"C\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.sessionquorum.v1.Session\"s\n\x16RevokePrincipalRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x15\n\rexcept_handle\x18\x03 \x01(\t\"2\n\x17RevokePrincipalResponse\x12\x17\n\x0frevoked_handles\x18\x01 \x03(\t\"\x1f\n\rStatusRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x08\"\xb3\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tis_leader\x18\x02 \x01(\x08\x12\x16\n\x0eleader_address\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x14\n\x0clast_applied\x18\x06 \x01(\x03\x12\x15\n\rsession_count\x18\x07 \x01(\x03\x12\x14\n\x0cstate_digest\x18\x08 \x01(\t*.\n\x0fReadConsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\t\n\x05STALE\x10\x01\x32\xf3\x05\n\x0cSessionStore\x12K\n\x06\x43reate\x12\x1f.sessionquorum.v1.CreateRequest\x1a .sessionquorum.v1.CreateResponse\x12Q\n\x08Validate\x12!.sessionquorum.v1.ValidateRequest\x1a\".sessionquorum.v1.ValidateResponse\x12K\n\x06Update\x12\x1f.sessionquorum.v1.UpdateRequest\x1a .sessionquorum.v1.UpdateResponse\x12H\n\x05Touch\x12\x1e.sessionquorum.v1.TouchRequest\x1a\x1f.sessionquorum.v1.TouchResponse\x12K\n\x06Rotate\x12\x1f.sessionquorum.v1.RotateRequest\x1a .sessionquorum.v1.RotateResponse\x12K\n\x06\x44\x65lete\x12\x1f.sessionquorum.v1.DeleteRequest\x1a .sessionquorum.v1.DeleteResponse\x12]\n\x0cListSessions\x12%.sessionquorum.v1.ListSessionsRequest\x1a&.sessionquorum.v1.ListSessionsResponse\x12\x66\n\x0fRevokePrincipal\x12(.sessionquorum.v1.RevokePrincipalRequest\x1a).sessionquorum.v1.RevokePrincipalResponse\x12K\n\x06Status\x12\x1f.sessionquorum.v1.StatusRequest\x1a .sessionquorum.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'sessionquorum/proto/sessionquorum.proto\x12\x10sessionquorum.v1\"0\n\tRequestId\x12\x11\n\tclient_id\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"(\n\tAttribute\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xd1\x01\n\x07Session\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12/\n\nattributes\x18\x03 \x03(\x0b\x32\x1b.sessionquorum.v1.Attribute\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x16\n\x0elast_access_ms\x18\x05 \x01(\x03\x12\x17\n\x0fidle_timeout_ms\x18\x06 \x01(\x03\x12\x1c\n\x14\x61\x62solute_deadline_ms\x18\x07 \x01(\x03\x12\x0f\n\x07version\x18\x08 \x01(\x04\"\xce\x01\n\rCreateRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12/\n\nattributes\x18\x04 \x03(\x0b\x32\x1b.sessionquorum.v1.Attribute\x12\x17\n\x0fidle_timeout_ms\x18\x05 \x01(\x03\x12\x1b\n\x13\x61\x62solute_timeout_ms\x18\x06 \x01(\x03\"U\n\x0e\x43reateResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\x12\x17\n\x0f\x65victed_handles\x18\x02 \x03(\t\"l\n\x0fValidateRequest\x12\x12\n\ntoken_hash\x18\x01 \x01(\x0c\x12\r\n\x05touch\x18\x02 \x01(\x08\x12\x36\n\x0b\x63onsistency\x18\x03 \x01(\x0e\x32!.sessionquorum.v1.ReadConsistency\">\n\x10ValidateResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\"(\n\tIncrement\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x12\"\xf2\x01\n\rUpdateRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\x12(\n\x03set\x18\x03 \x03(\x0b\x32\x1b.sessionquorum.v1.Attribute\x12\x0e\n\x06\x64\x65lete\x18\x04 \x03(\x0c\x12\x1d\n\x10\x65xpected_version\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12.\n\tincrement\x18\x06 \x03(\x0b\x32\x1b.sessionquorum.v1.IncrementB\x13\n\x11_expected_version\"<\n\x0eUpdateResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\"S\n\x0cTouchRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\";\n\rTouchResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\"\x92\x01\n\rRotateRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\x12\x16\n\x0enew_token_hash\x18\x03 \x01(\x0c\x12\x16\n\tprincipal\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_principal\"U\n\x0eRotateResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.sessionquorum.v1.Session\x12\x17\n\x0f\x65victed_handles\x18\x02 \x03(\t\"r\n\rDeleteRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x14\n\ntoken_hash\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06handle\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"(\n\x13ListSessionsRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"C\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.sessionquorum.v1.Session\"s\n\x16RevokePrincipalRequest\x12/\n\nrequest_id\x18\x01 \x01(\x0b\x32\x1b.sessionquorum.v1.RequestId\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x15\n\rexcept_handle\x18\x03 \x01(\t\"2\n\x17RevokePrincipalResponse\x12\x17\n\x0frevoked_handles\x18\x01 \x03(\t\"\x1f\n\rStatusRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x08\"\xb3\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tis_leader\x18\x02 \x01(\x08\x12\x16\n\x0eleader_address\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x14\n\x0clast_applied\x18\x06 \x01(\x03\x12\x15\n\rsession_count\x18\x07 \x01(\x03\x12\x14\n\x0cstate_digest\x18\x08 \x01(\t*.\n\x0fReadConsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\t\n\x05STALE\x10\x01\x32\xf3\x05\n\x0cSessionStore\x12K\n\x06\x43reate\x12\x1f.sessionquorum.v1.CreateRequest\x1a .sessionquorum.v1.CreateResponse\x12Q\n\x08Validate\x12!.sessionquorum.v1.ValidateRequest\x1a\".sessionquorum.v1.ValidateResponse\x12K\n\x06Update\x12\x1f.sessionquorum.v1.UpdateRequest\x1a .sessionquorum.v1.UpdateResponse\x12H\n\x05Touch\x12\x1e.sessionquorum.v1.TouchRequest\x1a\x1f.sessionquorum.v1.TouchResponse\x12K\n\x06Rotate\x12\x1f.sessionquorum.v1.RotateRequest\x1a .sessionquorum.v1.RotateResponse\x12K\n\x06\x44\x65lete\x12\x1f.sessionquorum.v1.DeleteRequest\x1a .sessionquorum.v1.DeleteResponse\x12]\n\x0cListSessions\x12%.sessionquorum.v1.ListSessionsRequest\x1a&.sessionquorum.v1.ListSessionsResponse\x12\x66\n\x0fRevokePrincipal\x12(.sessionquorum.v1.RevokePrincipalRequest\x1a).sessionquorum.v1.RevokePrincipalResponse\x12K\n\x06Status\x12\x1f.sessionquorum.v1.StatusRequest\x1a .sessionquorum.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sessionquorum.proto.sessionquorum_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_READCONSISTENCY']._serialized_start=2122
-  _globals['_READCONSISTENCY']._serialized_end=2168
+  _globals['_READCONSISTENCY']._serialized_start=2212
+  _globals['_READCONSISTENCY']._serialized_end=2258
   _globals['_REQUESTID']._serialized_start=61
   _globals['_REQUESTID']._serialized_end=109
   _globals['_ATTRIBUTE']._serialized_start=111
@@ -47,34 +47,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATEREQUEST']._serialized_end=769
   _globals['_VALIDATERESPONSE']._serialized_start=771
   _globals['_VALIDATERESPONSE']._serialized_end=833
-  _globals['_UPDATEREQUEST']._serialized_start=836
-  _globals['_UPDATEREQUEST']._serialized_end=1030
-  _globals['_UPDATERESPONSE']._serialized_start=1032
-  _globals['_UPDATERESPONSE']._serialized_end=1092
-  _globals['_TOUCHREQUEST']._serialized_start=1094
-  _globals['_TOUCHREQUEST']._serialized_end=1177
-  _globals['_TOUCHRESPONSE']._serialized_start=1179
-  _globals['_TOUCHRESPONSE']._serialized_end=1238
-  _globals['_ROTATEREQUEST']._serialized_start=1241
-  _globals['_ROTATEREQUEST']._serialized_end=1387
-  _globals['_ROTATERESPONSE']._serialized_start=1389
-  _globals['_ROTATERESPONSE']._serialized_end=1474
-  _globals['_DELETEREQUEST']._serialized_start=1476
-  _globals['_DELETEREQUEST']._serialized_end=1590
-  _globals['_DELETERESPONSE']._serialized_start=1592
-  _globals['_DELETERESPONSE']._serialized_end=1625
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1627
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1667
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1669
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1736
-  _globals['_REVOKEPRINCIPALREQUEST']._serialized_start=1738
-  _globals['_REVOKEPRINCIPALREQUEST']._serialized_end=1853
-  _globals['_REVOKEPRINCIPALRESPONSE']._serialized_start=1855
-  _globals['_REVOKEPRINCIPALRESPONSE']._serialized_end=1905
-  _globals['_STATUSREQUEST']._serialized_start=1907
-  _globals['_STATUSREQUEST']._serialized_end=1938
-  _globals['_STATUSRESPONSE']._serialized_start=1941
-  _globals['_STATUSRESPONSE']._serialized_end=2120
-  _globals['_SESSIONSTORE']._serialized_start=2171
-  _globals['_SESSIONSTORE']._serialized_end=2926
+  _globals['_INCREMENT']._serialized_start=835
+  _globals['_INCREMENT']._serialized_end=875
+  _globals['_UPDATEREQUEST']._serialized_start=878
+  _globals['_UPDATEREQUEST']._serialized_end=1120
+  _globals['_UPDATERESPONSE']._serialized_start=1122
+  _globals['_UPDATERESPONSE']._serialized_end=1182
+  _globals['_TOUCHREQUEST']._serialized_start=1184
+  _globals['_TOUCHREQUEST']._serialized_end=1267
+  _globals['_TOUCHRESPONSE']._serialized_start=1269
+  _globals['_TOUCHRESPONSE']._serialized_end=1328
+  _globals['_ROTATEREQUEST']._serialized_start=1331
+  _globals['_ROTATEREQUEST']._serialized_end=1477
+  _globals['_ROTATERESPONSE']._serialized_start=1479
+  _globals['_ROTATERESPONSE']._serialized_end=1564
+  _globals['_DELETEREQUEST']._serialized_start=1566
+  _globals['_DELETEREQUEST']._serialized_end=1680
+  _globals['_DELETERESPONSE']._serialized_start=1682
+  _globals['_DELETERESPONSE']._serialized_end=1715
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1717
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1757
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1759
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1826
+  _globals['_REVOKEPRINCIPALREQUEST']._serialized_start=1828
+  _globals['_REVOKEPRINCIPALREQUEST']._serialized_end=1943
+  _globals['_REVOKEPRINCIPALRESPONSE']._serialized_start=1945
+  _globals['_REVOKEPRINCIPALRESPONSE']._serialized_end=1995
+  _globals['_STATUSREQUEST']._serialized_start=1997
+  _globals['_STATUSREQUEST']._serialized_end=2028
+  _globals['_STATUSRESPONSE']._serialized_start=2031
+  _globals['_STATUSRESPONSE']._serialized_end=2210
+  _globals['_SESSIONSTORE']._serialized_start=2261
+  _globals['_SESSIONSTORE']._serialized_end=3016
 # @@protoc_insertion_point(module_scope)

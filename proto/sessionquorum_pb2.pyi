@@ -256,7 +256,33 @@ class ValidateResponse(_message.Message):
 Global___ValidateResponse: _TypeAlias = ValidateResponse  # noqa: Y015
 
 @_typing.final
+class Increment(_message.Message):
+    """A server-side counter: the attribute holds a decimal integer (missing counts as 0)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    name: _builtins.bytes
+    delta: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.bytes = ...,
+        delta: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Increment: _TypeAlias = Increment  # noqa: Y015
+
+@_typing.final
 class UpdateRequest(_message.Message):
+    """Applied in order: delete, then set, then increment; a name may appear in only one."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -264,6 +290,7 @@ class UpdateRequest(_message.Message):
     SET_FIELD_NUMBER: _builtins.int
     DELETE_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    INCREMENT_FIELD_NUMBER: _builtins.int
     token_hash: _builtins.bytes
     expected_version: _builtins.int
     @_builtins.property
@@ -272,6 +299,8 @@ class UpdateRequest(_message.Message):
     def set(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attribute]: ...
     @_builtins.property
     def delete(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def increment(self) -> _containers.RepeatedCompositeFieldContainer[Global___Increment]: ...
     def __init__(
         self,
         *,
@@ -280,10 +309,11 @@ class UpdateRequest(_message.Message):
         set: _abc.Iterable[Global___Attribute] | None = ...,
         delete: _abc.Iterable[_builtins.bytes] | None = ...,
         expected_version: _builtins.int | None = ...,
+        increment: _abc.Iterable[Global___Increment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "delete", b"delete", "expected_version", b"expected_version", "request_id", b"request_id", "set", b"set", "token_hash", b"token_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "delete", b"delete", "expected_version", b"expected_version", "increment", b"increment", "request_id", b"request_id", "set", b"set", "token_hash", b"token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
@@ -293,6 +323,8 @@ Global___UpdateRequest: _TypeAlias = UpdateRequest  # noqa: Y015
 
 @_typing.final
 class UpdateResponse(_message.Message):
+    """session.attributes holds the new values of the incremented attributes only."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_FIELD_NUMBER: _builtins.int

@@ -49,6 +49,7 @@ class Update:
     set: Attributes
     delete: tuple[str, ...]
     expected_version: int | None
+    increment: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +169,22 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         deletes = _req(a, "delete", list)
         if not all(isinstance(d, str) for d in deletes):
             raise UndecodableEntry("argument 'delete' must hold strings")
+        increments = a.get("increment", [])
+        if not isinstance(increments, list) or not all(
+            isinstance(p, list)
+            and len(p) == 2
+            and isinstance(p[0], str)
+            and isinstance(p[1], int)
+            and not isinstance(p[1], bool)
+            for p in increments
+        ):
+            raise UndecodableEntry("argument 'increment' must hold [name, int] pairs")
         return Update(
             token_hash=_req(a, "token_hash", bytes),
             set=_attrs(a.get("set"), "set"),
             delete=tuple(deletes),
             expected_version=_req(a, "expected_version", int, optional=True),
+            increment=tuple((p[0], p[1]) for p in increments),
         )
     if name == "rotate":
         return Rotate(

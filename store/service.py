@@ -163,12 +163,15 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.UpdateResponse:
             sets = _attributes(request.set, "set")
             deletes = tuple(_name(raw, "delete", i) for i, raw in enumerate(request.delete))
+            increments = tuple(
+                (_name(x.name, "increment", i), x.delta) for i, x in enumerate(request.increment)
+            )
             _check(v.check_token_hash(request.token_hash))
             _check(v.check_attributes(sets, self._limits, "set"))
-            for name in deletes:
-                _check(v.check_attribute_name(name, self._limits))
+            _check(v.check_update_names(sets, deletes, increments, self._limits))
             expected = request.expected_version if request.HasField("expected_version") else None
-            reply = await self._mutate(request, c.Update(request.token_hash, sets, deletes, expected))
+            op = c.Update(request.token_hash, sets, deletes, expected, increments)
+            reply = await self._mutate(request, op)
             return pb.UpdateResponse(session=_session(reply.session))
 
         return await self._boundary(context, work())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgpack
 
@@ -189,7 +189,7 @@ class SessionMachine:
         problem = (
             v.check_token_hash(op.token_hash)
             or v.check_attributes(op.set, self.limits, "set")
-            or next((p for p in (v.check_attribute_name(n, self.limits) for n in op.delete) if p), None)
+            or v.check_update_names(op.set, op.delete, op.increment, self.limits)
         )
         if problem:
             return Reply(*problem)
@@ -205,6 +205,16 @@ class SessionMachine:
         for name in op.delete:
             merged.pop(name, None)
         merged.update(op.set)
+        counters: list[tuple[str, bytes]] = []
+        for name, delta in op.increment:
+            current = v.parse_counter(name, merged.get(name))
+            if isinstance(current, tuple):
+                return Reply(*current)
+            total = current + delta
+            if not v.INT64_MIN <= total <= v.INT64_MAX:
+                return Reply(Code.INVALID, f"incrementing {name!r} by {delta} overflows 64 bits")
+            merged[name] = str(total).encode("ascii")
+            counters.append((name, merged[name]))
         if len(merged) > self.limits.max_attributes_per_session:
             return Reply(
                 Code.QUOTA,
@@ -217,7 +227,8 @@ class SessionMachine:
         s.attributes = merged
         s.version += 1
         self._set_last_access(s)
-        return Reply(Code.OK, session=s.view(False))
+        # The reply carries the incremented counters' new values, nothing else.
+        return Reply(Code.OK, session=replace(s.view(False), attributes=tuple(counters)))
 
     def _rotate(self, op: c.Rotate) -> Reply:
         problem = v.check_token_hash(op.token_hash) or v.check_token_hash(op.new_token_hash, "new_token_hash")

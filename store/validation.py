@@ -102,6 +102,50 @@ def check_attributes(pairs: Iterable[tuple[str, bytes]], limits: Limits, field: 
     return None
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_update_names(
+    sets: Iterable[tuple[str, bytes]], deletes: Iterable[str], increments: Iterable[tuple[str, int]], limits: Limits
+) -> Problem | None:
+    """Names of deletes and increments are valid; an incremented name is in no other list.
+
+    A name both deleted and set is allowed (deletes apply first, so the set wins).
+    """
+    for name in deletes:
+        problem = check_attribute_name(name, limits)
+        if problem:
+            return problem
+    others = {name: "set" for name, _ in sets} | {name: "delete" for name in deletes}
+    counted: set[str] = set()
+    for name, delta in increments:
+        problem = check_attribute_name(name, limits)
+        if problem:
+            return problem
+        if name in others:
+            return _invalid(f"attribute {name!r} appears in both {others[name]} and increment")
+        if name in counted:
+            return _invalid(f"attribute {name!r} appears twice in increment")
+        counted.add(name)
+        if not INT64_MIN <= delta <= INT64_MAX:
+            return _invalid(f"increment of {name!r} is outside the 64-bit range")
+    return None
+
+
+def parse_counter(name: str, raw: bytes | None) -> int | Problem:
+    """A counter attribute's value: ASCII decimal, missing counts as 0."""
+    if raw is None:
+        return 0
+    try:
+        text = raw.decode("ascii")
+        value = int(text)
+    except (UnicodeDecodeError, ValueError):
+        return _invalid(f"attribute {name!r} does not hold a decimal integer, cannot increment it")
+    if text != str(value):
+        return _invalid(f"attribute {name!r} does not hold a canonical decimal integer, cannot increment it")
+    return value
+
+
 def session_bytes(attributes: Iterable[tuple[str, bytes]]) -> int:
     """What counts against max_session_bytes: every name's UTF-8 bytes plus its value."""
     return sum(len(name.encode("utf-8")) + len(value) for name, value in attributes)

@@ -281,3 +281,17 @@ def test_retry_with_same_request_id_returns_first_answer_without_applying_twice(
     again = api.stub.Update(request, timeout=10)
     assert first == again
     assert api.validate(token).version == 2
+
+
+def test_increment_of_a_non_integer_attribute_is_invalid_argument(api: Api, existing: bytes) -> None:
+    expect(
+        INVALID,
+        "'a' does not hold a decimal integer",
+        lambda: api.stub.Update(
+            pb.UpdateRequest(
+                request_id=api.rid(), token_hash=h(existing), increment=[pb.Increment(name=b"a", delta=1)]
+            ),
+            timeout=10,
+        ),
+    )
+    assert_unchanged(api, existing)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from .conftest import ClientFactory, ClusterFactory
@@ -51,3 +53,19 @@ def test_full_session_lifecycle_through_the_cluster(
     assert client.delete(other.token) is False
     assert client.list_sessions("bob") == []
     wait_converged(cluster)
+
+
+def test_concurrent_increments_through_the_cluster_lose_none(
+    make_cluster: ClusterFactory, make_client: ClientFactory
+) -> None:
+    cluster = make_cluster(3)
+    client = make_client(cluster)
+    token = client.create().token
+
+    def bump(_: int) -> None:
+        for _ in range(25):
+            client.update(token, increment={"hits": 1})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(bump, range(8)))
+    assert client.validate(token).attributes["hits"] == b"200"
