@@ -22,11 +22,12 @@ than silently served with the old settings.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,31 @@ def _normalized(overrides: Overrides | None) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in result.items() if v}
 
 
-def _fresh_config(nodes: int, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _checked_hosts(hosts: Sequence[str] | None, nodes: int) -> tuple[str, ...]:
+    """One IP address per node (default: all 127.0.0.1), validated before anything is written."""
+    if hosts is None:
+        return (HOST,) * nodes
+    if isinstance(hosts, str) or len(hosts) != nodes:
+        raise ClusterError(f"hosts must list one IP address per node ({nodes}), got {hosts!r}")
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ClusterError(f"hosts must be IP addresses, got {host!r}") from None
+    return tuple(hosts)
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _host_of(address: str) -> str:
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
+def _fresh_config(nodes: int, overrides: dict[str, dict[str, Any]], hosts: tuple[str, ...]) -> dict[str, Any]:
+    # Ports are chosen on 127.0.0.1 even for other hosts: those are fresh network namespaces
+    # of our own (cluster/_netns.py), where nothing else listens, so any distinct ports do.
     ports = free_ports(2 * nodes)
     node_entries = []
     for i in range(nodes):
@@ -107,8 +132,8 @@ def _fresh_config(nodes: int, overrides: dict[str, dict[str, Any]]) -> dict[str,
         node_entries.append(
             {
                 "id": node_id,
-                "raft": f"{HOST}:{ports[2 * i]}",
-                "grpc": f"{HOST}:{ports[2 * i + 1]}",
+                "raft": _join(hosts[i], ports[2 * i]),
+                "grpc": _join(hosts[i], ports[2 * i + 1]),
                 "tls_cert": f"tls/{node_id}.pem",
                 "tls_key": f"tls/{node_id}.key",
             }
@@ -130,8 +155,7 @@ def _write_material(data_dir: Path, config: ClusterConfig) -> None:
     assert config.tls_ca is not None  # set by _fresh_config
     _tls.write_issued(ca, config.tls_ca, data_dir / "secrets" / "ca.key")
     for node in config.nodes:
-        host = node.grpc_address.rsplit(":", 1)[0].strip("[]")
-        leaf = _tls.issue_leaf(ca, node.id, (HOST, "localhost", host), server=True)
+        leaf = _tls.issue_leaf(ca, node.id, (HOST, "localhost", _host_of(node.grpc_address)), server=True)
         assert node.tls_cert is not None and node.tls_key is not None
         _tls.write_issued(leaf, node.tls_cert, node.tls_key)
     client = TLSFiles.in_dir(data_dir)
@@ -166,17 +190,22 @@ def open_cluster_dir(data_dir: Path) -> PreparedCluster:
 
 
 def prepare_cluster_dir(
-    data_dir: Path, nodes: int = 3, overrides: Overrides | None = None
+    data_dir: Path, nodes: int = 3, overrides: Overrides | None = None, hosts: Sequence[str] | None = None
 ) -> PreparedCluster:
     """Create a cluster directory for `nodes` nodes, or reuse the one already there.
 
     `overrides` maps "limits" / "raft" / "server" to keys of those config sections. On
     reuse, passing overrides that differ from the stored ones is refused; passing None
     accepts whatever is stored.
+
+    `hosts` gives node i its Raft and gRPC addresses on hosts[i] instead of 127.0.0.1
+    (e.g. its network namespace's IP, see _netns.py); its certificate covers that IP too.
+    On reuse, hosts that differ from the stored ones are refused; None accepts them.
     """
     if nodes < 1:
         raise ClusterError(f"a cluster needs at least 1 node, got {nodes}")
     wanted = _normalized(overrides)
+    wanted_hosts = _checked_hosts(hosts, nodes)
     data_dir = data_dir.resolve()
     path = data_dir / CONFIG_NAME
     if path.exists():
@@ -195,8 +224,15 @@ def prepare_cluster_dir(
                 raise ClusterError(
                     f"{path} was made with overrides {stored}, not {wanted}: use another data dir"
                 )
+        if hosts is not None:
+            stored_hosts = tuple(_host_of(n.raft_address) for n in prepared.config.nodes)
+            if stored_hosts != wanted_hosts:
+                raise ClusterError(
+                    f"{path} was made for hosts {list(stored_hosts)}, not {list(wanted_hosts)}: "
+                    "use another data dir"
+                )
         return prepared
-    raw = _fresh_config(nodes, wanted)
+    raw = _fresh_config(nodes, wanted, wanted_hosts)
     try:
         # Validate before writing anything, so a typo in an override leaves no half-made dir.
         config = parse_cluster_config(raw, data_dir)

@@ -15,6 +15,7 @@ inspect nodes, so fault injection means the same thing everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -43,6 +44,9 @@ EXEC_TIMEOUT_S = 5.0
 # (config file, node id, node data dir) -> argv. The argv must contain the node data dir
 # and "sessionquorum.store" as arguments so pid files can be verified (see _pidfiles).
 NodeCommand = Callable[[Path, str, Path], Sequence[str]]
+# (node id, node argv) -> the argv to run, e.g. NetnsNetwork.wrap: ["ip", "netns", "exec", ns, *argv].
+# The wrapper must exec the node (same pid), so signals and the pid-file check reach the node.
+NodeWrapper = Callable[[str, list[str]], Sequence[str]]
 
 
 def default_node_command(config: Path, node_id: str, data_dir: Path) -> list[str]:
@@ -78,11 +82,15 @@ class LocalCluster(ClusterView):
         *,
         overrides: Overrides | None = None,
         node_command: NodeCommand = default_node_command,
+        hosts: Sequence[str] | None = None,
+        node_wrapper: NodeWrapper | None = None,
     ) -> None:
         super().__init__(data_dir)
         self._nodes = nodes
         self._overrides = overrides
         self._node_command = node_command
+        self._hosts = tuple(hosts) if hosts is not None else None
+        self._node_wrapper = node_wrapper
         # Always the same dict object: the finalizer below holds it, and stop() / detach()
         # empty it in place.
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -91,17 +99,24 @@ class LocalCluster(ClusterView):
         weakref.finalize(self, _stop_leftovers, self._procs)
 
     @classmethod
-    def open(cls, data_dir: Path, *, node_command: NodeCommand = default_node_command) -> LocalCluster:
+    def open(
+        cls,
+        data_dir: Path,
+        *,
+        node_command: NodeCommand = default_node_command,
+        node_wrapper: NodeWrapper | None = None,
+    ) -> LocalCluster:
         """The cluster already in `data_dir`, whatever its size (for tools that act on it)."""
         prepared = open_cluster_dir(data_dir)
-        cluster = cls(data_dir, len(prepared.config.nodes), node_command=node_command)
+        nodes = len(prepared.config.nodes)
+        cluster = cls(data_dir, nodes, node_command=node_command, node_wrapper=node_wrapper)
         cluster._prepared = prepared
         return cluster
 
     def prepare(self) -> PreparedCluster:
         """Create the cluster directory, or reuse the one there (see prepare_cluster_dir)."""
         if self._prepared is None:
-            self._prepared = prepare_cluster_dir(self.data_dir, self._nodes, self._overrides)
+            self._prepared = prepare_cluster_dir(self.data_dir, self._nodes, self._overrides, self._hosts)
         return self._prepared
 
     def pid(self, node_id: str) -> int | None:
@@ -130,7 +145,8 @@ class LocalCluster(ClusterView):
         pid = self.pid(node_id)
         if pid is not None:
             raise ClusterError(f"node {node_id} is already running (pid {pid})")
-        argv = list(self._node_command(self.config_path, node_id, self.node_dir(node_id)))
+        node_argv = list(self._node_command(self.config_path, node_id, self.node_dir(node_id)))
+        argv = node_argv if self._node_wrapper is None else list(self._node_wrapper(node_id, node_argv))
         stamp = dt.datetime.now().isoformat(timespec="milliseconds")
         try:
             with self.log_path(node_id).open("ab") as log:
@@ -158,6 +174,19 @@ class LocalCluster(ClusterView):
             raise ClusterError(
                 f"node command for {node_id} must have {_pidfiles.NODE_MARKER!r} and {node_dir} among its "
                 f"arguments (pid files are verified by them): {shlex.join(argv)}"
+            )
+        # A wrapper's own argv holds the marker too; wait until it has exec'd the node itself,
+        # so the pid we signal from now on is the node's (a wrapper that forks never gets there).
+        if self._node_wrapper is not None and not _pidfiles.wait_for(
+            lambda: proc.poll() is not None or _pidfiles.cmdline(proc.pid) == node_argv, EXEC_TIMEOUT_S
+        ):
+            # The whole process group: it is this launch's own session, the forked node included.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            self._kill_if_running(node_id)
+            raise ClusterError(
+                f"node wrapper for {node_id} must exec the node command in its own process, "
+                f"not run it as a child: {shlex.join(argv)}"
             )
         logger.info("started %s as pid %d", node_id, proc.pid)
         return proc.pid

@@ -114,7 +114,10 @@ async def serve(config: NodeConfig) -> None:
     log.info("stopping node %s", config.node.id)
     await health.enter_graceful_shutdown()
     await server.stop(config.cluster.server.grace_shutdown_s)
-    await sweeper
+    # A sweep in flight may wait for peers that are stopping too: do not wait for it.
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
     raft.close()
     log.info("node %s stopped", config.node.id)
 
