@@ -46,5 +46,10 @@ check: lint typecheck proto-check test
 bench: $(VENV)/.stamp
 	$(PY) bench/bench_ops.py
 
+# The full fault-injection matrix (minutes; partitions need root, iproute2 and iptables).
+# SEED=N replays a run; reports (JSON + PNG timeline) go to chaos-results/.
+chaos: $(VENV)/.stamp
+	$(PY) -m sessionquorum.cluster chaos --matrix full --out chaos-results $(if $(SEED),--seed $(SEED))
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

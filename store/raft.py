@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+# How often a proposer waiting for apply checks that this node is still the leader.
+LEADERSHIP_CHECK_S = 0.05
+
 # Exit code when the log holds an entry this code cannot apply (EX_SOFTWARE).
 EXIT_UNDECODABLE = 70
 
@@ -79,20 +82,33 @@ class _Replicated(SyncObjConsumer):  # type: ignore[misc]
             self._machine.restore(data)
 
 
-def keep_matching_entries(log: Any, message: dict[str, Any]) -> None:
-    """Rewrite an append_entries message so the follower truncates only on a conflict.
+def keep_matching_entries(log: Any, message: dict[str, Any], commit_index: int) -> None:
+    """Rewrite an incoming append_entries message so pysyncobj's follower code acts as Raft says.
 
-    pysyncobj 0.3.17's follower deletes every entry after prevLogIdx before appending,
-    even entries that match the leader's (a pipelined or repeated batch, or a heartbeat
-    sent while a batch is in flight). Raft truncates only at the first conflicting entry.
-    Here the entries already present with the same term are dropped from the message and
-    prevLogIdx moved past them, so pysyncobj's own code truncates exactly where Raft would.
+    1. Truncate only on a conflict. pysyncobj 0.3.17 deletes every entry after prevLogIdx
+       before appending, even entries that match the leader's (a pipelined or repeated
+       batch, or a heartbeat sent while a batch is in flight). Entries already present with
+       the same term are dropped from the message and prevLogIdx moved past them, so
+       pysyncobj truncates exactly where Raft would.
+    2. Reject towards the commit index. When prevLogIdx is past our log or its term differs,
+       pysyncobj answers "next index = my log end + 1" or "= prevLogIdx". A follower with a
+       conflicting uncommitted tail (a deposed leader's) then livelocks with a pipelining
+       leader: the answer to one batch steps next index back by one, the answers to the
+       batches behind it reset it to our log end + 1 (measured: a healed old leader never
+       caught up). Entries up to our commit index are committed, hence in every later
+       leader's log, so we answer "next index = commit index + 1": the leader resends from
+       there and (1) skips what matches.
     """
     entries = message.get("entries") or []
     prev_idx, prev_term = message.get("prevLogIdx"), message.get("prevLogTerm")
     first, last = log[0][1], log[-1][1]
-    if prev_idx is None or not first <= prev_idx <= last or log[prev_idx - first][2] != prev_term:
-        return  # pysyncobj rejects this message itself
+    if prev_idx is None or prev_idx < first:
+        return  # compacted away here: pysyncobj's own handling stands
+    if prev_idx > last or log[prev_idx - first][2] != prev_term:
+        target = max(first, min(commit_index, prev_idx - 1, last))
+        # pysyncobj rejects a mismatched prev entry with "next index = prevLogIdx".
+        message["prevLogIdx"], message["prevLogTerm"], message["entries"] = target + 1, -1, []
+        return
     matched = 0
     for entry in entries:
         idx = entry[1]
@@ -125,7 +141,7 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             and "transmission" not in message
             and message.get("term", -1) >= self._getTerm()
         ):
-            keep_matching_entries(self._SyncObj__raftLog, message)
+            keep_matching_entries(self._SyncObj__raftLog, message, self._SyncObj__raftCommitIndex)
         if kind != "next_node_idx" or not self._isLeader():
             SyncObj._SyncObj__onMessageReceived(self, node, message)
             return
@@ -206,13 +222,33 @@ class ReplicatedLog:
         return future
 
     async def propose(self, entry: bytes, timeout_s: float) -> Reply:
-        try:
-            return await asyncio.wait_for(self.submit(entry), timeout_s)
-        except TimeoutError:
-            raise OutcomeUnknown(
-                f"the command was not applied within {timeout_s:g} s; it may still commit. "
-                "Retry with the same request id"
-            ) from None
+        """Propose and wait for apply, at most `timeout_s`, and only while still leader.
+
+        A leader cut off from its peers keeps its pending commands until it steps down
+        (`leader_fallback_s`) and beyond; waiting out the whole timeout would hold clients
+        on a node that cannot commit. Losing leadership ends the wait: the outcome is
+        unknown, and the client retries elsewhere with the same request id.
+        """
+        future = self.submit(entry)
+        # Whatever happens to it later, nobody may be left to read its outcome.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise OutcomeUnknown(
+                    f"the command was not applied within {timeout_s:g} s; it may still commit. "
+                    "Retry with the same request id"
+                )
+            await asyncio.wait({future}, timeout=min(remaining, LEADERSHIP_CHECK_S))
+            if future.done():
+                return future.result()
+            if not self.is_leader():
+                raise OutcomeUnknown(
+                    "this node lost leadership before the command was known to commit; "
+                    "retry with the same request id"
+                )
 
     async def read_barrier(self, now_ms: int, timeout_s: float) -> None:
         """Wait until every entry committed before this call is applied here.

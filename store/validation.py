@@ -106,7 +106,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def check_update_names(
-    sets: Iterable[tuple[str, bytes]], deletes: Iterable[str], increments: Iterable[tuple[str, int]], limits: Limits
+    sets: Iterable[tuple[str, bytes]],
+    deletes: Iterable[str],
+    increments: Iterable[tuple[str, int]],
+    limits: Limits,
 ) -> Problem | None:
     """Names of deletes and increments are valid; an incremented name is in no other list.
 

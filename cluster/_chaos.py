@@ -1,0 +1,217 @@
+"""One chaos run: a real cluster, workers writing through the client, a nemesis, the checks.
+
+    run_scenario(Scenario(...), seed, out_dir) -> report dict (also out_dir/<name>.json/.png)
+
+The run is bounded twice over: the fault loop ends at `duration_s`, and every worker stops
+at the same deadline (each client call has its own deadline too). Afterwards everything is
+healed, a final write must succeed, every node must reach the same state digest, and each
+workload verifies what it recorded. Everything random comes from `seed`, so a run can be
+replayed (the interleaving with the OS scheduler, of course, cannot).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sessionquorum.client import SessionClient, TLSConfig
+
+from ._errors import ClusterTimeout
+from ._history import FaultWindow, History
+from ._local import LocalCluster
+from ._nemesis import PARTITIONS, ClockSkew, ClockWrapper, Nemesis, Partitioner, process_nemesis
+from ._netns import netns_cluster, netns_unavailable_reason
+from ._report import plot_timeline, write_report
+from ._workloads import CounterWorkload, LifecycleWorkload, RegisterWorkload, Workload
+
+log = logging.getLogger(__name__)
+
+CLIENT_TIMEOUT_S = 5.0
+HEAL_TIMEOUT_S = 60.0
+WORKLOADS: dict[str, Callable[[], Workload]] = {
+    "register": RegisterWorkload,
+    "counter": CounterWorkload,
+    "lifecycle": LifecycleWorkload,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    nemesis: str
+    nodes: int = 3
+    workloads: tuple[str, ...] = ("register", "counter", "lifecycle")
+    workers: int = 6
+    duration_s: float = 20.0
+    quiet_s: float = 2.0  # between a heal and the next fault
+    fault_s: float = 3.0  # how long a fault lasts
+
+
+@dataclass
+class _Run:
+    scenario: Scenario
+    cluster: LocalCluster
+    history: History = field(default_factory=History)
+    faults: list[FaultWindow] = field(default_factory=list)
+    events: list[float] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    worker_errors: list[str] = field(default_factory=list)
+
+
+def _client(cluster: LocalCluster, timeout_s: float = CLIENT_TIMEOUT_S) -> SessionClient:
+    tls = cluster.tls_files
+    return SessionClient(
+        list(cluster.endpoints), tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key), timeout_s=timeout_s
+    )
+
+
+def _worker(run: _Run, workload: Workload, process: int, seed: int, deadline: float) -> None:
+    rng = random.Random(seed * 1000 + process)
+    with _client(run.cluster) as client:
+        while not run.stop.is_set() and time.monotonic() < deadline:
+            try:
+                workload.step(client, process, rng, run.history)
+            except Exception as exc:  # a bug in a workload must not pass silently
+                log.exception("worker %d crashed", process)
+                run.worker_errors.append(f"worker {process}: {type(exc).__name__}: {exc}")
+                return
+
+
+def _nemesis_loop(run: _Run, nemesis: Nemesis, rng: random.Random, deadline: float) -> None:
+    s = run.scenario
+    while time.monotonic() + s.quiet_s + s.fault_s < deadline and not run.stop.wait(s.quiet_s):
+        start = run.history.now()
+        detail = nemesis.inject(run.cluster, rng)
+        if nemesis.recovery_from == "inject":
+            run.events.append(run.history.now())  # once the fault is in effect
+        run.stop.wait(s.fault_s)
+        nemesis.heal(run.cluster)
+        end = run.history.now()
+        if nemesis.recovery_from == "heal":
+            run.events.append(end)
+        run.faults.append(FaultWindow(nemesis.name, start, end, detail))
+
+
+def _converged(cluster: LocalCluster) -> str | None:
+    statuses = [cluster.status(n, digest=True) for n in cluster.node_ids]
+    if any(s is None for s in statuses):
+        return None
+    keys = {(s.last_applied, s.state_digest) for s in statuses if s is not None}
+    return next(iter(keys))[1] if len(keys) == 1 else None
+
+
+def _settle(run: _Run, anomalies: list[str]) -> dict[str, Any]:
+    """After healing: a leader, a final write, and identical state on every node."""
+    cluster = run.cluster
+    facts: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        cluster.wait_for_leader(HEAL_TIMEOUT_S)
+        with _client(cluster, timeout_s=HEAL_TIMEOUT_S) as client:
+            client.create(attributes={"final": b"write"})
+        facts["final_write_s"] = round(time.monotonic() - started, 3)
+        facts["digest"] = cluster.wait_until(
+            lambda: _converged(cluster), HEAL_TIMEOUT_S, "every node to converge"
+        )
+    except ClusterTimeout as exc:
+        views = {
+            n: (s.term, s.is_leader, s.commit_index, s.last_applied, s.state_digest[:12]) if s else None
+            for n, s in ((n, cluster.status(n, digest=True)) for n in cluster.node_ids)
+        }
+        anomalies.append(
+            f"cluster did not settle after healing: {str(exc).splitlines()[0]}; "
+            f"(term, leader, commit, applied, digest) per node: {views}"
+        )
+    except Exception as exc:
+        anomalies.append(f"final write failed after healing: {type(exc).__name__}: {exc}")
+    return facts
+
+
+def unavailable_reason(scenario: Scenario) -> str | None:
+    """Why this scenario cannot run on this machine (partitions need root and iptables)."""
+    if scenario.nemesis in PARTITIONS:
+        return netns_unavailable_reason()
+    if scenario.nemesis == "clock-skew" and not Path("/usr/lib/x86_64-linux-gnu/faketime").is_dir():
+        return "clock skew needs libfaketime (Debian package faketime)"
+    return None
+
+
+@contextmanager
+def _cluster_for(scenario: Scenario, data_dir: Path) -> Iterator[tuple[LocalCluster, Nemesis]]:
+    if scenario.nemesis in PARTITIONS:
+        kind = scenario.nemesis.removeprefix("partition-")
+        with netns_cluster(data_dir, scenario.nodes) as (cluster, net):
+            yield cluster, Partitioner(kind, net)  # type: ignore[arg-type]
+    elif scenario.nemesis == "clock-skew":
+        wrapper = ClockWrapper()
+        with LocalCluster(data_dir, scenario.nodes, node_wrapper=wrapper) as cluster:
+            yield cluster, ClockSkew(wrapper)
+    else:
+        with LocalCluster(data_dir, scenario.nodes) as cluster:
+            yield cluster, process_nemesis(scenario.nemesis)
+
+
+def run_scenario(scenario: Scenario, seed: int, out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    workloads = [WORKLOADS[name]() for name in scenario.workloads]
+    anomalies: list[str] = []
+    with _cluster_for(scenario, out_dir / f"{scenario.name}-cluster") as (cluster, nemesis):
+        run = _Run(scenario, cluster)
+        cluster.start()
+        cluster.wait_for_leader(HEAL_TIMEOUT_S)
+        with _client(cluster, timeout_s=30.0) as admin:
+            for w in workloads:
+                w.setup(admin)
+        run.history = History()  # time zero: when the workers start
+        deadline = time.monotonic() + scenario.duration_s
+        threads = [
+            threading.Thread(
+                target=_worker,
+                args=(run, workloads[p % len(workloads)], p, seed, deadline),
+                name=f"worker-{p}",
+            )
+            for p in range(scenario.workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            _nemesis_loop(run, nemesis, rng, deadline)
+            run.stop.wait(max(0.0, deadline - time.monotonic()))  # a quiet tail after the last heal
+        finally:
+            run.stop.set()
+            for t in threads:
+                t.join(CLIENT_TIMEOUT_S * 4)
+            nemesis.heal(cluster)
+        facts = _settle(run, anomalies)
+        checks: dict[str, Any] = {}
+        with _client(cluster, timeout_s=30.0) as verifier:
+            for w in workloads:
+                result = w.verify(verifier, run.history)
+                checks[w.name] = result
+                anomalies += result["anomalies"]
+        anomalies += run.worker_errors
+    report = write_report(
+        out_dir / f"{scenario.name}.json",
+        scenario=scenario.name,
+        seed=seed,
+        history=run.history,
+        faults=run.faults,
+        checks=checks,
+        extra={"scenario": asdict(scenario), "anomalies": anomalies, "settle": facts},
+        recovery_events=run.events,
+    )
+    try:
+        plot_timeline(
+            out_dir / f"{scenario.name}.png", run.history, run.faults, f"{scenario.name} (seed {seed})"
+        )
+    except RuntimeError as exc:  # matplotlib missing: the JSON report still stands
+        log.warning("no timeline: %s", exc)
+    return report

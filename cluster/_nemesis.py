@@ -1,0 +1,190 @@
+"""Nemeses: faults a chaos run injects and heals, each a small object with two methods.
+
+`inject` breaks something and says what; `heal` undoes it. `recovery_from` says which
+instant the recovery time is measured from: the kill of a leader (clients must find the
+new one) or the heal (a majority reconnecting).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from ._local import LocalCluster
+from ._netns import NetnsNetwork
+
+RecoveryFrom = Literal["inject", "heal"]
+
+
+def _leader(cluster: LocalCluster) -> str:
+    return cluster.leader_id() or cluster.wait_for_leader(30.0)
+
+
+def _followers(cluster: LocalCluster) -> list[str]:
+    leader = _leader(cluster)
+    return [n for n in cluster.node_ids if n != leader]
+
+
+class Nemesis(ABC):
+    name: str
+    recovery_from: RecoveryFrom = "heal"
+
+    @abstractmethod
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str: ...
+
+    @abstractmethod
+    def heal(self, cluster: LocalCluster) -> None: ...
+
+
+class Kill(Nemesis):
+    """kill -9 of the leader, a follower, a minority (leader included) or every node."""
+
+    def __init__(self, target: Literal["leader", "follower", "minority", "all"]) -> None:
+        self.target = target
+        self.name = f"kill-{target}"
+        self.recovery_from = "inject" if target in ("leader", "minority") else "heal"
+        self._victims: list[str] = []
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        if self.target == "leader":
+            victims = [_leader(cluster)]
+        elif self.target == "follower":
+            victims = [rng.choice(_followers(cluster))]
+        elif self.target == "minority":
+            others = _followers(cluster)
+            rng.shuffle(others)
+            victims = [_leader(cluster), *others[: (len(cluster.node_ids) - 1) // 2 - 1]]
+        else:
+            victims = list(cluster.node_ids)
+        for node in victims:
+            cluster.kill(node)
+        self._victims = victims
+        return "killed " + ",".join(victims)
+
+    def heal(self, cluster: LocalCluster) -> None:
+        for node in self._victims:
+            cluster.restart(node)
+        self._victims = []
+
+
+class Pause(Nemesis):
+    """SIGSTOP of the leader or of a follower; SIGCONT to heal."""
+
+    def __init__(self, target: Literal["leader", "follower"]) -> None:
+        self.target = target
+        self.name = f"pause-{target}"
+        # A paused leader is, to the others, a dead one: they must elect and serve at once.
+        self.recovery_from = "inject" if target == "leader" else "heal"
+        self._victim: str | None = None
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        victim = _leader(cluster) if self.target == "leader" else rng.choice(_followers(cluster))
+        cluster.pause(victim)
+        self._victim = victim
+        return f"paused {victim}"
+
+    def heal(self, cluster: LocalCluster) -> None:
+        if self._victim is not None:
+            cluster.resume(self._victim)
+            self._victim = None
+
+
+class Partitioner(Nemesis):
+    """Cut links between nodes (iptables in their own network namespaces).
+
+    isolate-leader: the leader alone; split: a random majority/minority split; bridge: two
+    halves that both see one middle node (5 nodes); ring: every node sees a majority, no two
+    the same one (5 nodes). Clients always reach every node: only node-to-node links are cut.
+    """
+
+    recovery_from: RecoveryFrom = "inject"
+
+    def __init__(self, kind: Literal["isolate-leader", "split", "bridge", "ring"], net: NetnsNetwork) -> None:
+        self.kind = kind
+        self.name = f"partition-{kind}"
+        self._net = net
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        net = self._net
+        if self.kind == "isolate-leader":
+            partition = net.isolate(_leader(cluster))
+        elif self.kind == "split":
+            nodes = list(cluster.node_ids)
+            rng.shuffle(nodes)
+            cut = len(nodes) // 2
+            partition = net.split([nodes[:cut], nodes[cut:]])
+        elif self.kind == "bridge":
+            partition = net.bridge_partition()
+        else:
+            order = list(cluster.node_ids)
+            rng.shuffle(order)
+            partition = net.ring(order)
+        return str(partition)
+
+    def heal(self, cluster: LocalCluster) -> None:
+        self._net.heal()
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+
+
+class ClockWrapper:
+    """A node wrapper that starts chosen nodes under libfaketime (offset and rate)."""
+
+    def __init__(self) -> None:
+        self.skews: dict[str, str] = {}
+
+    def __call__(self, node_id: str, argv: list[str]) -> Sequence[str]:
+        spec = self.skews.get(node_id)
+        if spec is None:
+            return argv
+        # `env` execs the node (faketime(1) would fork): the pid stays the node's own.
+        return ["env", f"LD_PRELOAD={LIBFAKETIME}", f"FAKETIME={spec}", "FAKETIME_NO_CACHE=1", *argv]
+
+
+class ClockSkew(Nemesis):
+    """Restart one node with its clock offset (up to a minute either way) and running at a
+    different rate (0.5x to 2x, which also scales its election and heartbeat timers)."""
+
+    name = "clock-skew"
+    recovery_from: RecoveryFrom = "heal"
+
+    def __init__(self, wrapper: ClockWrapper) -> None:
+        self._wrapper = wrapper
+        self._victim: str | None = None
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        victim = rng.choice(list(cluster.node_ids))
+        spec = f"{rng.randint(-60, 60):+d}s x{rng.choice(['0.5', '0.8', '1.25', '2'])}"
+        self._wrapper.skews[victim] = spec
+        cluster.restart(victim)
+        self._victim = victim
+        return f"{victim} at {spec}"
+
+    def heal(self, cluster: LocalCluster) -> None:
+        if self._victim is not None:
+            self._wrapper.skews.pop(self._victim, None)
+            cluster.restart(self._victim)
+            self._victim = None
+
+
+def process_nemesis(name: str) -> Nemesis:
+    """The process-level nemeses by name (no root needed)."""
+    table: dict[str, Nemesis] = {
+        "kill-leader": Kill("leader"),
+        "kill-follower": Kill("follower"),
+        "kill-minority": Kill("minority"),
+        "kill-all": Kill("all"),
+        "pause-leader": Pause("leader"),
+        "pause-follower": Pause("follower"),
+    }
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown nemesis {name!r}; known: {', '.join(sorted(table))}") from None
+
+
+PARTITIONS = ("partition-isolate-leader", "partition-split", "partition-bridge", "partition-ring")

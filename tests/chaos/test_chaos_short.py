@@ -1,0 +1,35 @@
+"""The short chaos matrix, on every CI run: real nodes, real faults, every check.
+
+`make chaos` runs the full matrix; this keeps the suite and the store honest in minutes.
+A seed from SQ_CHAOS_SEED replays a run (it is printed, and written into each report).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from sessionquorum.cluster._chaos import Scenario, run_scenario, unavailable_reason
+from sessionquorum.cluster._matrix import SHORT, summary_row
+
+pytestmark = pytest.mark.cluster
+
+SEED = int(os.environ.get("SQ_CHAOS_SEED") or random.SystemRandom().randrange(2**31))
+
+
+@pytest.mark.parametrize("scenario", SHORT, ids=[s.name for s in SHORT])
+def test_short_chaos_scenario_finds_no_anomaly(scenario: Scenario, tmp_path: Path) -> None:
+    reason = unavailable_reason(scenario)
+    if reason:
+        pytest.skip(reason)
+    print(f"chaos seed {SEED} (replay: SQ_CHAOS_SEED={SEED})")
+    report = run_scenario(scenario, SEED, tmp_path)
+    print(summary_row(report))
+    anomalies = report["extra"]["anomalies"]
+    assert not anomalies, "\n".join([f"seed {SEED}", *anomalies[:20]])
+    assert report["faults"], "the nemesis never injected a fault"
+    assert report["recovery"]["summary"]["unrecovered"] == 0, report["recovery"]
+    assert report["counts"]["by_outcome"]["ok"] > 0
