@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.020
 BACKOFF_MAX_S = 0.500
+# How long an endpoint whose attempt timed out is not followed as a leader hint: about an
+# election timeout, after which the followers either elected another leader or it is back.
+SUSPECT_S = 1.0
 MAX_IMMEDIATE_REDIRECTS = 3
 
 _Req = TypeVar("_Req")
@@ -85,6 +88,8 @@ class Caller:
         attempts = retries = redirects = 0
         last: grpc.RpcError | None = None
         last_endpoint = endpoint
+        # Endpoints whose attempt timed out in this call, until when they are distrusted.
+        suspects: dict[str, float] = {}
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (attempts > 0 and self._closing.is_set()):
@@ -112,11 +117,13 @@ class Caller:
                 if verdict.action is Action.ANSWER:
                     raise error_for_status(exc.code(), exc.details()) from exc
                 maybe_applied = maybe_applied or verdict.maybe_applied
+                if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    suspects[endpoint] = time.monotonic() + SUSPECT_S
                 if deadline - time.monotonic() <= 0:
                     # Out of time. Stop here so that an attempt cut short by the caller's
                     # deadline does not move the leader guess shared with other threads.
                     break
-                endpoint, redirects, immediate = self._route(verdict, endpoint, redirects)
+                endpoint, redirects, immediate = self._route(verdict, endpoint, redirects, suspects)
                 if immediate:
                     continue
                 pause = min(backoff_delay_s(retries), max(0.0, deadline - time.monotonic()))
@@ -142,9 +149,16 @@ class Caller:
                 raise ClientClosedError("the SessionClient is closed") from exc
             raise
 
-    def _route(self, verdict: Verdict, endpoint: str, redirects: int) -> tuple[str, int, bool]:
+    def _route(
+        self, verdict: Verdict, endpoint: str, redirects: int, suspects: dict[str, float]
+    ) -> tuple[str, int, bool]:
         """Where the next attempt goes: (endpoint, consecutive redirects, go without pause)."""
         hint = verdict.leader_hint
+        if hint and suspects.get(hint, 0.0) > time.monotonic():
+            # The followers still name a leader that just timed out (paused, or cut off):
+            # they have not elected a new one yet. Ask around with backoff instead of waiting
+            # out another attempt timeout on it.
+            hint = None
         if verdict.action is Action.REDIRECT and hint and hint != endpoint:
             redirects += 1
             return self._router.follow_hint(hint), redirects, redirects <= MAX_IMMEDIATE_REDIRECTS
@@ -153,7 +167,12 @@ class Caller:
         # NEXT, or a redirect without a usable hint. A redirect keeps counting, so nodes
         # pointing at each other during an election are visited with backoff.
         redirects = redirects if verdict.action is Action.REDIRECT else 0
-        return self._router.after_failure(endpoint), redirects, False
+        nxt = self._router.after_failure(endpoint)
+        for _ in range(len(self._router.endpoints)):
+            if suspects.get(nxt, 0.0) <= time.monotonic():
+                break
+            nxt = self._router.after_failure(nxt)
+        return nxt, redirects, False
 
     def _gave_up(
         self,

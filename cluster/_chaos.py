@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class Scenario:
     duration_s: float = 20.0
     quiet_s: float = 2.0  # between a heal and the next fault
     fault_s: float = 3.0  # how long a fault lasts
+    preload: int = 0  # sessions created before the run (a big state makes catch-up real)
 
 
 @dataclass
@@ -99,6 +101,21 @@ def _nemesis_loop(run: _Run, nemesis: Nemesis, rng: random.Random, deadline: flo
         run.faults.append(FaultWindow(nemesis.name, start, end, detail))
 
 
+PRELOAD_THREADS = 32
+
+
+def _preload(cluster: LocalCluster, count: int) -> None:
+    """Create `count` sessions through the client, as fast as 32 threads manage."""
+    value = b"p" * 100
+    with _client(cluster, timeout_s=60.0) as client, ThreadPoolExecutor(PRELOAD_THREADS) as pool:
+        for _ in pool.map(lambda i: client.create(attributes={"preload": value}), range(count)):
+            pass
+
+
+def _term(cluster: LocalCluster) -> int:
+    return max((s.term for s in (cluster.status(n) for n in cluster.node_ids) if s is not None), default=0)
+
+
 def _converged(cluster: LocalCluster) -> str | None:
     statuses = [cluster.status(n, digest=True) for n in cluster.node_ids]
     if any(s is None for s in statuses):
@@ -120,6 +137,10 @@ def _settle(run: _Run, anomalies: list[str]) -> dict[str, Any]:
         facts["digest"] = cluster.wait_until(
             lambda: _converged(cluster), HEAL_TIMEOUT_S, "every node to converge"
         )
+        if run.faults:
+            # For a restarted node: how long after its restart it held the same state.
+            facts["converged_after_last_heal_s"] = round(run.history.now() - (run.faults[-1].end_s or 0.0), 3)
+        facts["term_end"] = _term(cluster)
     except ClusterTimeout as exc:
         views = {
             n: (s.term, s.is_leader, s.commit_index, s.last_applied, s.state_digest[:12]) if s else None
@@ -167,9 +188,12 @@ def run_scenario(scenario: Scenario, seed: int, out_dir: Path) -> dict[str, Any]
         run = _Run(scenario, cluster)
         cluster.start()
         cluster.wait_for_leader(HEAL_TIMEOUT_S)
+        if scenario.preload:
+            _preload(cluster, scenario.preload)
         with _client(cluster, timeout_s=30.0) as admin:
             for w in workloads:
                 w.setup(admin)
+        term_start = _term(cluster)
         run.history = History()  # time zero: when the workers start
         deadline = time.monotonic() + scenario.duration_s
         threads = [
@@ -191,6 +215,7 @@ def run_scenario(scenario: Scenario, seed: int, out_dir: Path) -> dict[str, Any]
                 t.join(CLIENT_TIMEOUT_S * 4)
             nemesis.heal(cluster)
         facts = _settle(run, anomalies)
+        facts["term_start"] = term_start
         checks: dict[str, Any] = {}
         with _client(cluster, timeout_s=30.0) as verifier:
             for w in workloads:

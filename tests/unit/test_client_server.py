@@ -571,3 +571,33 @@ def test_closed_client_refuses_new_calls(start_node: StartNode) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         client.touch("t")
     assert len(node.calls) == 1
+
+
+def test_hint_naming_a_leader_that_just_timed_out_is_not_followed_again_at_once(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    # A paused leader: the followers still name it until they elect another (here: on the
+    # third question). The client must not wait out a second attempt timeout on it.
+    asked = {"n": 0}
+    lock = threading.Lock()
+    new_leader, leader_node = start_node(lambda m, r, c: ok(m, r))
+    paused, paused_node = start_node(lambda m, r, c: (hang_until_cancelled(c), ok(m, r))[1])
+
+    def follower(method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        with lock:
+            asked["n"] += 1
+            elected = asked["n"] >= 3
+        fail(
+            context,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "not leader",
+            leader=new_leader if elected else paused,
+        )
+
+    follower_address, _ = start_node(follower)
+    client = make_client([paused, follower_address], timeout_s=5.0, attempt_timeout_s=0.3)
+
+    client.update("token", set={"a": b"1"})
+
+    assert len(paused_node.requests("Update")) == 1
+    assert len(leader_node.requests("Update")) == 1
