@@ -116,14 +116,6 @@ def _term(cluster: LocalCluster) -> int:
     return max((s.term for s in (cluster.status(n) for n in cluster.node_ids) if s is not None), default=0)
 
 
-def _converged(cluster: LocalCluster) -> str | None:
-    statuses = [cluster.status(n, digest=True) for n in cluster.node_ids]
-    if any(s is None for s in statuses):
-        return None
-    keys = {(s.last_applied, s.state_digest) for s in statuses if s is not None}
-    return next(iter(keys))[1] if len(keys) == 1 else None
-
-
 def _settle(run: _Run, anomalies: list[str]) -> dict[str, Any]:
     """After healing: a leader, a final write, and identical state on every node."""
     cluster = run.cluster
@@ -134,9 +126,7 @@ def _settle(run: _Run, anomalies: list[str]) -> dict[str, Any]:
         with _client(cluster, timeout_s=HEAL_TIMEOUT_S) as client:
             client.create(attributes={"final": b"write"})
         facts["final_write_s"] = round(time.monotonic() - started, 3)
-        facts["digest"] = cluster.wait_until(
-            lambda: _converged(cluster), HEAL_TIMEOUT_S, "every node to converge"
-        )
+        facts["digest"] = cluster.wait_until(cluster.converged, HEAL_TIMEOUT_S, "every node to converge")
         if run.faults:
             # For a restarted node: how long after its restart it held the same state.
             facts["converged_after_last_heal_s"] = round(run.history.now() - (run.faults[-1].end_s or 0.0), 3)

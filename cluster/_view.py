@@ -122,6 +122,18 @@ class ClusterView:
         channels = {n: self._status_channel(n) for n in node_ids}
         return fetch_statuses(channels, digest=digest, timeout_s=timeout_s)
 
+    def converged(self, node_ids: Sequence[str] | None = None) -> str | None:
+        """The shared state digest if the nodes (default: all) applied the same log, else None.
+
+        Equal `last_applied` too, so a node that is merely behind is not taken for diverged.
+        """
+        statuses = self.statuses(digest=True)
+        wanted = [statuses.get(n) for n in (node_ids or self.node_ids)]
+        if any(s is None for s in wanted):
+            return None
+        states = {(s.last_applied, s.state_digest) for s in wanted if s is not None}
+        return next(iter(states))[1] if len(states) == 1 else None
+
     def leader_id(self) -> str | None:
         """The leader a quorum agrees on right now (see _status.agreed_leader), else None."""
         return agreed_leader(self.statuses(), {n.id: n.grpc_address for n in self.config.nodes})

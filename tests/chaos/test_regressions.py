@@ -18,13 +18,6 @@ pytestmark = pytest.mark.cluster
 WRITERS = 4
 
 
-def _converged(cluster: object) -> bool:
-    statuses = [cluster.status(n, digest=True) for n in cluster.node_ids]  # type: ignore[attr-defined]
-    if any(s is None for s in statuses):
-        return False
-    return len({(s.last_applied, s.state_digest) for s in statuses}) == 1
-
-
 def test_partition_isolate_leader_healed_old_leader_with_uncommitted_tail_catches_up(tmp_path: Path) -> None:
     """Found by partition-isolate-leader: the isolated leader accepted writes it could not
     commit; after the heal, pysyncobj's rejections and a pipelining leader livelocked and the
@@ -74,6 +67,6 @@ def test_partition_isolate_leader_healed_old_leader_with_uncommitted_tail_catche
             for w in writers:
                 w.join(30.0)
         try:
-            cluster.wait_until(lambda: _converged(cluster), 30.0, "the healed old leader to catch up")
+            cluster.wait_until(cluster.converged, 30.0, "the healed old leader to catch up")
         except ClusterTimeout as exc:
             pytest.fail(str(exc).splitlines()[0])

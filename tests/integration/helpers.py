@@ -15,15 +15,9 @@ CONVERGE_TIMEOUT_S = 60.0
 def wait_converged(cluster: LocalCluster, node_ids: tuple[str, ...] | None = None) -> str:
     """Wait until the given nodes (default: all) applied the same log; return the digest."""
     ids = node_ids or cluster.node_ids
-
-    def same() -> str | None:
-        statuses = [cluster.status(n, digest=True) for n in ids]
-        if any(s is None for s in statuses):
-            return None
-        keys = {(s.last_applied, s.state_digest) for s in statuses if s is not None}
-        return next(iter(keys))[1] if len(keys) == 1 else None
-
-    return cluster.wait_until(same, CONVERGE_TIMEOUT_S, f"nodes {', '.join(ids)} to converge")
+    return cluster.wait_until(
+        lambda: cluster.converged(ids), CONVERGE_TIMEOUT_S, f"nodes {', '.join(ids)} to converge"
+    )
 
 
 def local_read(cluster: LocalCluster, node_id: str, token: str) -> Session | None:
