@@ -135,7 +135,10 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
     SyncObj's mangled private name, so this override is what the transport calls.
     """
 
-    _busy_tick_s: float = 0.2
+    def __init__(self, *args: Any, busy_tick_s: float, **kwargs: Any) -> None:
+        # Set before SyncObj.__init__, which starts the tick thread.
+        self._busy_tick_s = busy_tick_s
+        super().__init__(*args, **kwargs)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """A tick that ran long (a journal replay after a restart, a huge batch) does not
@@ -210,13 +213,13 @@ class ReplicatedLog:
             commandsQueueSize=r.commands_queue_size,
             dynamicMembershipChange=False,
         )
-        # A tick longer than half the shortest election timeout counts as "busy".
-        _GuardedSyncObj._busy_tick_s = r.election_min_s / 2
         self._sync = _GuardedSyncObj(
             config.node.raft_address,
             [p.raft_address for p in config.peers],
             conf=conf,
             consumers=[self._consumer],
+            # A tick longer than half the shortest election timeout counts as "busy".
+            busy_tick_s=r.election_min_s / 2,
         )
         self._barrier: asyncio.Future[Reply] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
