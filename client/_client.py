@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sessionquorum.proto import sessionquorum_pb2 as pb
 
@@ -33,6 +34,20 @@ from ._session import (
     session_from_pb,
 )
 from ._tokens import hash_prefix, hash_token, new_token
+
+if TYPE_CHECKING:
+    from ._retry import RpcPicker
+
+
+class _Mutation(Protocol):
+    """Every mutating request message: it carries the request id of exactly-once retries."""
+
+    @property
+    def request_id(self) -> pb.RequestId: ...
+
+
+_Req = TypeVar("_Req", bound=_Mutation)
+_Resp = TypeVar("_Resp")
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +129,16 @@ class SessionClient:
 
     # -- mutations: each carries a request id leased for the whole call --------------------
 
+    def _mutate(
+        self, label: str, pick: RpcPicker[_Req, _Resp], request: _Req, timeout_s: float | None
+    ) -> _Resp:
+        """Send one mutation; every retry of it carries the same leased (client id, sequence)."""
+        with self._lanes.lease() as request_id:
+            request.request_id.CopyFrom(request_id)
+            return self._caller.call(
+                label, pick, request, mutation=True, leader_only=True, timeout_s=self._deadline(timeout_s)
+            )
+
     def create(
         self,
         *,
@@ -133,16 +158,9 @@ class SessionClient:
             idle_timeout_ms=seconds_to_ms("idle_timeout_s", idle_timeout_s),
             absolute_timeout_ms=seconds_to_ms("absolute_timeout_s", absolute_timeout_s),
         )
-        with self._lanes.lease() as request_id:
-            request.request_id.CopyFrom(request_id)
-            response = self._caller.call(
-                f"create {hash_prefix(token_hash)}",
-                lambda stub: stub.Create,
-                request,
-                mutation=True,
-                leader_only=True,
-                timeout_s=self._deadline(timeout_s),
-            )
+        response = self._mutate(
+            f"create {hash_prefix(token_hash)}", lambda stub: stub.Create, request, timeout_s
+        )
         return Created(token, session_from_pb(response.session), tuple(response.evicted_handles))
 
     def update(
@@ -170,32 +188,18 @@ class SessionClient:
         )
         if expected_version is not None:
             request.expected_version = expected_version
-        with self._lanes.lease() as request_id:
-            request.request_id.CopyFrom(request_id)
-            response = self._caller.call(
-                f"update {hash_prefix(token_hash)}",
-                lambda stub: stub.Update,
-                request,
-                mutation=True,
-                leader_only=True,
-                timeout_s=self._deadline(timeout_s),
-            )
+        response = self._mutate(
+            f"update {hash_prefix(token_hash)}", lambda stub: stub.Update, request, timeout_s
+        )
         return session_from_pb(response.session)
 
     def touch(self, token: str, *, timeout_s: float | None = None) -> Session:
         """Refresh the session's last access now (never extends its absolute deadline)."""
         token_hash = hash_token(token)
         request = pb.TouchRequest(token_hash=token_hash)
-        with self._lanes.lease() as request_id:
-            request.request_id.CopyFrom(request_id)
-            response = self._caller.call(
-                f"touch {hash_prefix(token_hash)}",
-                lambda stub: stub.Touch,
-                request,
-                mutation=True,
-                leader_only=True,
-                timeout_s=self._deadline(timeout_s),
-            )
+        response = self._mutate(
+            f"touch {hash_prefix(token_hash)}", lambda stub: stub.Touch, request, timeout_s
+        )
         return session_from_pb(response.session)
 
     def rotate(self, token: str, *, principal: str | None = None, timeout_s: float | None = None) -> Rotated:
@@ -209,16 +213,9 @@ class SessionClient:
         request = pb.RotateRequest(token_hash=token_hash, new_token_hash=hash_token(fresh))
         if principal is not None:
             request.principal = principal
-        with self._lanes.lease() as request_id:
-            request.request_id.CopyFrom(request_id)
-            response = self._caller.call(
-                f"rotate {hash_prefix(token_hash)}",
-                lambda stub: stub.Rotate,
-                request,
-                mutation=True,
-                leader_only=True,
-                timeout_s=self._deadline(timeout_s),
-            )
+        response = self._mutate(
+            f"rotate {hash_prefix(token_hash)}", lambda stub: stub.Rotate, request, timeout_s
+        )
         return Rotated(fresh, session_from_pb(response.session), tuple(response.evicted_handles))
 
     def delete(self, token: str, *, timeout_s: float | None = None) -> bool:
@@ -231,16 +228,7 @@ class SessionClient:
         return self._delete(pb.DeleteRequest(handle=handle), f"handle {handle}", timeout_s)
 
     def _delete(self, request: pb.DeleteRequest, what: str, timeout_s: float | None) -> bool:
-        with self._lanes.lease() as request_id:
-            request.request_id.CopyFrom(request_id)
-            response = self._caller.call(
-                f"delete {what}",
-                lambda stub: stub.Delete,
-                request,
-                mutation=True,
-                leader_only=True,
-                timeout_s=self._deadline(timeout_s),
-            )
+        response = self._mutate(f"delete {what}", lambda stub: stub.Delete, request, timeout_s)
         return response.existed
 
     def revoke_principal(
@@ -248,16 +236,7 @@ class SessionClient:
     ) -> list[str]:
         """End all of a principal's sessions, optionally but one; returns the ended handles."""
         request = pb.RevokePrincipalRequest(principal=principal, except_handle=except_handle or "")
-        with self._lanes.lease() as request_id:
-            request.request_id.CopyFrom(request_id)
-            response = self._caller.call(
-                "revoke_principal",
-                lambda stub: stub.RevokePrincipal,
-                request,
-                mutation=True,
-                leader_only=True,
-                timeout_s=self._deadline(timeout_s),
-            )
+        response = self._mutate("revoke_principal", lambda stub: stub.RevokePrincipal, request, timeout_s)
         return list(response.revoked_handles)
 
     # -- reads: no request id; retried freely ----------------------------------------------
