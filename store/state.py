@@ -10,7 +10,8 @@ never raised: pysyncobj retries a raising apply forever and wedges the node. Rul
 - a command on a missing, expired or deleted session is refused, so nothing resurrects;
 - the absolute deadline is fixed at create: no touch, rotate or failover extends it;
 - a principal's index changes in the same command as its sessions, so it cannot leak;
-- a (client id, sequence) retry gets the first answer again instead of applying twice.
+- a (client id, sequence) retry gets the first answer again instead of applying twice
+  (`dedup.py`).
 """
 
 from __future__ import annotations
@@ -18,59 +19,18 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import msgpack
 
 from . import commands as c
 from . import validation as v
 from .config import Limits
-from .replies import Code, Reply, SessionView, reply_from_wire, reply_to_wire
+from .dedup import DedupTable
+from .replies import Code, Reply, SessionView
+from .session import Session
 
 SNAPSHOT_FORMAT = 1
-
-
-@dataclass(slots=True)
-class Session:
-    token_hash: bytes
-    handle: str
-    principal: str | None
-    attributes: dict[str, bytes]
-    created_ms: int
-    last_access_ms: int
-    idle_timeout_ms: int
-    absolute_deadline_ms: int
-    version: int
-
-    @property
-    def deadline_ms(self) -> int:
-        return min(self.absolute_deadline_ms, self.last_access_ms + self.idle_timeout_ms)
-
-    def expiry_reason(self, now_ms: int) -> str | None:
-        if now_ms >= self.absolute_deadline_ms:
-            return "session expired (absolute lifetime reached)"
-        if now_ms >= self.last_access_ms + self.idle_timeout_ms:
-            return "session expired (idle timeout)"
-        return None
-
-    def view(self, with_attributes: bool) -> SessionView:
-        return SessionView(
-            handle=self.handle,
-            principal=self.principal,
-            attributes=tuple(sorted(self.attributes.items())) if with_attributes else (),
-            created_ms=self.created_ms,
-            last_access_ms=self.last_access_ms,
-            idle_timeout_ms=self.idle_timeout_ms,
-            absolute_deadline_ms=self.absolute_deadline_ms,
-            version=self.version,
-        )
-
-
-@dataclass(slots=True)
-class _Dedup:
-    sequence: int
-    reply: Reply
-    last_ms: int
 
 
 class SessionMachine:
@@ -83,8 +43,7 @@ class SessionMachine:
         self.by_principal: dict[str, dict[bytes, None]] = {}
         # (deadline_ms, token_hash); may hold stale entries, see _sweep().
         self._expiry: list[tuple[int, bytes]] = []
-        # client id -> latest answer; ordered least recently used first.
-        self._dedup: dict[bytes, _Dedup] = {}
+        self._dedup = DedupTable(limits.max_dedup_clients, limits.dedup_ttl_ms)
 
     # ----------------------------------------------------------------- apply
     def apply(self, entry: bytes) -> Reply:
@@ -92,27 +51,11 @@ class SessionMachine:
         cmd = c.decode(entry)
         self.now_ms = max(self.now_ms, cmd.now_ms)
         cid = cmd.client_id
-        if cid is not None:
-            seen = self._dedup.get(cid)
-            if seen is not None:
-                if cmd.sequence == seen.sequence:
-                    # A retry is activity: keep its entry fresh so it is not evicted or
-                    # expired while the client still retries (it would then apply twice).
-                    self._dedup[cid] = self._dedup.pop(cid)
-                    seen.last_ms = self.now_ms
-                    return seen.reply
-                if cmd.sequence < seen.sequence:
-                    return Reply(
-                        Code.STALE_SEQUENCE,
-                        f"request sequence {cmd.sequence} is older than {seen.sequence}, "
-                        "already applied for this client id",
-                    )
+        if cid is not None and (answer := self._dedup.answer(cid, cmd.sequence, self.now_ms)) is not None:
+            return answer
         reply = self._dispatch(cmd.op)
         if cid is not None:
-            self._dedup.pop(cid, None)
-            self._dedup[cid] = _Dedup(cmd.sequence, reply, self.now_ms)
-            while len(self._dedup) > self.limits.max_dedup_clients:
-                del self._dedup[next(iter(self._dedup))]
+            self._dedup.remember(cid, cmd.sequence, reply, self.now_ms)
         return reply
 
     def _dispatch(self, op: c.Op) -> Reply:
@@ -375,12 +318,7 @@ class SessionMachine:
             removed += 1
         if len(heap) > 2 * len(self.sessions) + 1024:
             self._rebuild_expiry()
-        ttl = self.limits.dedup_ttl_ms
-        while self._dedup:
-            first = next(iter(self._dedup))
-            if self.now_ms - self._dedup[first].last_ms <= ttl:
-                break
-            del self._dedup[first]
+        self._dedup.expire(self.now_ms)
         return removed
 
     def _rebuild_expiry(self) -> None:
@@ -430,9 +368,13 @@ class SessionMachine:
             ]
             for _, s in sorted(self.sessions.items())
         ]
-        dedup = [[cid, d.sequence, reply_to_wire(d.reply), d.last_ms] for cid, d in self._dedup.items()]
         return msgpack.packb(
-            {"format": SNAPSHOT_FORMAT, "now_ms": self.now_ms, "sessions": sessions, "dedup": dedup},
+            {
+                "format": SNAPSHOT_FORMAT,
+                "now_ms": self.now_ms,
+                "sessions": sessions,
+                "dedup": self._dedup.to_wire(),
+            },
             use_bin_type=True,
         )
 
@@ -449,8 +391,7 @@ class SessionMachine:
                 )
             )
         self._rebuild_expiry()
-        for cid, seq, reply, last in raw["dedup"]:
-            self._dedup[cid] = _Dedup(seq, reply_from_wire(reply), last)
+        self._dedup.load_wire(raw["dedup"])
 
     def digest(self) -> str:
         return hashlib.sha256(self.snapshot()).hexdigest()
