@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.monotonic import monotonic as raft_clock
+from pysyncobj.tcp_connection import TcpConnection
 
 from .commands import Barrier, Command, UndecodableEntry, encode
 from .config import NodeConfig, read_secret
@@ -177,6 +179,37 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             next_index[node] = max(before, after)
 
 
+# The largest peer message we accept. pysyncobj sends append batches of 64 KiB and splits
+# bigger entries and snapshots into 64 KiB chunks, so 16 MiB leaves a wide margin.
+MAX_PEER_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def _cap_peer_messages() -> None:
+    """Refuse a peer message whose length prefix is negative or over the cap, at once.
+
+    pysyncobj reads the 4-byte length prefix before authenticating anything, and buffers
+    until that many bytes arrived: anyone who reaches the Raft port could make a node hold
+    up to 2 GiB (shared/reference/raft-pitfalls.md). The connection is dropped instead.
+    Patched on the class because pysyncobj's transport and server construct it by name.
+    """
+    original = TcpConnection._TcpConnection__processParseMessage
+    if getattr(original, "_sq_capped", False):
+        return
+
+    def parse(self: Any) -> Any:
+        buffer = self._TcpConnection__readBuffer
+        if len(buffer) >= 4:
+            (length,) = struct.unpack("i", buffer[:4])
+            if not 0 <= length <= MAX_PEER_MESSAGE_BYTES:
+                log.warning("dropping a Raft peer connection: message length %d is out of bounds", length)
+                self.disconnect()
+                return None
+        return original(self)
+
+    parse._sq_capped = True  # type: ignore[attr-defined]
+    TcpConnection._TcpConnection__processParseMessage = parse
+
+
 @dataclass(frozen=True, slots=True)
 class RaftStatus:
     is_leader: bool
@@ -213,6 +246,7 @@ class ReplicatedLog:
             commandsQueueSize=r.commands_queue_size,
             dynamicMembershipChange=False,
         )
+        _cap_peer_messages()
         self._sync = _GuardedSyncObj(
             config.node.raft_address,
             [p.raft_address for p in config.peers],
