@@ -29,7 +29,7 @@ from ._history import FaultWindow, History
 from ._local import LocalCluster
 from ._nemesis import PARTITIONS, ClockSkew, ClockWrapper, Nemesis, Partitioner, process_nemesis
 from ._netns import netns_cluster, netns_unavailable_reason
-from ._report import plot_timeline, write_report
+from ._report import plot_timeline, summarise, write_report
 from ._workloads import CounterWorkload, LifecycleWorkload, RegisterWorkload, Workload
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class _Run:
     events: list[float] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     worker_errors: list[str] = field(default_factory=list)
+    catch_up_s: list[float] = field(default_factory=list)
+    watchers: list[threading.Thread] = field(default_factory=list)
 
 
 def _client(cluster: LocalCluster, timeout_s: float = CLIENT_TIMEOUT_S) -> SessionClient:
@@ -99,6 +101,22 @@ def _nemesis_loop(run: _Run, nemesis: Nemesis, rng: random.Random, deadline: flo
         if nemesis.recovery_from == "heal":
             run.events.append(end)
         run.faults.append(FaultWindow(nemesis.name, start, end, detail))
+        watcher = threading.Thread(target=_watch_catch_up, args=(run, time.monotonic()), daemon=True)
+        watcher.start()
+        run.watchers.append(watcher)
+
+
+def _watch_catch_up(run: _Run, healed_at: float) -> None:
+    """Time until every node has applied what was committed when the fault was healed."""
+    cluster = run.cluster
+    statuses = [cluster.status(n) for n in cluster.node_ids]
+    target = max((s.commit_index for s in statuses if s is not None), default=0)
+    while time.monotonic() - healed_at < HEAL_TIMEOUT_S:
+        current = [cluster.status(n) for n in cluster.node_ids]
+        if all(s is not None and s.last_applied >= target for s in current):
+            run.catch_up_s.append(round(time.monotonic() - healed_at, 3))
+            return
+        time.sleep(0.1)
 
 
 PRELOAD_THREADS = 32
@@ -127,9 +145,6 @@ def _settle(run: _Run, anomalies: list[str]) -> dict[str, Any]:
             client.create(attributes={"final": b"write"})
         facts["final_write_s"] = round(time.monotonic() - started, 3)
         facts["digest"] = cluster.wait_until(cluster.converged, HEAL_TIMEOUT_S, "every node to converge")
-        if run.faults:
-            # For a restarted node: how long after its restart it held the same state.
-            facts["converged_after_last_heal_s"] = round(run.history.now() - (run.faults[-1].end_s or 0.0), 3)
         facts["term_end"] = _term(cluster)
     except ClusterTimeout as exc:
         views = {
@@ -204,7 +219,10 @@ def run_scenario(scenario: Scenario, seed: int, out_dir: Path) -> dict[str, Any]
             for t in threads:
                 t.join(CLIENT_TIMEOUT_S * 4)
             nemesis.heal(cluster)
+        for watcher in run.watchers:
+            watcher.join(HEAL_TIMEOUT_S)
         facts = _settle(run, anomalies)
+        facts["catch_up_s"] = summarise(run.catch_up_s)
         facts["term_start"] = term_start
         checks: dict[str, Any] = {}
         with _client(cluster, timeout_s=30.0) as verifier:
