@@ -140,22 +140,32 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
     def __init__(self, *args: Any, busy_tick_s: float, **kwargs: Any) -> None:
         # Set before SyncObj.__init__, which starts the tick thread.
         self._busy_tick_s = busy_tick_s
+        self._first_tick = True
         super().__init__(*args, **kwargs)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
-        """A tick that ran long (a journal replay after a restart, a huge batch) does not
-        make this node campaign. pysyncobj checks its election deadline at the start of a
-        tick, before reading the messages that arrived meanwhile, so a follower busy for
-        longer than an election timeout started an election against a healthy leader and,
-        with its higher term, deposed it (measured: follower-catchup-100k, 3 extra terms and
-        a write gap on every restart). Delaying an election is always safe in Raft.
+        """A tick that ran long (a journal replay after a restart, a huge batch), or a slow
+        start-up (loading a long journal), does not make this node campaign.
+
+        pysyncobj checks its election deadline at the start of a tick, before reading the
+        messages that arrived meanwhile, so a follower busy for longer than an election
+        timeout started an election against a healthy leader and, with its higher term,
+        deposed it (measured: follower-catchup-100k, 3 extra terms and a write gap on every
+        restart). Delaying an election is always safe in Raft.
         """
+        if self._first_tick:
+            # The deadline was set before the journal was loaded (seconds, for a long one).
+            self._first_tick = False
+            self._renew_election_deadline()
         started = raft_clock()
         SyncObj._onTick(self, timeToWait)
         if raft_clock() - started > self._busy_tick_s and not self._isLeader():
-            renewed: float = raft_clock() + self._SyncObj__generateRaftTimeout()
-            current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - mangled
-            self._SyncObj__raftElectionDeadline = max(current, renewed)
+            self._renew_election_deadline()
+
+    def _renew_election_deadline(self) -> None:
+        renewed: float = raft_clock() + self._SyncObj__generateRaftTimeout()
+        current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - mangled
+        self._SyncObj__raftElectionDeadline = max(current, renewed)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
