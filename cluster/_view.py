@@ -142,6 +142,15 @@ class ClusterView:
         """The agreed leader's id, waiting for one; ClusterTimeout (with log tails) if none comes."""
         return self.wait_until(self.leader_id, timeout_s, "a leader agreed by a quorum")
 
+    def wait_for_new_leader(self, old: str, timeout_s: float = 30.0) -> str:
+        """A leader other than `old` (killed, paused or cut off), agreed by a quorum."""
+
+        def other() -> str | None:
+            leader = self.leader_id()
+            return leader if leader not in (None, old) else None
+
+        return self.wait_until(other, timeout_s, f"a leader other than {old}")
+
     def wait_until(
         self,
         predicate: Callable[[], _T | Literal[False] | None],

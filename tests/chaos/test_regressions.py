@@ -48,11 +48,7 @@ def test_partition_isolate_leader_healed_old_leader_with_uncommitted_tail_catche
                 lambda: (s := cluster.status(old)) is not None and s.commit_index > 50, 30.0, "writes"
             )
             net.isolate(old)
-            new = cluster.wait_until(
-                lambda: leader if (leader := cluster.leader_id()) not in (None, old) else None,
-                30.0,
-                "new leader",
-            )
+            new = cluster.wait_for_new_leader(old)
             # Let writes land on the new leader while the old one is cut off: more than one
             # 64 KiB append batch, so the leader pipelines batches to it after the heal.
             base = cluster.status(new).commit_index  # type: ignore[union-attr]

@@ -22,11 +22,7 @@ def wait_for_progress(cluster: LocalCluster, ledger: Ledger, what: str) -> None:
 
 
 def wait_for_new_leader(cluster: LocalCluster, old: str) -> str:
-    return cluster.wait_until(
-        lambda: leader if (leader := cluster.leader_id()) not in (None, old) else None,
-        PROGRESS_TIMEOUT_S,
-        f"a leader other than {old}",
-    )
+    return cluster.wait_for_new_leader(old, PROGRESS_TIMEOUT_S)
 
 
 def test_kill_leader_during_writes_loses_no_acknowledged_write(

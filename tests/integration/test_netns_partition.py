@@ -57,11 +57,7 @@ def _client(cluster: LocalCluster) -> SessionClient:
 
 
 def _leader_other_than(cluster: LocalCluster, old: str) -> str:
-    return cluster.wait_until(
-        lambda: leader if (leader := cluster.leader_id()) not in (None, old) else None,
-        LEADER_TIMEOUT_S,
-        f"a leader other than {old}, agreed by a quorum",
-    )
+    return cluster.wait_for_new_leader(old, LEADER_TIMEOUT_S)
 
 
 def _holds(cluster: LocalCluster, node_id: str, created: Created) -> bool:

@@ -29,11 +29,7 @@ def test_resumed_old_leader_never_serves_a_session_deleted_by_the_new_leader(
 
     cluster.pause(old)
     try:
-        new = cluster.wait_until(
-            lambda: leader if (leader := cluster.leader_id()) not in (None, old) else None,
-            30.0,
-            "a new leader while the old one is paused",
-        )
+        new = cluster.wait_for_new_leader(old)
         others = [cluster.grpc_address(n) for n in cluster.node_ids if n != old]
         assert make_client(cluster, others).delete(created.token) is True
     finally:
