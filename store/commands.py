@@ -6,8 +6,15 @@ pure function of the previous state and the command: replicas that apply the sam
 byte-identical (rqlite does the same, rewriting RANDOM() and now() before logging).
 
 Wire form: a msgpack map {"v": 1, "op": <name>, "now": <ms>, "cid": <bytes|None>,
-"seq": <int>, "a": <op arguments>}. `decode` checks every type strictly: an entry that does
-not decode is a bug or a newer version, and the node must stop rather than guess.
+"seq": <int>, "a": <op arguments>} and, from command level 2, "cep": <client epoch ms>.
+`decode` checks every type strictly: an entry that does not decode is a bug or a newer
+version, and the node must stop rather than guess.
+
+Command levels make rolling upgrades safe. Each operation (and each envelope field that
+changes what apply does) belongs to the level that introduced it; a node understands every
+level up to `SUPPORTED_LEVEL`, advertises it through the log (`MemberLevel`), and the leader
+proposes something of level N only once every member has advertised N (`store/DESIGN.md`).
+An old node therefore never meets an entry it cannot apply.
 """
 
 from __future__ import annotations
@@ -18,6 +25,11 @@ from typing import Any
 import msgpack
 
 COMMAND_VERSION = 1
+
+# Level 1: the operations below up to Barrier, plus MemberLevel (the gate itself).
+# Level 2: Configure (replicated limits) and the client epoch ("cep", honest exactly-once).
+BASE_LEVEL = 1
+SUPPORTED_LEVEL = 2
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -81,7 +93,22 @@ class Barrier:
     """A no-op through the log: once applied here, local state is linearizable."""
 
 
-Op = Create | Touch | Update | Rotate | Delete | RevokePrincipal | Expire | Barrier
+@dataclass(frozen=True, slots=True)
+class Configure:
+    """Replace the replicated limits; every field of `Limits`, as a sorted name -> value map."""
+
+    limits: tuple[tuple[str, int | str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLevel:
+    """A node advertises the highest command level it can apply."""
+
+    node_id: str
+    level: int
+
+
+Op = Create | Touch | Update | Rotate | Delete | RevokePrincipal | Expire | Barrier | Configure | MemberLevel
 
 _NAMES: dict[type[Any], str] = {
     Create: "create",
@@ -92,7 +119,15 @@ _NAMES: dict[type[Any], str] = {
     RevokePrincipal: "revoke_principal",
     Expire: "expire",
     Barrier: "barrier",
+    Configure: "configure",
+    MemberLevel: "member_level",
 }
+
+# The command level that introduced each operation; see the module docstring.
+LEVELS: dict[type[Any], int] = {op: BASE_LEVEL for op in _NAMES}
+LEVELS[Configure] = 2
+# The level from which the envelope carries the client epoch.
+CLIENT_EPOCH_LEVEL = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,23 +136,34 @@ class Command:
     now_ms: int
     client_id: bytes | None = None
     sequence: int = 0
+    # The replicated time at which the client id was born (honest exactly-once, dedup.py);
+    # None in level-1 entries, whose retries are deduplicated only while remembered.
+    client_epoch_ms: int | None = None
+
+
+def level_of(cmd: Command) -> int:
+    """The command level a node must support to apply `cmd`."""
+    level = LEVELS[type(cmd.op)]
+    if cmd.client_epoch_ms is not None:
+        level = max(level, CLIENT_EPOCH_LEVEL)
+    return level
 
 
 def encode(cmd: Command) -> bytes:
     op = cmd.op
     # Tuples pack as msgpack arrays, so the dataclass fields go out as they are.
     args = {name: getattr(op, name) for name in op.__dataclass_fields__}
-    return msgpack.packb(
-        {
-            "v": COMMAND_VERSION,
-            "op": _NAMES[type(op)],
-            "now": cmd.now_ms,
-            "cid": cmd.client_id,
-            "seq": cmd.sequence,
-            "a": args,
-        },
-        use_bin_type=True,
-    )
+    envelope: dict[str, Any] = {
+        "v": COMMAND_VERSION,
+        "op": _NAMES[type(op)],
+        "now": cmd.now_ms,
+        "cid": cmd.client_id,
+        "seq": cmd.sequence,
+        "a": args,
+    }
+    if cmd.client_epoch_ms is not None:
+        envelope["cep"] = cmd.client_epoch_ms
+    return msgpack.packb(envelope, use_bin_type=True)
 
 
 def _req(
@@ -206,10 +252,25 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         return Expire(limit=_req(a, "limit", int))
     if name == "barrier":
         return Barrier()
+    if name == "configure":
+        pairs = _req(a, "limits", list)
+        if not all(
+            isinstance(p, list)
+            and len(p) == 2
+            and isinstance(p[0], str)
+            and isinstance(p[1], int | str)
+            and not isinstance(p[1], bool)
+            for p in pairs
+        ):
+            raise UndecodableEntry("argument 'limits' must hold [name, int|str] pairs")
+        return Configure(limits=tuple((p[0], p[1]) for p in pairs))
+    if name == "member_level":
+        return MemberLevel(node_id=_req(a, "node_id", str), level=_req(a, "level", int))
     raise UndecodableEntry(f"unknown operation {name!r}")
 
 
-def decode(entry: bytes) -> Command:
+def decode(entry: bytes, supported_level: int = SUPPORTED_LEVEL) -> Command:
+    """Decode one entry; anything above `supported_level` is undecodable for this node."""
     try:
         raw = msgpack.unpackb(entry, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -228,4 +289,12 @@ def decode(entry: bytes) -> Command:
         raise UndecodableEntry("entry has a malformed header")
     if cid is not None and not isinstance(cid, bytes):
         raise UndecodableEntry("entry has a malformed client id")
-    return Command(op=_op(name, args), now_ms=now, client_id=cid, sequence=seq)
+    epoch = raw.get("cep")
+    if epoch is not None and (type(epoch) is not int or epoch < 0):
+        raise UndecodableEntry("entry has a malformed client epoch")
+    cmd = Command(op=_op(name, args), now_ms=now, client_id=cid, sequence=seq, client_epoch_ms=epoch)
+    if level_of(cmd) > supported_level:
+        raise UndecodableEntry(
+            f"operation {name!r} needs command level {level_of(cmd)}; this node supports {supported_level}"
+        )
+    return cmd

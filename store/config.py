@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .commands import SUPPORTED_LEVEL
 from .errors import ConfigError
 
 DAY_MS = 24 * 3600 * 1000
@@ -38,7 +39,14 @@ DAY_MS = 24 * 3600 * 1000
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Every size and count the store bounds. Replicated: all nodes must agree on them."""
+    """Every size and count the store bounds.
+
+    Replicated state, not per-node configuration: apply reads the limits the log set (a
+    `Configure` command), never a node's own file. The file's `limits` section only seeds a
+    new cluster (the first leader proposes it once); later changes go through
+    `python -m sessionquorum.cluster config set`, which takes effect at one log index on
+    every node.
+    """
 
     max_principal_bytes: int = 256
     max_handle_bytes: int = 64
@@ -72,6 +80,20 @@ class Limits:
                 f"limits.principal_cap_policy must be 'evict_oldest' or 'reject', "
                 f"got {self.principal_cap_policy!r}"
             )
+
+
+def limits_to_pairs(limits: Limits) -> tuple[tuple[str, int | str], ...]:
+    """The wire form of a Configure command: every field, sorted by name."""
+    return tuple(sorted((f.name, getattr(limits, f.name)) for f in dataclasses.fields(limits)))
+
+
+def limits_from_pairs(pairs: Any) -> Limits:
+    """Build Limits from name -> value pairs (a Configure command, or the CLI); ConfigError if bad."""
+    try:
+        raw = dict(pairs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("limits must be name/value pairs") from exc
+    return _section(Limits, raw, "limits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +135,18 @@ class ServerSettings:
     sweep_interval_s: float = 1.0
     # How long a stopping node lets in-flight calls finish.
     grace_shutdown_s: float = 2.0
+    # How far the leader's stamped time may run ahead of the replicated time plus the real
+    # (monotonic) time elapsed since: a wall clock further ahead is logged, reported by
+    # Status and not trusted (store/clock.py).
+    clock_drift_ms: int = 500
 
     def validate(self) -> None:
         if self.max_message_bytes < 64 * 1024:
             raise ConfigError("server.max_message_bytes must be at least 65536")
         if self.apply_timeout_s <= 0 or self.sweep_interval_s <= 0 or self.touch_interval_ms < 0:
             raise ConfigError("server timings must be positive")
+        if self.clock_drift_ms < 0:
+            raise ConfigError("server.clock_drift_ms must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +197,9 @@ class NodeConfig:
     cluster: ClusterConfig
     node: NodeSpec
     data_dir: Path
+    # The highest command level this node applies (commands.SUPPORTED_LEVEL); lower only to
+    # act as an older release in upgrade tests.
+    command_level: int = SUPPORTED_LEVEL
 
     @property
     def peers(self) -> tuple[NodeSpec, ...]:
@@ -268,12 +299,19 @@ def load_cluster_config(path: Path) -> ClusterConfig:
     return parse_cluster_config(raw, path.resolve().parent, source=path.resolve())
 
 
-def load_node_config(path: Path, node_id: str, data_dir: Path | None = None) -> NodeConfig:
+def load_node_config(
+    path: Path, node_id: str, data_dir: Path | None = None, command_level: int | None = None
+) -> NodeConfig:
     """The one place a node reads its configuration."""
     cluster = load_cluster_config(path)
     node = cluster.node(node_id)
     base = path.resolve().parent
-    return NodeConfig(cluster=cluster, node=node, data_dir=(data_dir or base / node_id).resolve())
+    level = SUPPORTED_LEVEL if command_level is None else command_level
+    if not 1 <= level <= SUPPORTED_LEVEL:
+        raise ConfigError(f"command level must be 1 to {SUPPORTED_LEVEL}, got {level}")
+    return NodeConfig(
+        cluster=cluster, node=node, data_dir=(data_dir or base / node_id).resolve(), command_level=level
+    )
 
 
 def read_secret(path: Path) -> str:

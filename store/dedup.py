@@ -9,6 +9,19 @@ Bounded two ways, both deterministic (the table is part of every replica's state
 `max_dedup_clients` entries, least recently used evicted first, and entries idle for more
 than `dedup_ttl_ms` of replicated time dropped at expire commands. A retry refreshes its
 entry, so a client that keeps retrying is not forgotten while it does.
+
+Honest when it forgets. A bounded table must forget, and a retry of a forgotten request
+would apply again (an increment twice; a rotate answered NotFound after it succeeded). So
+the table keeps one number, `forgotten_ms`: the latest `last_ms` of any entry it dropped.
+Every client id carries its epoch, a replicated time the client learned from the cluster
+before using the id. Any apply of that id happens at a replicated time >= its epoch, so if
+the id is unknown and its epoch is after `forgotten_ms`, nothing of it was ever recorded
+and the request is new; otherwise it may be a forgotten retry, and it is answered
+DEDUP_EXPIRED (nothing applied, outcome of the earlier attempt unknown). The client then
+learns the current time (the answer carries it), and may resend a first attempt under a
+fresh id; a retry it must report as an unknown outcome.
+
+Entries are immutable records so that `capture()` is one shallow dict copy.
 """
 
 from __future__ import annotations
@@ -18,28 +31,48 @@ from typing import Any
 
 from .replies import Code, Reply, reply_from_wire, reply_to_wire
 
+# `forgotten_ms` before anything was forgotten: every epoch (>= 0) is after it.
+NOTHING_FORGOTTEN = -1
 
-@dataclass(slots=True)
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     sequence: int
     reply: Reply
     last_ms: int
 
 
+def dedup_expired(now_ms: int) -> Reply:
+    return Reply(
+        Code.DEDUP_EXPIRED,
+        "deduplication state for this client id has expired: this request was not applied, and "
+        "whether an earlier attempt with this request id was applied is unknown",
+        count=now_ms,
+    )
+
+
 class DedupTable:
     def __init__(self, max_clients: int, ttl_ms: int) -> None:
-        self._max_clients = max_clients
-        self._ttl_ms = ttl_ms
+        self.max_clients = max_clients
+        self.ttl_ms = ttl_ms
         # Insertion order is recency order: least recently used first.
         self._entries: dict[bytes, _Entry] = {}
+        self.forgotten_ms = NOTHING_FORGOTTEN
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def answer(self, client_id: bytes, sequence: int, now_ms: int) -> Reply | None:
-        """The remembered answer for a retry, a refusal for an old sequence, or None: apply it."""
+    def answer(self, client_id: bytes, sequence: int, epoch_ms: int | None, now_ms: int) -> Reply | None:
+        """The remembered answer for a retry, a refusal, or None: apply it.
+
+        `epoch_ms` None is a level-1 command (no epoch): only remembered retries are caught.
+        """
         seen = self._entries.get(client_id)
-        if seen is None or sequence > seen.sequence:
+        if seen is None:
+            if epoch_ms is not None and epoch_ms <= self.forgotten_ms:
+                return dedup_expired(now_ms)
+            return None
+        if sequence > seen.sequence:
             return None
         if sequence < seen.sequence:
             return Reply(
@@ -47,26 +80,36 @@ class DedupTable:
                 f"request sequence {sequence} is older than {seen.sequence}, "
                 "already applied for this client id",
             )
-        self._entries[client_id] = self._entries.pop(client_id)
-        seen.last_ms = now_ms
+        del self._entries[client_id]
+        self._entries[client_id] = _Entry(seen.sequence, seen.reply, now_ms)
         return seen.reply
 
     def remember(self, client_id: bytes, sequence: int, reply: Reply, now_ms: int) -> None:
         self._entries.pop(client_id, None)
         self._entries[client_id] = _Entry(sequence, reply, now_ms)
-        while len(self._entries) > self._max_clients:
-            del self._entries[next(iter(self._entries))]
+        while len(self._entries) > self.max_clients:
+            self._forget(next(iter(self._entries)))
 
     def expire(self, now_ms: int) -> None:
         """Drop entries idle for longer than the TTL (oldest first, so stop at the first young one)."""
         while self._entries:
             first = next(iter(self._entries))
-            if now_ms - self._entries[first].last_ms <= self._ttl_ms:
+            if now_ms - self._entries[first].last_ms <= self.ttl_ms:
                 break
-            del self._entries[first]
+            self._forget(first)
 
-    def to_wire(self) -> list[list[Any]]:
-        return [[cid, e.sequence, reply_to_wire(e.reply), e.last_ms] for cid, e in self._entries.items()]
+    def _forget(self, client_id: bytes) -> None:
+        entry = self._entries.pop(client_id)
+        self.forgotten_ms = max(self.forgotten_ms, entry.last_ms)
 
-    def load_wire(self, rows: list[list[Any]]) -> None:
+    def capture(self) -> dict[bytes, _Entry]:
+        """A consistent copy in one C-level pass: entries are immutable."""
+        return dict(self._entries)
+
+    @staticmethod
+    def to_wire(entries: dict[bytes, _Entry]) -> list[list[Any]]:
+        return [[cid, e.sequence, reply_to_wire(e.reply), e.last_ms] for cid, e in entries.items()]
+
+    def load_wire(self, rows: list[list[Any]], forgotten_ms: int) -> None:
         self._entries = {cid: _Entry(seq, reply_from_wire(reply), last) for cid, seq, reply, last in rows}
+        self.forgotten_ms = forgotten_ms

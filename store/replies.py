@@ -19,6 +19,9 @@ class Code(StrEnum):
     VERSION_CONFLICT = "version_conflict"
     QUOTA = "quota"
     STALE_SEQUENCE = "stale_sequence"
+    # The client id's exactly-once entry may have been forgotten: not applied (dedup.py).
+    # `Reply.count` carries the replicated time, the epoch for a fresh client id.
+    DEDUP_EXPIRED = "dedup_expired"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """One session as the state machine holds it, and its immutable view for replies.
 
-Mutable on purpose (apply updates it in place); replies and the exactly-once table get
-`SessionView` copies, which never hold the token hash.
+Immutable: apply replaces a session's record instead of changing it, so a snapshot can
+capture the whole state with one shallow copy of the session dict under the state lock and
+serialize it later, off the lock, while apply goes on (`SessionMachine.capture`). Replies
+and the exactly-once table get `SessionView` copies, which never hold the token hash.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from dataclasses import dataclass
 from .replies import SessionView
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Session:
     token_hash: bytes
     handle: str
     principal: str | None
+    # Never changed in place: an update builds a new dict (the record is shared with captures).
     attributes: dict[str, bytes]
     created_ms: int
     last_access_ms: int

@@ -19,23 +19,32 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import msgpack
 
 from . import commands as c
 from . import validation as v
-from .config import Limits
+from .config import Limits, limits_from_pairs, limits_to_pairs
 from .dedup import DedupTable
+from .errors import ConfigError
 from .replies import Code, Reply, SessionView
 from .session import Session
 
-SNAPSHOT_FORMAT = 1
+# 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
+SNAPSHOT_FORMAT = 2
+# Most members whose command level the state keeps (a cluster has 3 to 7).
+MAX_MEMBERS = 64
 
 
 class SessionMachine:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, supported_level: int = c.SUPPORTED_LEVEL) -> None:
+        # Until a Configure command is applied, the limits are the code's (identical on
+        # every node of one release), never a node's own file.
         self.limits = limits
+        self.configured = False
+        self.supported_level = supported_level
         self.now_ms = 0
         self.sessions: dict[bytes, Session] = {}
         self.by_handle: dict[str, bytes] = {}
@@ -44,15 +53,22 @@ class SessionMachine:
         # (deadline_ms, token_hash); may hold stale entries, see _sweep().
         self._expiry: list[tuple[int, bytes]] = []
         self._dedup = DedupTable(limits.max_dedup_clients, limits.dedup_ttl_ms)
+        # node id -> the highest command level it advertised (commands.MemberLevel).
+        self.member_levels: dict[str, int] = {}
 
     # ----------------------------------------------------------------- apply
     def apply(self, entry: bytes) -> Reply:
         """Apply one log entry. Raises only UndecodableEntry (the node must stop)."""
-        cmd = c.decode(entry)
+        cmd = c.decode(entry, self.supported_level)
         self.now_ms = max(self.now_ms, cmd.now_ms)
         cid = cmd.client_id
-        if cid is not None and (answer := self._dedup.answer(cid, cmd.sequence, self.now_ms)) is not None:
-            return answer
+        if cid is not None:
+            epoch = cmd.client_epoch_ms
+            if epoch is not None and epoch > self.now_ms:
+                return Reply(Code.INVALID, "request_id.client_epoch_ms is later than the cluster's time")
+            answer = self._dedup.answer(cid, cmd.sequence, epoch, self.now_ms)
+            if answer is not None:
+                return answer
         reply = self._dispatch(cmd.op)
         if cid is not None:
             self._dedup.remember(cid, cmd.sequence, reply, self.now_ms)
@@ -73,7 +89,37 @@ class SessionMachine:
             return self._revoke(op)
         if isinstance(op, c.Expire):
             return Reply(Code.OK, count=self._sweep(op.limit))
-        return Reply(Code.OK)  # Barrier
+        if isinstance(op, c.Configure):
+            return self._configure(op)
+        if isinstance(op, c.MemberLevel):
+            return self._member_level(op)
+        if isinstance(op, c.Barrier):
+            return Reply(Code.OK)
+        raise AssertionError(f"no handler for {type(op).__name__}")  # decode() admits no other
+
+    def _configure(self, op: c.Configure) -> Reply:
+        try:
+            limits = limits_from_pairs(op.limits)
+        except ConfigError as exc:
+            return Reply(Code.INVALID, str(exc))
+        missing = {name for name, _ in limits_to_pairs(limits)} - {name for name, _ in op.limits}
+        if missing:
+            return Reply(
+                Code.INVALID, f"configure must set every limit; missing: {', '.join(sorted(missing))}"
+            )
+        self.limits = limits
+        self.configured = True
+        self._dedup.max_clients = limits.max_dedup_clients
+        self._dedup.ttl_ms = limits.dedup_ttl_ms
+        return Reply(Code.OK)
+
+    def _member_level(self, op: c.MemberLevel) -> Reply:
+        if not op.node_id or len(op.node_id) > self.limits.max_handle_bytes or op.level < 1:
+            return Reply(Code.INVALID, "malformed member level")
+        if op.node_id not in self.member_levels and len(self.member_levels) >= MAX_MEMBERS:
+            return Reply(Code.QUOTA, f"at most {MAX_MEMBERS} members are tracked")
+        self.member_levels[op.node_id] = op.level
+        return Reply(Code.OK)
 
     # ------------------------------------------------------------ operations
     def _create(self, op: c.Create) -> Reply:
@@ -125,7 +171,7 @@ class SessionMachine:
         s = self._live(op.token_hash)
         if isinstance(s, Reply):
             return s
-        self._set_last_access(s)
+        s = self._store(replace(s, last_access_ms=max(s.last_access_ms, self.now_ms)))
         return Reply(Code.OK, session=s.view(op.with_attributes))
 
     def _update(self, op: c.Update) -> Reply:
@@ -167,9 +213,11 @@ class SessionMachine:
         problem = self._check_session_bytes(merged.items())
         if problem:
             return Reply(*problem)
-        s.attributes = merged
-        s.version += 1
-        self._set_last_access(s)
+        s = self._store(
+            replace(
+                s, attributes=merged, version=s.version + 1, last_access_ms=max(s.last_access_ms, self.now_ms)
+            )
+        )
         # The reply carries the incremented counters' new values, nothing else.
         return Reply(Code.OK, session=replace(s.view(False), attributes=tuple(counters)))
 
@@ -193,10 +241,13 @@ class SessionMachine:
                 return outcome
             evicted = outcome
         self._remove(s)
-        s.token_hash = op.new_token_hash
-        s.principal = new_principal
-        s.version += 1
-        s.last_access_ms = max(s.last_access_ms, self.now_ms)
+        s = replace(
+            s,
+            token_hash=op.new_token_hash,
+            principal=new_principal,
+            version=s.version + 1,
+            last_access_ms=max(s.last_access_ms, self.now_ms),
+        )
         self._insert(s)
         return Reply(Code.OK, session=s.view(False), handles=evicted)
 
@@ -276,9 +327,13 @@ class SessionMachine:
             self._remove(s)
         return tuple(s.handle for s in victims)
 
-    def _set_last_access(self, s: Session) -> None:
-        s.last_access_ms = max(s.last_access_ms, self.now_ms)
-        heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
+    def _store(self, s: Session) -> Session:
+        """Replace a session's record (same token hash); a moved deadline gets a heap entry."""
+        old = self.sessions[s.token_hash]
+        self.sessions[s.token_hash] = s
+        if s.deadline_ms != old.deadline_ms:
+            heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
+        return s
 
     def _insert(self, s: Session) -> None:
         self.sessions[s.token_hash] = s
@@ -352,7 +407,60 @@ class SessionMachine:
         return self._expiry[0][0] if self._expiry else None
 
     # ------------------------------------------------------------- snapshots
+    def capture(self) -> Capture:
+        """A consistent copy of the replicated state, cheap enough to take under the lock.
+
+        Sessions and exactly-once entries are immutable records, so two shallow dict copies
+        (C-level, no Python call per item) are a frozen view; `Capture.serialize` does the
+        O(sessions) work later, off the lock and off the tick thread.
+        """
+        return Capture(
+            now_ms=self.now_ms,
+            limits=self.limits,
+            configured=self.configured,
+            member_levels=dict(self.member_levels),
+            sessions=dict(self.sessions),
+            dedup=self._dedup.capture(),
+            forgotten_ms=self._dedup.forgotten_ms,
+        )
+
     def snapshot(self) -> bytes:
+        return self.capture().serialize()
+
+    def restore(self, data: bytes) -> None:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        if raw.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
+        self.__init__(limits_from_pairs(raw["limits"]), self.supported_level)  # type: ignore[misc]
+        self.configured = raw["configured"]
+        self.member_levels = dict(raw["members"])
+        self.now_ms = raw["now_ms"]
+        for h, handle, principal, attrs, created, last, idle, absolute, version in raw["sessions"]:
+            self._insert(
+                Session(
+                    h, handle, principal, {n: val for n, val in attrs}, created, last, idle, absolute, version
+                )
+            )
+        self._rebuild_expiry()
+        self._dedup.load_wire(raw["dedup"], raw["forgotten_ms"])
+
+    def digest(self) -> str:
+        return self.capture().digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """The replicated state at one log index; serializing it needs no lock."""
+
+    now_ms: int
+    limits: Limits
+    configured: bool
+    member_levels: dict[str, int]
+    sessions: dict[bytes, Session]
+    dedup: dict[bytes, Any]
+    forgotten_ms: int
+
+    def serialize(self) -> bytes:
         """Canonical msgpack: sessions sorted by token hash, attributes by name."""
         sessions = [
             [
@@ -372,26 +480,15 @@ class SessionMachine:
             {
                 "format": SNAPSHOT_FORMAT,
                 "now_ms": self.now_ms,
+                "limits": [list(p) for p in limits_to_pairs(self.limits)],
+                "configured": self.configured,
+                "members": sorted([k, lv] for k, lv in self.member_levels.items()),
                 "sessions": sessions,
-                "dedup": self._dedup.to_wire(),
+                "dedup": DedupTable.to_wire(self.dedup),
+                "forgotten_ms": self.forgotten_ms,
             },
             use_bin_type=True,
         )
 
-    def restore(self, data: bytes) -> None:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-        if raw.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
-        self.__init__(self.limits)  # type: ignore[misc]
-        self.now_ms = raw["now_ms"]
-        for h, handle, principal, attrs, created, last, idle, absolute, version in raw["sessions"]:
-            self._insert(
-                Session(
-                    h, handle, principal, {n: val for n, val in attrs}, created, last, idle, absolute, version
-                )
-            )
-        self._rebuild_expiry()
-        self._dedup.load_wire(raw["dedup"])
-
     def digest(self) -> str:
-        return hashlib.sha256(self.snapshot()).hexdigest()
+        return hashlib.sha256(self.serialize()).hexdigest()
