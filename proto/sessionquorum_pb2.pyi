@@ -5,9 +5,14 @@ The wire contract between sessionquorum nodes and their clients.
 
 Conventions:
 - A token is never sent: only its SHA-256 (`token_hash`, exactly 32 bytes).
-- Every mutating call carries a RequestId (client_id, sequence). The node
-  remembers the latest result per client id and answers a retry with it,
-  so a retry after an unknown outcome is always safe.
+- Every mutating call carries a RequestId (client_id, sequence, client_epoch_ms).
+  The cluster remembers the latest result per client id and answers a retry
+  with it, so a retry never applies twice. The table is bounded: when a client
+  id's entry may have been forgotten (idle past the TTL, or evicted), a request
+  is refused with UNKNOWN and trailing metadata "sq-epoch" (the cluster's time):
+  nothing was applied by it, and an earlier attempt's outcome is unknown. A
+  client may resend a FIRST attempt under a fresh client id whose
+  client_epoch_ms is that "sq-epoch" value; a retry must report "unknown".
 - Leader-only calls on a follower fail with FAILED_PRECONDITION and the
   leader's gRPC address in trailing metadata key "sq-leader".
 - An outcome the node cannot know (leader changed before commit, commit
@@ -55,19 +60,25 @@ class RequestId(_message.Message):
 
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    CLIENT_EPOCH_MS_FIELD_NUMBER: _builtins.int
     client_id: _builtins.bytes
     """16 random bytes chosen by the client"""
     sequence: _builtins.int
     """strictly increasing per client_id, starting at 1"""
+    client_epoch_ms: _builtins.int
+    """The cluster time (ms, from "sq-epoch" or Status.replicated_now_ms) learned
+    before the client id was first used; 0 when none was learned yet.
+    """
     def __init__(
         self,
         *,
         client_id: _builtins.bytes = ...,
         sequence: _builtins.int = ...,
+        client_epoch_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_epoch_ms", b"client_epoch_ms", "client_id", b"client_id", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -607,6 +618,18 @@ class StatusResponse(_message.Message):
     LAST_APPLIED_FIELD_NUMBER: _builtins.int
     SESSION_COUNT_FIELD_NUMBER: _builtins.int
     STATE_DIGEST_FIELD_NUMBER: _builtins.int
+    REPLICATED_NOW_MS_FIELD_NUMBER: _builtins.int
+    CLOCK_AHEAD_MS_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    LIMITS_JSON_FIELD_NUMBER: _builtins.int
+    LIMITS_FROM_FILE_DIFFER_FIELD_NUMBER: _builtins.int
+    COMMAND_LEVEL_FIELD_NUMBER: _builtins.int
+    CLUSTER_COMMAND_LEVEL_FIELD_NUMBER: _builtins.int
+    JOURNAL_BYTES_FIELD_NUMBER: _builtins.int
+    JOURNAL_ENTRIES_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_INDEX_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_BYTES_FIELD_NUMBER: _builtins.int
+    SNAPSHOTS_TAKEN_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_address: _builtins.str
@@ -617,6 +640,29 @@ class StatusResponse(_message.Message):
     session_count: _builtins.int
     state_digest: _builtins.str
     """hex SHA-256 of the snapshot bytes"""
+    replicated_now_ms: _builtins.int
+    """the cluster's time as last applied here"""
+    clock_ahead_ms: _builtins.int
+    """How far this node's wall clock is ahead of the time it may stamp (0 when in
+    bounds): a clock this far off is not trusted (server.clock_drift_ms).
+    """
+    ready: _builtins.bool
+    """caught up with what was committed at start"""
+    limits_json: _builtins.str
+    """the replicated limits in force here (JSON)"""
+    limits_from_file_differ: _builtins.bool
+    """this node's file disagrees with them"""
+    command_level: _builtins.int
+    """the highest command level this node applies"""
+    cluster_command_level: _builtins.int
+    """the lowest level advertised by any member"""
+    journal_bytes: _builtins.int
+    journal_entries: _builtins.int
+    snapshot_index: _builtins.int
+    """last log index covered by the latest snapshot"""
+    snapshot_bytes: _builtins.int
+    snapshots_taken: _builtins.int
+    """since this process started"""
     def __init__(
         self,
         *,
@@ -628,11 +674,71 @@ class StatusResponse(_message.Message):
         last_applied: _builtins.int = ...,
         session_count: _builtins.int = ...,
         state_digest: _builtins.str = ...,
+        replicated_now_ms: _builtins.int = ...,
+        clock_ahead_ms: _builtins.int = ...,
+        ready: _builtins.bool = ...,
+        limits_json: _builtins.str = ...,
+        limits_from_file_differ: _builtins.bool = ...,
+        command_level: _builtins.int = ...,
+        cluster_command_level: _builtins.int = ...,
+        journal_bytes: _builtins.int = ...,
+        journal_entries: _builtins.int = ...,
+        snapshot_index: _builtins.int = ...,
+        snapshot_bytes: _builtins.int = ...,
+        snapshots_taken: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_index", b"commit_index", "is_leader", b"is_leader", "last_applied", b"last_applied", "leader_address", b"leader_address", "node_id", b"node_id", "session_count", b"session_count", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusResponse: _TypeAlias = StatusResponse  # noqa: Y015
+
+@_typing.final
+class ConfigureRequest(_message.Message):
+    """Replace some of the cluster's replicated limits; the rest keep their values.
+    Takes effect at one log index on every node.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LIMITS_JSON_FIELD_NUMBER: _builtins.int
+    limits_json: _builtins.str
+    """a JSON object: limit name -> value"""
+    @_builtins.property
+    def request_id(self) -> Global___RequestId: ...
+    def __init__(
+        self,
+        *,
+        request_id: Global___RequestId | None = ...,
+        limits_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits_json", b"limits_json", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureRequest: _TypeAlias = ConfigureRequest  # noqa: Y015
+
+@_typing.final
+class ConfigureResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_JSON_FIELD_NUMBER: _builtins.int
+    limits_json: _builtins.str
+    """every limit now in force (JSON)"""
+    def __init__(
+        self,
+        *,
+        limits_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits_json", b"limits_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureResponse: _TypeAlias = ConfigureResponse  # noqa: Y015

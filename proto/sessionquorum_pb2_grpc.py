@@ -79,6 +79,11 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Configure = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/Configure',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureResponse.FromString,
+                _registered_method=True)
 
 
 class SessionStoreServicer:
@@ -139,6 +144,12 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Configure(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +197,11 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusResponse.SerializeToString,
+            ),
+            'Configure': grpc.unary_unary_rpc_method_handler(
+                    servicer.Configure,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +447,33 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/Status',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Configure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/Configure',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,9 +5,14 @@ The wire contract between sessionquorum nodes and their clients.
 
 Conventions:
 - A token is never sent: only its SHA-256 (`token_hash`, exactly 32 bytes).
-- Every mutating call carries a RequestId (client_id, sequence). The node
-  remembers the latest result per client id and answers a retry with it,
-  so a retry after an unknown outcome is always safe.
+- Every mutating call carries a RequestId (client_id, sequence, client_epoch_ms).
+  The cluster remembers the latest result per client id and answers a retry
+  with it, so a retry never applies twice. The table is bounded: when a client
+  id's entry may have been forgotten (idle past the TTL, or evicted), a request
+  is refused with UNKNOWN and trailing metadata "sq-epoch" (the cluster's time):
+  nothing was applied by it, and an earlier attempt's outcome is unknown. A
+  client may resend a FIRST attempt under a fresh client id whose
+  client_epoch_ms is that "sq-epoch" value; a retry must report "unknown".
 - Leader-only calls on a follower fail with FAILED_PRECONDITION and the
   leader's gRPC address in trailing metadata key "sq-leader".
 - An outcome the node cannot know (leader changed before commit, commit
@@ -52,6 +57,7 @@ class SessionStoreStub:
     RevokePrincipal: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.RevokePrincipalRequest, _sessionquorum_pb2.RevokePrincipalResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.StatusRequest, _sessionquorum_pb2.StatusResponse]
     """Local, any node: for operators and tests (convergence checks)."""
+    Configure: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -66,6 +72,7 @@ class SessionStoreAsyncStub(SessionStoreStub):
     RevokePrincipal: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.RevokePrincipalRequest, _sessionquorum_pb2.RevokePrincipalResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.StatusRequest, _sessionquorum_pb2.StatusResponse]  # type: ignore[assignment]
     """Local, any node: for operators and tests (convergence checks)."""
+    Configure: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]  # type: ignore[assignment]
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -131,5 +138,12 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.StatusResponse, _abc.Awaitable[_sessionquorum_pb2.StatusResponse]]:
         """Local, any node: for operators and tests (convergence checks)."""
+
+    @_abc_1.abstractmethod
+    def Configure(
+        self,
+        request: _sessionquorum_pb2.ConfigureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.ConfigureResponse, _abc.Awaitable[_sessionquorum_pb2.ConfigureResponse]]: ...
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
