@@ -135,8 +135,17 @@ class ClusterView:
         return next(iter(states))[1] if len(states) == 1 else None
 
     def leader_id(self) -> str | None:
-        """The leader a quorum agrees on right now (see _status.agreed_leader), else None."""
-        return agreed_leader(self.statuses(), {n.id: n.grpc_address for n in self.config.nodes})
+        """The leader a quorum agrees on right now and that accepts writes, else None.
+
+        A new cluster's leader accepts writes once it applied what was committed at its
+        start and the cluster's limits are seeded (store/duties.py): a moment after election.
+        """
+        statuses = self.statuses()
+        leader = agreed_leader(statuses, {n.id: n.grpc_address for n in self.config.nodes})
+        status = statuses.get(leader) if leader is not None else None
+        if status is None or not (status.ready and status.accepting_writes):
+            return None
+        return leader
 
     def wait_for_leader(self, timeout_s: float = 30.0) -> str:
         """The agreed leader's id, waiting for one; ClusterTimeout (with log tails) if none comes."""

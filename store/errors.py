@@ -9,8 +9,13 @@
     ├── StaleSequence               OUT_OF_RANGE: an older request id than one already applied
     ├── NotLeader                   FAILED_PRECONDITION (+ leader hint): ask the leader
     ├── NoLeader                    UNAVAILABLE: no leader known; nothing was applied
+    ├── NotReady                    UNAVAILABLE: the node is still catching up after start
+    ├── UpgradePending              FAILED_PRECONDITION: not every member supports it yet
     └── OutcomeUnknown              UNKNOWN: may or may not have been applied; retry with
-                                    the same request id, which is safe
+        │                           the same request id, which is safe
+        └── DedupExpired            UNKNOWN (+ sq-epoch): this request was not applied, an
+                                    earlier attempt's outcome is unknown (the exactly-once
+                                    entry may be forgotten)
     ConfigError                     a bad configuration; stops a node at start-up
 
 Domain outcomes are *values* inside the state machine (`state.Reply.code`); they become
@@ -73,9 +78,34 @@ class NoLeader(StoreError):
     status = grpc.StatusCode.UNAVAILABLE
 
 
+class NotReady(StoreError):
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class UpgradePending(StoreError):
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class OutcomeUnknown(StoreError):
     status = grpc.StatusCode.UNKNOWN
 
 
-# Trailing metadata key carrying the leader's gRPC address on NotLeader.
+class DedupExpired(OutcomeUnknown):
+    def __init__(self, message: str, epoch_ms: int) -> None:
+        super().__init__(f"outcome unknown (deduplication state expired): {message}")
+        self.epoch_ms = epoch_ms
+
+
+class VersionConflictAt(VersionConflict):
+    """A VersionConflict that knows the session's current version (sent as `sq-version`)."""
+
+    def __init__(self, message: str, current_version: int) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+
+# Trailing metadata keys: the leader's gRPC address on NotLeader; the cluster's time on
+# DedupExpired (the epoch for a fresh client id); the session's version on VersionConflict.
 LEADER_METADATA_KEY = "sq-leader"
+EPOCH_METADATA_KEY = "sq-epoch"
+VERSION_METADATA_KEY = "sq-version"

@@ -25,19 +25,18 @@ from grpc_health.v1._async import HealthServicer
 
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import commands as c
-from .config import NodeConfig, load_node_config
-from .errors import ConfigError, StoreError
+from . import duties
+from .clock import ProposerClock
+from .commands import BASE_LEVEL
+from .config import Limits, NodeConfig, load_node_config
+from .errors import ConfigError
 from .raft import ReplicatedLog
-from .service import SessionService, wall_ms
+from .service import SessionService
 from .state import SessionMachine
 
 log = logging.getLogger("sessionquorum.node")
 
 SERVICE_NAME = "sessionquorum.v1.SessionStore"
-# Propose a sweep at least this often even when no deadline is due, so the exactly-once
-# table's TTL is enforced on a quiet cluster too.
-IDLE_SWEEP_EVERY_S = 60.0
 
 
 def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
@@ -55,34 +54,14 @@ def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
         raise ConfigError(f"cannot read TLS material: {exc}") from exc
 
 
-async def _sweeper(config: NodeConfig, raft: ReplicatedLog, stop: asyncio.Event) -> None:
-    """On the leader, propose bounded expire commands when a deadline has passed."""
-    server, limits = config.cluster.server, config.cluster.limits
-    last = 0.0
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), server.sweep_interval_s)
-        if stop.is_set() or not raft.is_leader():
-            continue
-        now = wall_ms()
-        due = raft.read(lambda m: m.next_deadline_ms())
-        if (due is None or due > now) and loop.time() - last < IDLE_SWEEP_EVERY_S:
-            continue
-        last = loop.time()
-        try:
-            reply = await raft.propose(c.encode(c.Command(c.Expire(limits.expire_batch), now_ms=now)), 10.0)
-            if reply.count:
-                log.info("expired %d session(s)", reply.count)
-        except StoreError as exc:
-            log.info("expiry sweep not confirmed: %s", exc.message)
-
-
 async def serve(config: NodeConfig) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.data_dir, 0o700)
-    machine = SessionMachine(config.cluster.limits)
-    raft = ReplicatedLog(config, machine)
+    # The code's default limits until the log configures them (never this node's file:
+    # replicas must apply the same rules; duties.seed_limits).
+    machine = SessionMachine(Limits(), supported_level=config.command_level)
+    clock = ProposerClock(config.cluster.server.clock_drift_ms)
+    raft = ReplicatedLog(config, machine, on_applied=clock.observe)
     limit = config.cluster.server.max_message_bytes
     server = grpc.aio.server(
         options=[
@@ -90,7 +69,8 @@ async def serve(config: NodeConfig) -> None:
             ("grpc.max_send_message_length", limit),
         ]
     )
-    pb_grpc.add_SessionStoreServicer_to_server(SessionService(config, raft), server)
+    service = SessionService(config, raft, clock)
+    pb_grpc.add_SessionStoreServicer_to_server(service, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     creds = _server_credentials(config)
@@ -100,24 +80,44 @@ async def serve(config: NodeConfig) -> None:
         server.add_insecure_port(address)
     else:
         server.add_secure_port(address, creds)
+    for name in (SERVICE_NAME, ""):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("node %s serving gRPC on %s, raft on %s", config.node.id, address, config.node.raft_address)
+    log.info(
+        "node %s serving gRPC on %s, raft on %s (command level %d)",
+        config.node.id,
+        address,
+        config.node.raft_address,
+        config.command_level,
+    )
+    if config.command_level < BASE_LEVEL + 1:
+        log.warning("acting as an older release: command level %d", config.command_level)
+
+    async def on_ready() -> None:
+        service.ready = True
+        for name in (SERVICE_NAME, ""):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sweeper = asyncio.create_task(_sweeper(config, raft, stop))
+    tasks = [
+        asyncio.create_task(duties.become_ready(raft, stop, on_ready)),
+        asyncio.create_task(duties.advertise_level(config, raft, stop)),
+        asyncio.create_task(duties.seed_limits(config, raft, clock, stop)),
+        asyncio.create_task(duties.sweep_expired(config, raft, clock, stop)),
+    ]
     await stop.wait()
     log.info("stopping node %s", config.node.id)
     await health.enter_graceful_shutdown()
     await server.stop(config.cluster.server.grace_shutdown_s)
-    # A sweep in flight may wait for peers that are stopping too: do not wait for it.
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
+    # A proposal in flight may wait for peers that are stopping too: do not wait for it.
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     raft.close()
     log.info("node %s stopped", config.node.id)
 
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node", required=True, help="this node's id in the config")
     parser.add_argument("--data-dir", type=Path, help="default: <config dir>/<node id>")
     parser.add_argument("--log-level", default=os.environ.get("SESSIONQUORUM_LOG_LEVEL", "INFO"))
+    # For upgrade tests: apply only commands up to this level, as an older release would.
+    parser.add_argument("--command-level", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.umask(0o077)  # every file this process creates: 0600, every folder: 0700
     try:
-        config = load_node_config(args.config, args.node, args.data_dir)
+        config = load_node_config(args.config, args.node, args.data_dir, args.command_level)
         asyncio.run(serve(config))
     except ConfigError as exc:
         print(f"sessionquorum node: {exc}", file=sys.stderr)

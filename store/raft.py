@@ -16,6 +16,7 @@ applying, gRPC readers while reading, so a reader never sees a half-applied comm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
@@ -41,7 +42,7 @@ _T = TypeVar("_T")
 # How often a proposer waiting for apply checks that this node is still the leader.
 LEADERSHIP_CHECK_S = 0.05
 
-# Exit code when the log holds an entry this code cannot apply (EX_SOFTWARE).
+# Exit code when the log holds an entry this code cannot apply, or apply failed (EX_SOFTWARE).
 EXIT_UNDECODABLE = 70
 
 # Reasons that guarantee the command never entered the log.
@@ -61,20 +62,34 @@ def translate_failure(reason: int) -> StoreError:
 class _Replicated(SyncObjConsumer):  # type: ignore[misc]
     """The replicated object pysyncobj sees. Holds no lock, socket or thread in its state."""
 
-    def __init__(self, machine: SessionMachine, lock: threading.Lock) -> None:
+    def __init__(
+        self, machine: SessionMachine, lock: threading.Lock, on_applied: Callable[[int], None]
+    ) -> None:
         self._machine = machine
         self._lock = lock
+        self._on_applied = on_applied
         super().__init__()
 
     @replicated  # type: ignore[untyped-decorator]
     def apply(self, entry: bytes) -> Reply:
+        """Apply one entry; any failure stops the node loudly (exit 70).
+
+        Skipping the entry would let this replica diverge, and raising into pysyncobj makes
+        it retry the same entry forever on every node while health says SERVING. A crash
+        loop is visible to a service manager; a silent wedge is not.
+        """
         with self._lock:
             try:
-                return self._machine.apply(entry)
+                reply = self._machine.apply(entry)
+                now_ms = self._machine.now_ms
             except UndecodableEntry as exc:
-                # Skipping it would let this replica diverge; retrying wedges every node.
                 log.critical("undecodable log entry, stopping this node: %s", exc)
                 os._exit(EXIT_UNDECODABLE)
+            except BaseException:
+                log.critical("applying a log entry failed, stopping this node", exc_info=True)
+                os._exit(EXIT_UNDECODABLE)
+        self._on_applied(now_ms)
+        return reply
 
     def _serialize(self) -> bytes:
         with self._lock:
@@ -83,6 +98,8 @@ class _Replicated(SyncObjConsumer):  # type: ignore[misc]
     def _deserialize(self, data: bytes) -> None:
         with self._lock:
             self._machine.restore(data)
+            now_ms = self._machine.now_ms
+        self._on_applied(now_ms)
 
 
 def keep_matching_entries(log: Any, message: dict[str, Any], commit_index: int) -> None:
@@ -231,11 +248,13 @@ class RaftStatus:
 
 
 class ReplicatedLog:
-    def __init__(self, config: NodeConfig, machine: SessionMachine) -> None:
+    def __init__(
+        self, config: NodeConfig, machine: SessionMachine, on_applied: Callable[[int], None] = lambda _: None
+    ) -> None:
         self._config = config
         self._machine = machine
         self._lock = threading.Lock()
-        self._consumer = _Replicated(machine, self._lock)
+        self._consumer = _Replicated(machine, self._lock, on_applied)
         r = config.cluster.raft
         data = config.data_dir
         conf = SyncObjConf(
@@ -283,7 +302,10 @@ class ReplicatedLog:
                 future.set_exception(translate_failure(err))
 
         def on_result(result: Any, err: int) -> None:  # runs on pysyncobj's tick thread
-            loop.call_soon_threadsafe(resolve, result, err)
+            # Never raise into pysyncobj: it would apply the entry again (it advances
+            # lastApplied after the callbacks). A closed loop means nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(resolve, result, err)
 
         self._consumer.apply(entry, callback=on_result)
         return future
@@ -368,8 +390,18 @@ class ReplicatedLog:
             has_quorum=bool(s.get("has_quorum", False)),
         )
 
+    async def propose_anywhere(self, entry: bytes, timeout_s: float) -> Reply:
+        """Propose from any node (a follower's pysyncobj forwards it to the leader)."""
+        try:
+            return await asyncio.wait_for(self.submit(entry), timeout_s)
+        except TimeoutError:
+            raise OutcomeUnknown(f"not applied within {timeout_s:g} s") from None
+
     def is_leader(self) -> bool:
         return bool(self._sync._isLeader())
+
+    def term(self) -> int:
+        return int(self._sync._getTerm())
 
     def leader_raft_address(self) -> str | None:
         leader = self._sync._getLeader()

@@ -10,9 +10,10 @@ status; anything else becomes INTERNAL with no detail (the node logs the traceba
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import secrets
-import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -24,9 +25,12 @@ from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 from . import commands as c
 from . import errors as e
 from . import validation as v
-from .config import NodeConfig
+from .clock import ProposerClock
+from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
+from .errors import ConfigError
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
+from .state import SessionMachine
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +49,42 @@ _REPLY_ERRORS: dict[Code, type[e.StoreError]] = {
 }
 
 
-def wall_ms() -> int:
-    """The proposer's clock; the state machine clamps it monotonic in log order."""
-    return time.time_ns() // 1_000_000
-
-
 def _check(problem: v.Problem | None) -> None:
     if problem is not None:
         raise _REPLY_ERRORS[problem[0]](problem[1])
 
 
 def _ok(reply: Reply) -> Reply:
-    if reply.code is not Code.OK:
-        raise _REPLY_ERRORS[reply.code](reply.message)
-    return reply
+    if reply.code is Code.OK:
+        return reply
+    if reply.code is Code.DEDUP_EXPIRED:
+        raise e.DedupExpired(reply.message, reply.count)
+    if reply.code is Code.VERSION_CONFLICT:
+        raise e.VersionConflictAt(reply.message, reply.count)
+    raise _REPLY_ERRORS[reply.code](reply.message)
+
+
+def cluster_level(machine: SessionMachine, config: NodeConfig) -> int:
+    """The lowest command level any member advertised: what the leader may propose."""
+    return min(machine.member_levels.get(n.id, c.BASE_LEVEL) for n in config.cluster.nodes)
+
+
+def accepting_writes(machine: SessionMachine, config: NodeConfig) -> bool:
+    """Whether mutations may be applied: only under the limits the cluster agreed on.
+
+    A new cluster applies nothing before its first leader seeded the limits from its file
+    (duties.seed_limits), so no session is ever admitted under rules the operator did not
+    set. A member that advertised a level without Configure is an older release, which
+    kept its limits in its file: then the code's defaults stand, as they did there.
+    """
+    if machine.configured:
+        return True
+    levels = (machine.member_levels.get(n.id) for n in config.cluster.nodes)
+    return any(level is not None and level < c.LEVELS[c.Configure] for level in levels)
+
+
+def limits_json(limits: Limits) -> str:
+    return json.dumps(dict(limits_to_pairs(limits)), sort_keys=True)
 
 
 def _session(view: SessionView | None) -> pb.Session:
@@ -88,11 +114,21 @@ def _attributes(items: Any, where: str) -> c.Attributes:
 
 
 class SessionService(pb_grpc.SessionStoreServicer):
-    def __init__(self, config: NodeConfig, raft: ReplicatedLog) -> None:
+    def __init__(self, config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock) -> None:
         self._config = config
-        self._limits = config.cluster.limits
         self._server = config.cluster.server
         self._raft = raft
+        self._clock = clock
+        # Set by the node once it applied what was committed when it started (node.py).
+        self.ready = False
+
+    @property
+    def _limits(self) -> Limits:
+        """The replicated limits (a Configure command set them), never this node's file."""
+        return self._raft.read(lambda m: m.limits)
+
+    def _now(self) -> int:
+        return self._clock.stamp(self._raft.term())
 
     # ------------------------------------------------------------ boundary
     async def _boundary(self, context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[_Resp]) -> _Resp:
@@ -102,6 +138,13 @@ class SessionService(pb_grpc.SessionStoreServicer):
         except e.StoreError as exc:
             if isinstance(exc, e.NotLeader) and exc.leader_address:
                 metadata.append((e.LEADER_METADATA_KEY, exc.leader_address))
+            elif isinstance(exc, e.DedupExpired):
+                metadata.append((e.EPOCH_METADATA_KEY, str(exc.epoch_ms)))
+            elif isinstance(exc, e.VersionConflictAt):
+                metadata.append((e.VERSION_METADATA_KEY, str(exc.current_version)))
+            if isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
+                # Bad input: one line, no traceback, nothing proposed.
+                log.info("refused a request: %s: %s", exc.status.name, exc.message)
             context.set_trailing_metadata(tuple(metadata))
             await context.abort(exc.status, exc.message)
         except Exception:
@@ -119,20 +162,36 @@ class SessionService(pb_grpc.SessionStoreServicer):
         address = self._config.cluster.grpc_address_of_raft(leader)
         raise e.NotLeader(f"this node is not the leader; the leader is {address or 'unknown'}", address)
 
-    def _request_id(self, rid: pb.RequestId, present: bool) -> tuple[bytes, int]:
+    def _request_id(self, rid: pb.RequestId, present: bool) -> tuple[bytes, int, int]:
         if not present:
             raise e.InvalidArgument("request_id is required on every mutating call (exactly-once retries)")
         if not 1 <= len(rid.client_id) <= CLIENT_ID_MAX_BYTES:
             raise e.InvalidArgument(f"request_id.client_id must be 1 to {CLIENT_ID_MAX_BYTES} bytes")
         if rid.sequence < 1:
             raise e.InvalidArgument("request_id.sequence must be >= 1")
-        return rid.client_id, rid.sequence
+        return rid.client_id, rid.sequence, rid.client_epoch_ms
 
     async def _mutate(self, request: Any, op: c.Op) -> Reply:
         """Leader check, stamp, propose, await apply, and the Reply -> error translation."""
-        cid, seq = self._request_id(request.request_id, request.HasField("request_id"))
+        cid, seq, epoch = self._request_id(request.request_id, request.HasField("request_id"))
         self._require_leader()
-        entry = c.encode(c.Command(op, now_ms=wall_ms(), client_id=cid, sequence=seq))
+        level, open_, refusal = self._raft.read(
+            lambda m: (cluster_level(m, self._config), accepting_writes(m, self._config), m.precheck(op))
+        )
+        if not open_ and not isinstance(op, c.Configure):
+            raise e.NotReady("the cluster's limits are being set (a new cluster); nothing was applied, retry")
+        if refusal is not None:
+            _ok(refusal)  # a size the log must not carry: refused before it enters the journal
+        if c.LEVELS[type(op)] > level:
+            raise e.UpgradePending(
+                f"{type(op).__name__} needs command level {c.LEVELS[type(op)]}; "
+                f"a member of this cluster supports only {level} (finish the upgrade first)"
+            )
+        # Before every member understands the client epoch, retries are deduplicated only
+        # while remembered (the level-1 rule); from then on, honestly.
+        client_epoch = epoch if level >= c.CLIENT_EPOCH_LEVEL else None
+        now = self._now()
+        entry = c.encode(c.Command(op, now_ms=now, client_id=cid, sequence=seq, client_epoch_ms=client_epoch))
         return _ok(await self._raft.propose(entry, self._server.apply_timeout_s))
 
     # ----------------------------------------------------------- mutations
@@ -231,7 +290,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
     async def _linearizable(self) -> int:
         """Leader check plus a shared read barrier; returns the read's `now`."""
         self._require_leader()
-        now = wall_ms()
+        now = self._now()
         await self._raft.read_barrier(now, self._server.apply_timeout_s)
         return now
 
@@ -239,7 +298,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.ValidateResponse:
             _check(v.check_token_hash(request.token_hash))
             if request.consistency == pb.STALE and not request.touch:
-                now = wall_ms()
+                if not self.ready:
+                    raise e.NotReady("this node is still catching up after its start; ask another node")
+                now = self._now()
             else:
                 now = await self._linearizable()
             h = request.token_hash
@@ -270,7 +331,15 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.StatusResponse:
             st = self._raft.status()
             leader = st.leader_raft_address
-            count, digest = self._raft.read(lambda m: (len(m.sessions), m.digest() if request.digest else ""))
+
+            def look(m: SessionMachine) -> tuple[Any, ...]:
+                # capture() is a shallow copy; the O(sessions) digest runs off the lock below.
+                cap = m.capture() if request.digest else None
+                level, open_ = cluster_level(m, self._config), accepting_writes(m, self._config)
+                return len(m.sessions), cap, m.limits, level, open_, m.now_ms
+
+            count, cap, limits, level, open_, now_ms = self._raft.read(look)
+            digest = await asyncio.to_thread(cap.digest) if cap is not None else ""
             return pb.StatusResponse(
                 node_id=self._config.node.id,
                 is_leader=st.is_leader,
@@ -280,6 +349,40 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 last_applied=st.last_applied,
                 session_count=count,
                 state_digest=digest,
+                replicated_now_ms=now_ms,
+                clock_ahead_ms=self._clock.ahead_ms,
+                ready=self.ready,
+                limits_json=limits_json(limits),
+                limits_from_file_differ=limits != self._config.cluster.limits,
+                command_level=self._config.command_level,
+                cluster_command_level=level,
+                journal_bytes=getattr(st, "journal_bytes", 0),
+                journal_entries=getattr(st, "journal_entries", 0),
+                snapshot_index=getattr(st, "snapshot_index", 0),
+                snapshot_bytes=getattr(st, "snapshot_bytes", 0),
+                snapshots_taken=getattr(st, "snapshots_taken", 0),
+                accepting_writes=open_,
             )
+
+        return await self._boundary(context, work())
+
+    async def Configure(self, request: pb.ConfigureRequest, context: Any) -> pb.ConfigureResponse:
+        async def work() -> pb.ConfigureResponse:
+            try:
+                changes = json.loads(request.limits_json or "{}")
+            except json.JSONDecodeError as exc:
+                raise e.InvalidArgument(f"limits_json is not JSON: {exc}") from None
+            if not isinstance(changes, dict) or not changes:
+                raise e.InvalidArgument("limits_json must be a non-empty JSON object of limit -> value")
+            current = dict(limits_to_pairs(self._limits))
+            unknown = sorted(set(changes) - set(current))
+            if unknown:
+                raise e.InvalidArgument(f"unknown limit(s): {', '.join(unknown)}")
+            try:
+                limits = limits_from_pairs({**current, **changes})
+            except ConfigError as exc:
+                raise e.InvalidArgument(str(exc)) from None
+            await self._mutate(request, c.Configure(limits_to_pairs(limits)))
+            return pb.ConfigureResponse(limits_json=limits_json(self._limits))
 
         return await self._boundary(context, work())

@@ -189,7 +189,22 @@ class SessionMachine:
             return Reply(
                 Code.VERSION_CONFLICT,
                 f"expected version {op.expected_version}, the session is at version {s.version}",
+                count=s.version,
             )
+        outcome = self._merged(s, op)
+        if isinstance(outcome, Reply):
+            return outcome
+        merged, counters = outcome
+        s = self._store(
+            replace(
+                s, attributes=merged, version=s.version + 1, last_access_ms=max(s.last_access_ms, self.now_ms)
+            )
+        )
+        # The reply carries the incremented counters' new values, nothing else.
+        return Reply(Code.OK, session=replace(s.view(False), attributes=tuple(counters)))
+
+    def _merged(self, s: Session, op: c.Update) -> tuple[dict[str, bytes], list[tuple[str, bytes]]] | Reply:
+        """The attributes `op` leaves on `s` and the new counter values, or why it cannot."""
         merged = dict(s.attributes)
         for name in op.delete:
             merged.pop(name, None)
@@ -213,13 +228,24 @@ class SessionMachine:
         problem = self._check_session_bytes(merged.items())
         if problem:
             return Reply(*problem)
-        s = self._store(
-            replace(
-                s, attributes=merged, version=s.version + 1, last_access_ms=max(s.last_access_ms, self.now_ms)
-            )
-        )
-        # The reply carries the incremented counters' new values, nothing else.
-        return Reply(Code.OK, session=replace(s.view(False), attributes=tuple(counters)))
+        return merged, counters
+
+    def precheck(self, op: c.Op) -> Reply | None:
+        """Read-only: a size refusal apply would certainly give, so the proposer can skip the log.
+
+        Apply checks again (the session may change in between); this only keeps requests
+        that cannot succeed out of the journal. None means "propose it".
+        """
+        if isinstance(op, c.Create):
+            problem = self._check_session_bytes(op.attributes)
+            return Reply(*problem) if problem else None
+        if isinstance(op, c.Update):
+            s = self.sessions.get(op.token_hash)
+            if s is None:
+                return None
+            outcome = self._merged(s, op)
+            return outcome if isinstance(outcome, Reply) and outcome.code is Code.QUOTA else None
+        return None
 
     def _rotate(self, op: c.Rotate) -> Reply:
         problem = v.check_token_hash(op.token_hash) or v.check_token_hash(op.new_token_hash, "new_token_hash")

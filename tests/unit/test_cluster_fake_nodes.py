@@ -37,7 +37,8 @@ me, leader = config.node(node_id), config.nodes[0]
 class Servicer(pb_grpc.SessionStoreServicer):
     def Status(self, request, context):
         return pb.StatusResponse(node_id=node_id, is_leader=me == leader, leader_address=leader.grpc_address,
-                                 term=7, commit_index=11, last_applied=10, session_count=3)
+                                 ready=True, accepting_writes=True, term=7, commit_index=11,
+                                 last_applied=10, session_count=3)
 
 server = grpc.server(ThreadPoolExecutor(2))
 pb_grpc.add_SessionStoreServicer_to_server(Servicer(), server)

@@ -1,0 +1,130 @@
+"""A node's background duties: readiness, its command level, the cluster's limits, expiry.
+
+Each is a loop that ends when the node stops (`stop` is set) and never raises: a duty that
+cannot do its work now logs one line and tries again on its next round.
+
+- `become_ready`: a node reports SERVING (health, and STALE reads) only once it applied
+  everything that was committed when it started, so a restarted node never answers
+  NotFound for live sessions from a half-replayed journal.
+- `advertise_level`: every node records in the log the highest command level it applies
+  (commands.MemberLevel); the leader proposes nothing above the lowest one, so a rolling
+  upgrade never hands an old node an entry it cannot apply.
+- `seed_limits`: the first leader of a new cluster proposes the limits of its file as the
+  cluster's replicated limits (commands.Configure). Afterwards the file's section is only a
+  seed: a node whose file disagrees says so once, and apply keeps using the log's.
+- `sweep_expired`: the leader proposes bounded expire commands when a deadline passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from . import commands as c
+from .clock import ProposerClock
+from .config import NodeConfig, limits_to_pairs
+from .errors import StoreError
+from .raft import ReplicatedLog
+from .service import cluster_level
+
+log = logging.getLogger(__name__)
+
+# How often a duty looks again while it waits for something (a leader, an apply).
+POLL_S = 0.05
+# How long one proposal of a duty may take before the duty tries again.
+PROPOSE_TIMEOUT_S = 10.0
+# Propose a sweep at least this often even when no deadline is due, so the exactly-once
+# table's TTL is enforced on a quiet cluster too.
+IDLE_SWEEP_EVERY_S = 60.0
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def become_ready(
+    raft: ReplicatedLog, stop: asyncio.Event, on_ready: Callable[[], Awaitable[None]]
+) -> None:
+    """Wait for a leader, note the commit index then, and wait until it is applied here."""
+    target: int | None = None
+    while not stop.is_set():
+        st = raft.status()
+        if target is None and (st.is_leader or st.leader_raft_address is not None):
+            target = st.commit_index
+            log.info("catching up to commit index %d (applied %d)", target, st.last_applied)
+        if target is not None and st.last_applied >= target:
+            log.info("ready: applied %d, committed at start %d", st.last_applied, target)
+            await on_ready()
+            return
+        await _pause(stop, POLL_S)
+
+
+async def advertise_level(config: NodeConfig, raft: ReplicatedLog, stop: asyncio.Event) -> None:
+    """Record this node's command level in the log, once per start (again if it changed)."""
+    node_id, level = config.node.id, config.command_level
+    entry = c.encode(c.Command(c.MemberLevel(node_id, level), now_ms=0))
+    while not stop.is_set():
+        if raft.read(lambda m: m.member_levels.get(node_id)) == level:
+            return
+        if raft.status().leader_raft_address is not None:
+            try:
+                await raft.propose_anywhere(entry, PROPOSE_TIMEOUT_S)
+                continue
+            except StoreError as exc:
+                log.info("advertising command level %d not confirmed: %s", level, exc.message)
+        await _pause(stop, 1.0)
+
+
+async def seed_limits(
+    config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
+) -> None:
+    """On a new cluster's leader, propose the file's limits; elsewhere, report a disagreement."""
+    seed = config.cluster.limits
+    while not stop.is_set():
+        configured, limits, level = raft.read(lambda m: (m.configured, m.limits, cluster_level(m, config)))
+        if configured:
+            if limits != seed:
+                log.warning(
+                    "the limits in this node's cluster.json differ from the cluster's replicated limits; "
+                    "the replicated ones apply (change them with "
+                    "`python -m sessionquorum.cluster config set`)"
+                )
+            return
+        if raft.is_leader() and level >= c.LEVELS[c.Configure]:
+            entry = c.encode(c.Command(c.Configure(limits_to_pairs(seed)), now_ms=clock.stamp(raft.term())))
+            try:
+                await raft.propose(entry, PROPOSE_TIMEOUT_S)
+                log.info(
+                    "seeded the cluster's replicated limits from %s", config.cluster.source or "the config"
+                )
+                continue
+            except StoreError as exc:
+                log.info("seeding the cluster's limits not confirmed: %s", exc.message)
+        await _pause(stop, 0.5)
+
+
+async def sweep_expired(
+    config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
+) -> None:
+    """On the leader, propose bounded expire commands when a deadline has passed."""
+    server = config.cluster.server
+    last = 0.0
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        await _pause(stop, server.sweep_interval_s)
+        if stop.is_set() or not raft.is_leader():
+            continue
+        now = clock.stamp(raft.term())
+        due, batch = raft.read(lambda m: (m.next_deadline_ms(), m.limits.expire_batch))
+        if (due is None or due > now) and loop.time() - last < IDLE_SWEEP_EVERY_S:
+            continue
+        last = loop.time()
+        try:
+            reply = await raft.propose(c.encode(c.Command(c.Expire(batch), now_ms=now)), PROPOSE_TIMEOUT_S)
+            if reply.count:
+                log.info("expired %d session(s)", reply.count)
+        except StoreError as exc:
+            log.info("expiry sweep not confirmed: %s", exc.message)
