@@ -59,6 +59,8 @@ class ProposerClock:
 
     def observe(self, replicated_ms: int) -> None:
         """An entry carrying time `replicated_ms` was applied here just now."""
+        if replicated_ms <= 0:
+            return  # the cluster's time is not set yet (entries before the first stamp)
         offset = replicated_ms - monotonic_ms()
         with self._lock:
             self._replicated_ms = max(self._replicated_ms, replicated_ms)
@@ -78,10 +80,11 @@ class ProposerClock:
             if ahead > 0:
                 if self._ahead_ms == 0:
                     log.warning(
-                        "this node's wall clock is %d ms ahead of the cluster's time line; "
-                        "stamping %d ms later than the bound allows is refused (check NTP)",
+                        "this node's wall clock is %d ms ahead of the cluster's time line (as observed "
+                        "in applied entries, plus elapsed time and %d ms of drift): stamping the bound "
+                        "instead (check NTP; after a restart the time line may lag by the restart)",
                         ahead,
-                        ahead,
+                        self._drift_ms,
                     )
                 self._ahead_ms = ahead
                 return bound

@@ -65,6 +65,7 @@ async def become_ready(
 async def advertise_level(config: NodeConfig, raft: ReplicatedLog, stop: asyncio.Event) -> None:
     """Record this node's command level in the log, once per start (again if it changed)."""
     node_id, level = config.node.id, config.command_level
+    # Time 0: a follower's clock is not the cluster's; apply keeps the time it has.
     entry = c.encode(c.Command(c.MemberLevel(node_id, level), now_ms=0))
     while not stop.is_set():
         if raft.read(lambda m: m.member_levels.get(node_id)) == level:
