@@ -98,6 +98,9 @@ class Configure:
     """Replace the replicated limits; every field of `Limits`, as a sorted name -> value map."""
 
     limits: tuple[tuple[str, int | str], ...]
+    # A new cluster's seed from the leader's file: applies only if nothing configured the
+    # limits yet, so it can never undo an operator's change that committed first.
+    seed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +266,7 @@ def _op(name: str, a: dict[str, Any]) -> Op:
             for p in pairs
         ):
             raise UndecodableEntry("argument 'limits' must hold [name, int|str] pairs")
-        return Configure(limits=tuple((p[0], p[1]) for p in pairs))
+        return Configure(limits=tuple((p[0], p[1]) for p in pairs), seed=_req(a, "seed", bool))
     if name == "member_level":
         return MemberLevel(node_id=_req(a, "node_id", str), level=_req(a, "level", int))
     raise UndecodableEntry(f"unknown operation {name!r}")

@@ -95,7 +95,9 @@ async def seed_limits(
                 )
             return
         if raft.is_leader() and level >= c.LEVELS[c.Configure]:
-            entry = c.encode(c.Command(c.Configure(limits_to_pairs(seed)), now_ms=clock.stamp(raft.term())))
+            entry = c.encode(
+                c.Command(c.Configure(limits_to_pairs(seed), seed=True), now_ms=clock.stamp(raft.term()))
+            )
             try:
                 await raft.propose(entry, PROPOSE_TIMEOUT_S)
                 log.info(

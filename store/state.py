@@ -98,6 +98,8 @@ class SessionMachine:
         raise AssertionError(f"no handler for {type(op).__name__}")  # decode() admits no other
 
     def _configure(self, op: c.Configure) -> Reply:
+        if op.seed and self.configured:
+            return Reply(Code.OK, "already configured; the seed is ignored")
         try:
             limits = limits_from_pairs(op.limits)
         except ConfigError as exc:

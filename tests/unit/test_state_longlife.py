@@ -42,6 +42,16 @@ def test_configure_replaces_the_limits_apply_uses_from_that_entry_on() -> None:
     assert run(m, create(3, principal="alice"), 3).code is Code.QUOTA
 
 
+def test_a_seed_never_overrides_limits_an_earlier_configure_set() -> None:
+    m = SessionMachine(Limits())
+    assert run(m, configure(Limits(max_sessions_per_principal=7)), 1).ok
+    assert run(m, c.Configure(limits_to_pairs(Limits(max_sessions_per_principal=32)), seed=True), 2).ok
+    assert m.limits.max_sessions_per_principal == 7
+    fresh = SessionMachine(Limits())
+    assert run(fresh, c.Configure(limits_to_pairs(Limits(max_sessions_per_principal=3)), seed=True), 1).ok
+    assert fresh.limits.max_sessions_per_principal == 3 and fresh.configured
+
+
 def test_configure_with_an_invalid_or_partial_limit_set_is_refused_and_changes_nothing() -> None:
     m = SessionMachine(Limits())
     bad = dict(limits_to_pairs(Limits()))

@@ -1,0 +1,118 @@
+"""A cluster upgraded node by node under load: no node meets an entry it cannot apply.
+
+The old release is this code started with `--command-level 1` (it refuses level-2 entries as
+undecodable and would stop with exit 70, which tests/unit/test_state_longlife.py shows).
+While any member is at level 1 the leader must not propose a level-2 command: the Configure
+RPC is refused with FAILED_PRECONDITION; once every member advertised level 2, it works.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sessionquorum.client import OutcomeUnknown, SessionClient, TLSConfig
+from sessionquorum.cluster import LocalCluster
+
+from .conftest import LEADER_TIMEOUT_S
+from .helpers import leader_stub, pb, wait_converged
+
+pytestmark = pytest.mark.cluster
+
+WRITES_PER_BURST = 5
+
+
+def configure(cluster: LocalCluster, sequence: int) -> pb.ConfigureResponse:
+    api, _ = leader_stub(cluster)
+    return api.Configure(
+        pb.ConfigureRequest(
+            request_id=pb.RequestId(client_id=b"upgrader", sequence=sequence),
+            limits_json=json.dumps({"max_sessions_per_principal": 7}),
+        ),
+        timeout=10,
+    )
+
+
+def test_rolling_upgrade_under_load_never_stops_an_old_node(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    levels: dict[str, int] = {}
+
+    def command(config: Path, node_id: str, data_dir: Path) -> Sequence[str]:
+        return [sys.executable, "-m", "sessionquorum.store", "--config", str(config), "--node", node_id,
+                "--data-dir", str(data_dir), "--command-level", str(levels.get(node_id, 1))]  # fmt: skip
+
+    cluster = LocalCluster(tmp_path / "c", 3, node_command=command)
+    request.node._sq_clusters = [cluster]
+    with cluster:
+        cluster.start()
+        cluster.wait_for_leader(LEADER_TIMEOUT_S)
+        tls = cluster.tls_files
+        stop = threading.Event()
+        done: list[int] = []
+        unknown: list[str] = []
+        failed: list[BaseException] = []
+
+        def load() -> None:
+            with SessionClient(
+                list(cluster.endpoints), tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key), timeout_s=20.0
+            ) as client:
+                while not stop.is_set() and len(done) < 100_000:
+                    try:
+                        token = client.create(principal="p").token
+                        for _ in range(WRITES_PER_BURST):
+                            client.update(token, increment={"n": 1})
+                        done.append(1)
+                    except OutcomeUnknown as exc:
+                        unknown.append(str(exc))
+                    except BaseException as exc:
+                        failed.append(exc)
+                        return
+
+        writer = threading.Thread(target=load, daemon=True)
+        writer.start()
+        try:
+            for step, node_id in enumerate(cluster.node_ids):
+                before = len(done)
+                levels[node_id] = 2
+                cluster.restart(node_id)
+                cluster.wait_until(
+                    lambda n=node_id: (s := cluster.status(n)) is not None and s.ready,
+                    30.0,
+                    f"{node_id} ready",
+                )
+                cluster.wait_until(
+                    lambda b=before: len(done) > b + 3 or failed, 60.0, "writes after the restart"
+                )
+                if step < len(cluster.node_ids) - 1:
+                    # The gate: an older member is still there, so no level-2 command may enter the log.
+                    with pytest.raises(grpc.RpcError) as info:
+                        configure(cluster, step + 1)
+                    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+                    assert "level" in (info.value.details() or "")
+            cluster.wait_until(
+                lambda: (
+                    (s := cluster.status(cluster.wait_for_leader())) is not None
+                    and s.cluster_command_level == 2
+                ),
+                30.0,
+                "every member to advertise level 2",
+            )
+            reply = configure(cluster, 10)
+            assert json.loads(reply.limits_json)["max_sessions_per_principal"] == 7
+        finally:
+            stop.set()
+            writer.join(60)
+        assert not failed, failed
+        assert cluster.reap() == {}, "a node stopped during the upgrade"
+        for node_id in cluster.node_ids:
+            log_text = (cluster.node_dir(node_id) / "node.log").read_text()
+            assert "stopping this node" not in log_text
+        wait_converged(cluster)
+        assert len(done) > 10
