@@ -7,6 +7,8 @@
     kill | restart | pause | resume NODE
     down                             stop every node of the data dir, found through pid files
     node    --config F --node ID     exec one node (a multi-machine deployment's entry point)
+    config  get | set NAME=VALUE ... the cluster's replicated limits; `set` takes effect at one
+                                     log index on every node
     chaos   [--matrix full|short] [--seed N] [--only NAME ...]   fault-injection runs with checks
 
 A user's mistake (unknown node, wrong node count, nothing running) is one line on stderr
@@ -17,14 +19,21 @@ exit status 1 with every node's log tail, because that is a bug to investigate.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+
+import grpc
+
+from sessionquorum.proto import sessionquorum_pb2 as pb
+from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
 from . import _pidfiles
 from ._errors import ClusterError, ClusterTimeout
@@ -187,6 +196,43 @@ def _down(args: argparse.Namespace, node_command: NodeCommand) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace, node_command: NodeCommand) -> int:
+    cluster = LocalCluster.open(args.data_dir, node_command=node_command)
+    try:
+        leader = cluster.leader_id()
+        if leader is None:
+            raise ClusterError("no leader is agreed on right now; try again when `status` shows one")
+        status = cluster.status(leader)
+        if status is None:
+            raise ClusterError(f"the leader {leader} did not answer")
+        if args.action == "get":
+            print(json.dumps(json.loads(status.limits_json), indent=2, sort_keys=True))
+            return 0
+        changes: dict[str, int | str] = {}
+        for pair in args.pairs:
+            name, sep, value = pair.partition("=")
+            if not sep or not name:
+                raise ClusterError(f"expected NAME=VALUE, got {pair!r}")
+            changes[name] = int(value) if value.lstrip("-").isdigit() else value
+        request = pb.ConfigureRequest(
+            request_id=pb.RequestId(
+                client_id=secrets.token_bytes(16), sequence=1, client_epoch_ms=status.replicated_now_ms
+            ),
+            limits_json=json.dumps(changes),
+        )
+        channel = cluster.channel(leader)
+        try:
+            reply = pb_grpc.SessionStoreStub(channel).Configure(request, timeout=10.0)
+        except grpc.RpcError as exc:
+            raise ClusterError(f"refused: {exc.code().name}: {exc.details()}") from None
+        finally:
+            channel.close()
+        print(json.dumps(json.loads(reply.limits_json), indent=2, sort_keys=True))
+        return 0
+    finally:
+        cluster.close_channels()
+
+
 def _node(args: argparse.Namespace, node_command: NodeCommand) -> int:
     config: Path = args.config
     if not config.is_file():
@@ -226,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("down", parents=[data], help="stop every node (from pid files)").set_defaults(
         func=_down
     )
+    config = commands.add_parser("config", help="show or change the cluster's replicated limits")
+    config_actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    config_actions.add_parser("get", parents=[data], help="print the limits in force").set_defaults(
+        func=_config
+    )
+    config_set = config_actions.add_parser("set", parents=[data], help="change limits (one log entry)")
+    config_set.add_argument("pairs", nargs="+", metavar="NAME=VALUE")
+    config_set.set_defaults(func=_config)
     node = commands.add_parser("node", help="run one node in the foreground (exec)")
     node.add_argument("--config", type=Path, required=True)
     node.add_argument("--node", required=True)

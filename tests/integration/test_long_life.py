@@ -240,3 +240,19 @@ def test_a_leader_with_its_clock_an_hour_ahead_expires_nothing_early(
             assert again.session.attributes[0].value == b"1"
         else:
             assert expired == len(tokens), "the canary must show the hazard the bound prevents"
+
+
+def test_config_set_from_the_cli_changes_a_limit_on_every_node(
+    make_cluster: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sessionquorum.cluster._cli import main
+
+    cluster = make_cluster(3)
+    assert main(["config", "set", "--data-dir", str(cluster.data_dir), "max_sessions_per_principal=4"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_sessions_per_principal"] == 4
+    wait_converged(cluster)
+    for node_id in cluster.node_ids:
+        status = cluster.status(node_id)
+        assert status is not None and json.loads(status.limits_json)["max_sessions_per_principal"] == 4
+    assert main(["config", "set", "--data-dir", str(cluster.data_dir), "max_sessions_per_principal=0"]) == 2
+    assert "must be > 0" in capsys.readouterr().err
