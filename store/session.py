@@ -4,13 +4,36 @@ Immutable: apply replaces a session's record instead of changing it, so a snapsh
 capture the whole state with one shallow copy of the session dict under the state lock and
 serialize it later, off the lock, while apply goes on (`SessionMachine.capture`). Replies
 and the exactly-once table get `SessionView` copies, which never hold the token hash.
+
+Compact, because a node holds every session in memory: the attributes are kept as ONE
+bytes object, the canonical msgpack of the (name, value) pairs sorted by name, instead of a
+dict of names and values (measured: 1.59 KB per 300-byte session with a dict, see
+bench/README.md). A read decodes them (a microsecond or two); a snapshot copies the bytes
+as they are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgpack
+
 from .replies import SessionView
+
+Pairs = tuple[tuple[str, bytes], ...]
+
+
+def pack_attributes(pairs: Iterable[tuple[str, bytes]]) -> bytes:
+    """The canonical form: pairs sorted by name (names are unique)."""
+    return msgpack.packb(sorted(pairs), use_bin_type=True)
+
+
+def unpack_attributes(packed: bytes) -> Pairs:
+    return tuple((name, value) for name, value in msgpack.unpackb(packed, raw=False))
+
+
+EMPTY_ATTRIBUTES = pack_attributes(())
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +41,8 @@ class Session:
     token_hash: bytes
     handle: str
     principal: str | None
-    # Never changed in place: an update builds a new dict (the record is shared with captures).
-    attributes: dict[str, bytes]
+    # pack_attributes() of the session's attributes; never decoded by a snapshot.
+    attributes: bytes
     created_ms: int
     last_access_ms: int
     idle_timeout_ms: int
@@ -29,6 +52,9 @@ class Session:
     @property
     def deadline_ms(self) -> int:
         return min(self.absolute_deadline_ms, self.last_access_ms + self.idle_timeout_ms)
+
+    def pairs(self) -> Pairs:
+        return unpack_attributes(self.attributes)
 
     def expiry_reason(self, now_ms: int) -> str | None:
         if now_ms >= self.absolute_deadline_ms:
@@ -41,7 +67,7 @@ class Session:
         return SessionView(
             handle=self.handle,
             principal=self.principal,
-            attributes=tuple(sorted(self.attributes.items())) if with_attributes else (),
+            attributes=self.pairs() if with_attributes else (),
             created_ms=self.created_ms,
             last_access_ms=self.last_access_ms,
             idle_timeout_ms=self.idle_timeout_ms,

@@ -30,7 +30,7 @@ from .config import Limits, limits_from_pairs, limits_to_pairs
 from .dedup import DedupTable
 from .errors import ConfigError
 from .replies import Code, Reply, SessionView
-from .session import Session
+from .session import Session, pack_attributes
 
 # 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
 SNAPSHOT_FORMAT = 2
@@ -48,8 +48,10 @@ class SessionMachine:
         self.now_ms = 0
         self.sessions: dict[bytes, Session] = {}
         self.by_handle: dict[str, bytes] = {}
-        # principal -> token hashes; a dict used as an insertion-ordered set.
-        self.by_principal: dict[str, dict[bytes, None]] = {}
+        # principal -> its sessions' token hashes in insertion order. A tuple, not a dict:
+        # most principals have one or two sessions, and a tuple of one costs 48 bytes where
+        # the smallest dict costs 232 (the cap bounds a tuple's rebuild cost).
+        self.by_principal: dict[str, tuple[bytes, ...]] = {}
         # (deadline_ms, token_hash); may hold stale entries, see _sweep().
         self._expiry: list[tuple[int, bytes]] = []
         self._dedup = DedupTable(limits.max_dedup_clients, limits.dedup_ttl_ms)
@@ -159,7 +161,7 @@ class SessionMachine:
             token_hash=op.token_hash,
             handle=op.handle,
             principal=op.principal,
-            attributes=dict(op.attributes),
+            attributes=pack_attributes(dict(op.attributes).items()),
             created_ms=now,
             last_access_ms=now,
             idle_timeout_ms=op.idle_timeout_ms,
@@ -199,7 +201,10 @@ class SessionMachine:
         merged, counters = outcome
         s = self._store(
             replace(
-                s, attributes=merged, version=s.version + 1, last_access_ms=max(s.last_access_ms, self.now_ms)
+                s,
+                attributes=pack_attributes(merged.items()),
+                version=s.version + 1,
+                last_access_ms=max(s.last_access_ms, self.now_ms),
             )
         )
         # The reply carries the incremented counters' new values, nothing else.
@@ -207,7 +212,7 @@ class SessionMachine:
 
     def _merged(self, s: Session, op: c.Update) -> tuple[dict[str, bytes], list[tuple[str, bytes]]] | Reply:
         """The attributes `op` leaves on `s` and the new counter values, or why it cannot."""
-        merged = dict(s.attributes)
+        merged = dict(s.pairs())
         for name in op.delete:
             merged.pop(name, None)
         merged.update(op.set)
@@ -299,7 +304,7 @@ class SessionMachine:
         if problem:
             return Reply(*problem)
         revoked: list[str] = []
-        for key in list(self.by_principal.get(op.principal, {})):
+        for key in self.by_principal.get(op.principal, ()):
             s = self.sessions[key]
             if s.handle == op.except_handle:
                 continue
@@ -339,11 +344,10 @@ class SessionMachine:
 
     def _make_room(self, principal: str) -> tuple[str, ...] | Reply:
         """Apply the per-principal cap before adding one session to `principal`."""
-        index = self.by_principal.get(principal, {})
-        for key in list(index):
+        for key in self.by_principal.get(principal, ()):
             if self.sessions[key].expiry_reason(self.now_ms) is not None:
                 self._remove(self.sessions[key])
-        index = self.by_principal.get(principal, {})
+        index = self.by_principal.get(principal, ())
         cap = self.limits.max_sessions_per_principal
         if len(index) < cap:
             return ()
@@ -367,16 +371,17 @@ class SessionMachine:
         self.sessions[s.token_hash] = s
         self.by_handle[s.handle] = s.token_hash
         if s.principal is not None:
-            self.by_principal.setdefault(s.principal, {})[s.token_hash] = None
+            self.by_principal[s.principal] = (*self.by_principal.get(s.principal, ()), s.token_hash)
         heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
 
     def _remove(self, s: Session) -> None:
         del self.sessions[s.token_hash]
         del self.by_handle[s.handle]
         if s.principal is not None:
-            index = self.by_principal[s.principal]
-            del index[s.token_hash]
-            if not index:
+            index = tuple(k for k in self.by_principal[s.principal] if k != s.token_hash)
+            if index:
+                self.by_principal[s.principal] = index
+            else:
                 del self.by_principal[s.principal]
 
     def _sweep(self, limit: int) -> int:
@@ -425,7 +430,7 @@ class SessionMachine:
         now = max(now_ms, self.now_ms)
         live = [
             self.sessions[k]
-            for k in self.by_principal.get(principal, {})
+            for k in self.by_principal.get(principal, ())
             if self.sessions[k].expiry_reason(now) is None
         ]
         return [s.view(False) for s in sorted(live, key=lambda s: (s.created_ms, s.handle))]
@@ -463,12 +468,14 @@ class SessionMachine:
         self.configured = raw["configured"]
         self.member_levels = dict(raw["members"])
         self.now_ms = raw["now_ms"]
+        # Built directly (no heap push per session): restore time bounds a restart.
+        sessions, by_handle, by_principal = self.sessions, self.by_handle, self.by_principal
         for h, handle, principal, attrs, created, last, idle, absolute, version in raw["sessions"]:
-            self._insert(
-                Session(
-                    h, handle, principal, {n: val for n, val in attrs}, created, last, idle, absolute, version
-                )
-            )
+            sessions[h] = Session(h, handle, principal, attrs, created, last, idle, absolute, version)
+            by_handle[handle] = h
+            if principal is not None:
+                by_principal[principal] = (*by_principal.get(principal, ()), h)
+        # (A principal's index order is never observable: every use sorts or counts.)
         self._rebuild_expiry()
         self._dedup.load_wire(raw["dedup"], raw["forgotten_ms"])
 
@@ -495,7 +502,7 @@ class Capture:
                 s.token_hash,
                 s.handle,
                 s.principal,
-                sorted(s.attributes.items()),
+                s.attributes,
                 s.created_ms,
                 s.last_access_ms,
                 s.idle_timeout_ms,

@@ -103,7 +103,7 @@ def _machine_with_small_dedup() -> SessionMachine:
 
 
 def _hits(m: SessionMachine) -> bytes:
-    return dict(m.sessions[token_hash(1)].attributes).get("hits", b"0")
+    return dict(m.sessions[token_hash(1)].pairs()).get("hits", b"0")
 
 
 def test_retry_after_lru_eviction_is_refused_not_applied_twice() -> None:
