@@ -5,6 +5,7 @@ size refusals before the log, and a leader whose clock runs an hour ahead.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -256,3 +257,39 @@ def test_config_set_from_the_cli_changes_a_limit_on_every_node(
         assert status is not None and json.loads(status.limits_json)["max_sessions_per_principal"] == 4
     assert main(["config", "set", "--data-dir", str(cluster.data_dir), "max_sessions_per_principal=0"]) == 2
     assert "must be > 0" in capsys.readouterr().err
+
+
+def test_a_restarted_node_is_not_serving_until_it_caught_up_with_a_leader(
+    make_cluster: ClusterFactory, make_client: ClientFactory
+) -> None:
+    """Before, a node said SERVING as gRPC started, mid-replay, and STALE reads answered
+    NotFound for live sessions. With no leader reachable it cannot know what was committed,
+    so it must stay NOT_SERVING and refuse STALE reads as UNAVAILABLE."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    cluster = make_cluster(3)
+    token = make_client(cluster).create().token
+    wait_converged(cluster)
+    first, second, third = cluster.node_ids
+    cluster.kill(second)
+    cluster.kill(third)
+    cluster.restart(first)  # alone: no quorum, no leader
+    cluster.wait_until(lambda: cluster.status(first) is not None, 30.0, f"{first} answering Status")
+    channel = cluster.channel(first)
+    try:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        status = cluster.status(first)
+        assert status is not None and not status.ready
+        with pytest.raises(grpc.RpcError) as info:
+            stub(cluster, first)[0].Validate(
+                pb.ValidateRequest(token_hash=hashlib.sha256(token.encode()).digest(), consistency=pb.STALE),
+                timeout=5,
+            )
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        cluster.start_node(second)
+        cluster.wait_until(lambda: (s := cluster.status(first)) is not None and s.ready, 30.0, f"{first} ready")
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        channel.close()
