@@ -277,7 +277,7 @@ def test_a_restarted_node_is_not_serving_until_it_caught_up_with_a_leader(
     cluster.wait_until(lambda: cluster.status(first) is not None, 30.0, f"{first} answering Status")
     channel = cluster.channel(first)
     try:
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
         status = cluster.status(first)
         assert status is not None and not status.ready
@@ -288,8 +288,8 @@ def test_a_restarted_node_is_not_serving_until_it_caught_up_with_a_leader(
             )
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
         cluster.start_node(second)
-        cluster.wait_until(lambda: (s := cluster.status(first)) is not None and s.ready, 30.0, f"{first} ready")
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        cluster.wait_until(lambda: (s := cluster.status(first)) is not None and s.ready, 30.0, "ready")
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         channel.close()
