@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 REQUEST = "sq_pre_vote"
 REPLY = "sq_pre_vote_reply"
 
+# An unanswered request is sent again this often while its round is young. pysyncobj checks
+# a connection's read timeout only when the connection next has an event, so the first
+# message on a link that was idle (two followers never talk) finds it "timed out", drops
+# it and the message (measured: the first pre-vote to the other follower after a leader
+# was cut off was lost, every time; the round failed and failover took 2.1 s).
+RESEND_S = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class LogPosition:
@@ -54,19 +61,28 @@ class Voter:
     since_leader_s: float | None
 
 
-def grant(proposed_term: int, candidate_last: LogPosition, voter: Voter, min_election_s: float) -> bool:
-    """Would this voter vote for the asker at `proposed_term`? Decides a pre-vote reply.
+def refusal(
+    proposed_term: int, candidate_last: LogPosition, voter: Voter, min_election_s: float
+) -> str | None:
+    """Why this voter would not vote for the asker at `proposed_term`; None means it grants.
 
     Mirrors Raft's vote rule (term, log) plus the one PreVote adds: a voter that has a
     live leader (or is one) refuses, so a node cut off from that leader cannot disrupt it.
     """
     if voter.is_leader:
-        return False
+        return "this node is the leader"
     if voter.since_leader_s is not None and voter.since_leader_s < min_election_s:
-        return False
+        return f"heard from a leader {voter.since_leader_s:.3f} s ago"
     if proposed_term < voter.term or (proposed_term == voter.term and voter.voted_this_term):
-        return False
-    return candidate_last.at_least(voter.last)
+        return f"proposed term {proposed_term}, this node is in term {voter.term}"
+    if not candidate_last.at_least(voter.last):
+        return f"its log ends at {candidate_last}, this node's at {voter.last}"
+    return None
+
+
+def grant(proposed_term: int, candidate_last: LogPosition, voter: Voter, min_election_s: float) -> bool:
+    """Would this voter vote for the asker at `proposed_term`? Decides a pre-vote reply."""
+    return refusal(proposed_term, candidate_last, voter, min_election_s) is None
 
 
 def request_message(round_id: int, proposed_term: int, last: LogPosition) -> dict[str, Any]:
@@ -102,7 +118,8 @@ class PreVote:
     A round is won when grants from a majority of the cluster (this node included) arrived
     for the term it proposed. A win is valid only for that term and only briefly: the
     election it allows must start at once, on the next tick, or the round is asked again
-    (what the peers knew may have changed).
+    (what the peers knew may have changed). Peers that have not answered are asked again
+    every `RESEND_S` for as long as a win would stay valid.
     """
 
     def __init__(self, cluster_size: int, win_valid_s: float) -> None:
@@ -111,6 +128,9 @@ class PreVote:
         self._round = 0
         self._term: int | None = None
         self._grants: set[str] = set()
+        self._answered: set[str] = set()
+        self._request: dict[str, Any] | None = None
+        self._started_at = self._sent_at = 0.0
         self._won_at: float | None = None
         # Observability and tests: how often PreVote held back or allowed an election.
         self.rounds_started = 0
@@ -129,22 +149,38 @@ class PreVote:
             and now - self._won_at <= self._win_valid_s
         )
 
-    def start(self, current_term: int, last: LogPosition, self_id: str) -> dict[str, Any]:
+    def start(self, current_term: int, last: LogPosition, self_id: str, now: float) -> dict[str, Any]:
         """Begin a round for `current_term + 1`; returns the request to send to every peer."""
         self._round += 1
         self._term = current_term + 1
         self._grants = {self_id}
+        self._answered = {self_id}
         self._won_at = None
+        self._started_at = self._sent_at = now
         self.rounds_started += 1
         log.info("pre-vote round %d for term %d", self._round, self._term)
-        return request_message(self._round, self._term, last)
+        self._request = request_message(self._round, self._term, last)
+        return self._request
+
+    def resend_due(self, now: float) -> dict[str, Any] | None:
+        """The current round's request if it is time to ask the silent peers again, else None."""
+        if self._request is None or self._won_at is not None:
+            return None
+        if now - self._started_at > self._win_valid_s or now - self._sent_at < RESEND_S:
+            return None
+        self._sent_at = now
+        return self._request
+
+    def answered(self, peer_id: str) -> bool:
+        return peer_id in self._answered
 
     def on_reply(self, peer_id: str, message: dict[str, Any], now: float) -> bool:
         """Count one reply; True exactly when it completes a winning majority."""
-        if self._won_at is not None or not message.get("granted"):
-            return False
         if message.get("round") != self._round or message.get("term") != self._term:
             return False  # a reply to an earlier round: what it said may no longer hold
+        self._answered.add(peer_id)
+        if self._won_at is not None or not message.get("granted"):
+            return False
         self._grants.add(peer_id)
         if not self._majority(len(self._grants)):
             return False
@@ -192,9 +228,11 @@ class PreVoteGate:
             self._sync._SyncObj__getCurrentLogTerm(), self._sync._SyncObj__getCurrentLogIndex()
         )
 
-    def _send_to_all(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any], resend: bool = False) -> None:
+        assert self._pre_vote is not None
         for node in self._sync._SyncObj__otherNodes:
-            self._sync._SyncObj__transport.send(node, message)
+            if not (resend and self._pre_vote.answered(str(node.id))):
+                self._sync._SyncObj__transport.send(node, message)
 
     def before_tick(self) -> None:
         sync, pre_vote = self._sync, self._pre_vote
@@ -211,7 +249,9 @@ class PreVoteGate:
         sync._SyncObj__raftElectionDeadline = float("inf")
         if deadline < now and sync._SyncObj__connectedNodes:
             self._hidden = now + sync._SyncObj__generateRaftTimeout()
-            self._send_to_all(pre_vote.start(term, self._last(), sync._SyncObj__selfNode.id))
+            self._send(pre_vote.start(term, self._last(), str(sync._SyncObj__selfNode.id), now))
+        elif (request := pre_vote.resend_due(now)) is not None:
+            self._send(request, resend=True)
 
     def after_tick(self) -> None:
         if self._hidden is None:
@@ -240,7 +280,14 @@ class PreVoteGate:
                 is_leader=bool(sync._isLeader()),
                 since_leader_s=None if self._leader_contact is None else now - self._leader_contact,
             )
-            granted = grant(parsed[0], parsed[1], voter, self._min_election_s)
+            refused = refusal(parsed[0], parsed[1], voter, self._min_election_s)
+            granted = refused is None
+            log.info(
+                "pre-vote for term %d %s to %s",
+                parsed[0],
+                "granted" if refused is None else f"refused ({refused})",
+                node.id,
+            )
             if self._pre_vote is not None:
                 self._pre_vote.count_answer(granted)
             sync._SyncObj__transport.send(node, reply_message(message, granted))

@@ -76,7 +76,7 @@ def test_parse_request_malformed_fields_none() -> None:
 
 def test_round_majority_of_three_won_with_one_grant() -> None:
     pre_vote = PreVote(cluster_size=3, win_valid_s=0.4)
-    request = pre_vote.start(current_term=5, last=LogPosition(5, 10), self_id="a")
+    request = pre_vote.start(current_term=5, last=LogPosition(5, 10), self_id="a", now=0.0)
     assert request["term"] == 6
     assert not pre_vote.may_campaign(5, now=0.0)
     assert pre_vote.on_reply("b", {"type": REPLY, "round": request["round"], "term": 6, "granted": True}, 1.0)
@@ -87,7 +87,7 @@ def test_round_majority_of_three_won_with_one_grant() -> None:
 
 def test_round_refusals_and_duplicates_not_a_majority_of_five() -> None:
     pre_vote = PreVote(cluster_size=5, win_valid_s=0.4)
-    request = pre_vote.start(5, LogPosition(5, 10), "a")
+    request = pre_vote.start(5, LogPosition(5, 10), "a", 0.0)
     granted = {"type": REPLY, "round": request["round"], "term": 6, "granted": True}
     assert not pre_vote.on_reply("b", granted, 1.0)
     assert not pre_vote.on_reply("b", granted, 1.0)  # the same peer twice counts once
@@ -98,11 +98,23 @@ def test_round_refusals_and_duplicates_not_a_majority_of_five() -> None:
 
 def test_round_reply_to_an_earlier_round_ignored() -> None:
     pre_vote = PreVote(cluster_size=3, win_valid_s=0.4)
-    first = pre_vote.start(5, LogPosition(5, 10), "a")
-    pre_vote.start(5, LogPosition(5, 10), "a")
+    first = pre_vote.start(5, LogPosition(5, 10), "a", 0.0)
+    pre_vote.start(5, LogPosition(5, 10), "a", 0.0)
     late = {"type": REPLY, "round": first["round"], "term": 6, "granted": True}
     assert not pre_vote.on_reply("b", late, 1.0)
     assert pre_vote.rounds_started == 2 and pre_vote.rounds_won == 0
+
+
+def test_round_silent_peers_asked_again_until_answered_or_stale() -> None:
+    pre_vote = PreVote(cluster_size=5, win_valid_s=0.4)
+    request = pre_vote.start(5, LogPosition(5, 10), "a", now=10.0)
+    assert pre_vote.resend_due(10.01) is None  # not yet
+    assert pre_vote.resend_due(10.06) == request
+    assert pre_vote.resend_due(10.07) is None  # spaced
+    pre_vote.on_reply("b", {"type": REPLY, "round": request["round"], "term": 6, "granted": False}, 10.08)
+    assert pre_vote.answered("b") and not pre_vote.answered("c")
+    assert pre_vote.resend_due(10.12) == request
+    assert pre_vote.resend_due(10.5) is None  # a win would no longer be valid: the next round asks
 
 
 # ------------------------------------------------------------------ the gate around a tick
@@ -176,6 +188,19 @@ def test_gate_deadline_passed_asks_peers_instead_of_campaigning() -> None:
     gate.after_tick()
     assert sync._SyncObj__raftElectionDeadline == 11.5  # renewed as pysyncobj would have
     assert sync.term == 5
+
+
+def test_gate_silent_peer_asked_again_answered_one_not() -> None:
+    sync, clock = FakeSyncObj(), Clock(11.0)
+    gate = gate_for(sync, clock)
+    gate.before_tick()
+    request = sync._SyncObj__transport.sent[0][1]
+    gate.after_tick()
+    gate.on_message(Node("p0"), {"type": REPLY, "round": request["round"], "term": 6, "granted": False})
+    clock.now += 0.06
+    gate.before_tick()
+    gate.after_tick()
+    assert [to for to, _ in sync._SyncObj__transport.sent[2:]] == ["p1"]  # the lost request, again
 
 
 def test_gate_round_won_lets_the_next_tick_campaign() -> None:
