@@ -132,11 +132,9 @@ class PreVote:
         self._request: dict[str, Any] | None = None
         self._started_at = self._sent_at = 0.0
         self._won_at: float | None = None
-        # Observability and tests: how often PreVote held back or allowed an election.
+        # How often PreVote held back or allowed an election (also in the log, at INFO).
         self.rounds_started = 0
         self.rounds_won = 0
-        self.grants_given = 0
-        self.grants_refused = 0
 
     def _majority(self, votes: int) -> bool:
         return votes * 2 > self._cluster_size
@@ -188,12 +186,6 @@ class PreVote:
         self.rounds_won += 1
         log.info("pre-vote round %d won for term %s (%d grants)", self._round, self._term, len(self._grants))
         return True
-
-    def count_answer(self, granted: bool) -> None:
-        if granted:
-            self.grants_given += 1
-        else:
-            self.grants_refused += 1
 
 
 class PreVoteGate:
@@ -288,8 +280,6 @@ class PreVoteGate:
                 "granted" if refused is None else f"refused ({refused})",
                 node.id,
             )
-            if self._pre_vote is not None:
-                self._pre_vote.count_answer(granted)
             sync._SyncObj__transport.send(node, reply_message(message, granted))
             return True
         if kind == REPLY:

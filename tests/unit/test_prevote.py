@@ -15,7 +15,10 @@ from sessionquorum.store._prevote import (
     Voter,
     grant,
     parse_request,
+    reply_message,
+    request_message,
 )
+from sessionquorum.store.raft import SyncObjConf, _GuardedSyncObj
 
 MIN_ELECTION_S = 0.4
 OUR_LAST = LogPosition(5, 10)
@@ -264,3 +267,30 @@ def test_gate_unknown_or_malformed_message_harmless() -> None:
     assert gate.on_message(Node("p0"), {"type": REQUEST, "term": "x"})  # consumed, no reply
     assert not gate.on_message(Node("p0"), {"type": "something_new"})  # passed on to pysyncobj
     assert sync._SyncObj__transport.sent == []
+
+
+# ------------------------------------------------------------------ an old node's view
+
+
+def test_pysyncobj_handler_pre_vote_messages_ignored_as_by_a_node_without_prevote() -> None:
+    # A node without PreVote (mid rolling upgrade) runs pysyncobj's own handler: it must
+    # neither fail nor change term, vote or leader on our message types.
+    sync = _GuardedSyncObj(
+        "127.0.0.1:1",
+        ["127.0.0.1:2"],
+        conf=SyncObjConf(autoTick=False),
+        busy_tick_s=0.2,
+        pre_vote=None,
+        election_min_s=MIN_ELECTION_S,
+    )
+    try:
+        pysyncobj_handler = _GuardedSyncObj.__mro__[1]._SyncObj__onMessageReceived
+        (peer,) = sync._SyncObj__otherNodes
+        before = (sync._getTerm(), sync._SyncObj__votedForNodeId, sync._isLeader(), sync._getLeader())
+        request = request_message(1, 99, LogPosition(98, 1000))
+        pysyncobj_handler(sync, peer, request)
+        pysyncobj_handler(sync, peer, reply_message(request, True))
+        after = (sync._getTerm(), sync._SyncObj__votedForNodeId, sync._isLeader(), sync._getLeader())
+        assert after == before
+    finally:
+        sync.destroy()
