@@ -211,10 +211,6 @@ class PreVoteGate:
         self._hidden: float | None = None
         self._leader_contact: float | None = None
 
-    @property
-    def pre_vote(self) -> PreVote | None:
-        return self._pre_vote
-
     def _last(self) -> LogPosition:
         return LogPosition(
             self._sync._SyncObj__getCurrentLogTerm(), self._sync._SyncObj__getCurrentLogIndex()
