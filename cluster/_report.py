@@ -9,12 +9,18 @@ Recovery time is measured from the client's side, because that is what a user se
 event (a heal, a leader kill) to the end of the first write that started at or after it and
 succeeded. A write that started before the event and happened to finish after it says
 nothing about recovery, which is why the start must follow the event.
+
+Recovery alone misses a stall that starts later than its event: a node returning from a
+partition with a higher term deposed a healthy leader AT the heal (a 3.5 s stall no
+recovery figure showed). The longest write gap is therefore measured wherever it falls: the
+longest interval, while writers were active, in which no write was acknowledged.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -72,6 +78,7 @@ def write_report(
                 "delays_s": delays,
                 "summary": summarise(delays),
             },
+            "write_gap": longest_write_gap(ops),
             "extra": extra,
             "ops": [op.to_json() for op in ops],
         }
@@ -118,6 +125,33 @@ def recovery_times(history: History | Sequence[Op], events: Sequence[float]) -> 
     for k in range(len(writes) - 1, -1, -1):
         earliest_end[k] = min(writes[k][1], earliest_end[k + 1])
     return [earliest_end[bisect.bisect_left(starts, event)] - event for event in events]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriteGap:
+    """The longest stretch without an acknowledged write: from `start_s` to `end_s`."""
+
+    length_s: float
+    start_s: float
+    end_s: float
+
+
+def longest_write_gap(history: History | Sequence[Op]) -> WriteGap | None:
+    """The longest interval, while writers were active, in which no write was acknowledged.
+
+    Writers are active from the start of the first write to the end of the last one,
+    whatever its outcome; inside that window a write is acknowledged at the end of an ok
+    write. The window's edges count as boundaries, so a run that stalls until its last
+    (failed) attempt shows that stall. None when the history holds no write.
+    """
+    writes = [op for op in _ops(history) if op.f in WRITE_FS]
+    if not writes:
+        return None
+    first = min(op.start_s for op in writes)
+    last = max(op.end_s for op in writes)
+    marks = [first, *sorted(op.end_s for op in writes if op.outcome == "ok"), last]
+    start, end = max(itertools.pairwise(marks), key=lambda pair: pair[1] - pair[0])
+    return WriteGap(length_s=end - start, start_s=start, end_s=end)
 
 
 def summarise(values: Sequence[float]) -> dict[str, Any]:

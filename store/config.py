@@ -112,6 +112,9 @@ class RaftSettings:
     compaction_min_entries: int = 10_000_000
     compaction_min_time_s: float = 7 * 24 * 3600.0
     commands_queue_size: int = 100_000
+    # PreVote (store/DESIGN.md): a node that cannot win an election does not raise its term.
+    # Off only to measure what it prevents.
+    pre_vote: bool = True
 
     def validate(self) -> None:
         if not 0 < self.election_min_s < self.election_max_s:

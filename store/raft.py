@@ -29,6 +29,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.tcp_connection import TcpConnection
 
+from ._prevote import PreVote, PreVoteGate
 from .commands import Barrier, Command, UndecodableEntry, encode
 from .config import NodeConfig, read_secret
 from .errors import NoLeader, OutcomeUnknown, StoreError
@@ -162,13 +163,16 @@ COUNTS_LOG_EVERY_S = 5.0
 
 
 class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
-    """SyncObj with two fixes to its log replication (store/DESIGN.md, "pysyncobj fixes").
+    """SyncObj with fixes to its log replication and elections (store/DESIGN.md, "pysyncobj fixes").
 
-    Both hook the one message handler pysyncobj registers with its transport; the name is
-    SyncObj's mangled private name, so this override is what the transport calls.
+    The log fixes and PreVote hook the one message handler pysyncobj registers with its
+    transport; the name is SyncObj's mangled private name, so this override is what the
+    transport calls.
     """
 
-    def __init__(self, *args: Any, busy_tick_s: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, busy_tick_s: float, pre_vote: PreVote | None, election_min_s: float, **kwargs: Any
+    ) -> None:
         # Set before SyncObj.__init__, which starts the tick thread.
         self._busy_tick_s = busy_tick_s
         self._first_tick = True
@@ -176,6 +180,7 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         # regression test reads them to show the fault it guards against happened in its run.
         self.counts = dict.fromkeys(FIX_COUNTS, 0)
         self._counts_logged_at = -COUNTS_LOG_EVERY_S
+        self._gate = PreVoteGate(self, pre_vote, min_election_s=election_min_s, clock=raft_clock)
         super().__init__(*args, **kwargs)
 
     def count(self, kind: str, n: int = 1) -> None:
@@ -199,7 +204,11 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             self._first_tick = False
             self._renew_election_deadline()
         started = raft_clock()
-        SyncObj._onTick(self, timeToWait)
+        self._gate.before_tick()
+        try:
+            SyncObj._onTick(self, timeToWait)
+        finally:
+            self._gate.after_tick()
         if raft_clock() - started > self._busy_tick_s and not self._isLeader():
             self._renew_election_deadline()
 
@@ -217,6 +226,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        if self._gate.on_message(node, message):
+            return
         kind = message.get("type")
         if (
             kind == "append_entries"
@@ -319,6 +330,9 @@ class ReplicatedLog:
             consumers=[self._consumer],
             # A tick longer than half the shortest election timeout counts as "busy".
             busy_tick_s=r.election_min_s / 2,
+            # A won pre-vote round allows an election for at most this long (next tick).
+            pre_vote=PreVote(len(config.peers) + 1, win_valid_s=r.election_min_s) if r.pre_vote else None,
+            election_min_s=r.election_min_s,
         )
         self._barrier: asyncio.Future[Reply] | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -12,7 +12,9 @@ from sessionquorum.cluster._history import FaultWindow, History, Op
 from sessionquorum.cluster._linearizability import check_all
 from sessionquorum.cluster._models import RegisterModel
 from sessionquorum.cluster._report import (
+    WriteGap,
     count_ops,
+    longest_write_gap,
     plot_timeline,
     read_report,
     recovery_times,
@@ -135,6 +137,49 @@ def test_recovery_times_first_ok_write_starting_after_each_event() -> None:
     delays = recovery_times(ops, [10.0, 15.0, 20.0, 30.0])
 
     assert delays == [pytest.approx(1.0), pytest.approx(5.25), pytest.approx(0.25), math.inf]
+
+
+def test_longest_write_gap_stall_after_the_heal_counted() -> None:
+    # Heal at 10.0; writes stall from 10.2 to 13.7 (a healed node deposed the leader). A
+    # recovery figure measured from the heal would see the first write after it, 10.0-10.2.
+    ops = [
+        Op(0, "k", "write", None, 9.0, 9.5, "ok"),
+        Op(1, "k", "write", None, 10.0, 10.2, "ok"),
+        Op(2, "k", "read", None, 10.3, 10.4, "ok"),  # a read acknowledges no write
+        Op(3, "k", "cas", None, 10.3, 13.0, "unknown"),  # nor does an unknown outcome
+        Op(4, "k", "incr", None, 10.4, 12.0, "fail"),
+        Op(5, "k", "create", None, 12.1, 13.7, "ok"),
+        Op(0, "k", "delete", None, 13.8, 14.0, "ok"),
+    ]
+
+    gap = longest_write_gap(ops)
+
+    assert gap == WriteGap(pytest.approx(3.5), 10.2, 13.7)
+
+
+def test_longest_write_gap_run_ending_in_a_stall_counts_to_the_last_attempt() -> None:
+    ops = [
+        Op(0, "k", "write", None, 1.0, 1.1, "ok"),
+        Op(1, "k", "write", None, 1.2, 6.1, "fail"),
+        Op(2, "k", "read", None, 1.2, 9.0, "ok"),  # readers do not extend the window
+    ]
+
+    assert longest_write_gap(ops) == WriteGap(pytest.approx(5.0), 1.1, 6.1)
+
+
+def test_longest_write_gap_wait_for_the_first_ack_counted_and_no_writes_none() -> None:
+    assert longest_write_gap([Op(0, "k", "cas", None, 2.0, 4.5, "ok")]) == WriteGap(2.5, 2.0, 4.5)
+    assert longest_write_gap([Op(0, "k", "read", None, 0.0, 1.0, "ok")]) is None
+    assert longest_write_gap([]) is None
+
+
+def test_write_report_holds_the_longest_write_gap(tmp_path: Path) -> None:
+    report = write_report(
+        tmp_path / "run.json", scenario="s", seed=1, history=_history(), faults=FAULTS, checks={}, extra={}
+    )
+
+    # Acks at 0.3, 0.4 and 4.9 (writes ran from 0.2 to 4.9): the stall spans the partition.
+    assert report["write_gap"] == {"length_s": pytest.approx(4.5), "start_s": 0.4, "end_s": 4.9}
 
 
 def test_summarise_reports_median_max_and_unrecovered() -> None:
