@@ -90,6 +90,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--plaintext-anchors", action="store_true", help="etcd and Redis without TLS (sessionquorum keeps it)"
     )
     parser.add_argument(
+        "--keep-data", action="store_true", help="keep the servers' directories (and their logs) afterwards"
+    )
+    parser.add_argument(
         "--skip-missing",
         action="store_true",
         help="leave out etcd / Redis when their binary or client is missing, instead of failing",
@@ -282,7 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples, facts = asyncio.run(_measure(run))
     finally:
         run.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep_data:
+            _say(f"kept the servers' directories and logs in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     rows = report.medians(samples)
     pairs = report.ratios(rows)
     run_facts: dict[str, object] = {
