@@ -283,12 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run.start()
         samples, facts = asyncio.run(_measure(run))
+    except KeyboardInterrupt:
+        samples = []
     finally:
         run.stop()
         if args.keep_data:
             _say(f"kept the servers' directories and logs in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+    if not samples:
+        _say(f"interrupted; stopped every server this run started: {run.exit_codes}")
+        return 130
     rows = report.medians(samples)
     pairs = report.ratios(rows)
     run_facts: dict[str, object] = {
