@@ -248,6 +248,7 @@ async def _measure(run: _Run) -> tuple[list[Sample], dict[str, object]]:
             "pool_errors": pool_errors,
             "leaders_start": leaders_start,
             "leaders_end": run.leaders(),
+            "sessionquorum_replicas": run.sq.replicas() if run.sq.name in run.servers else None,
         }
         return samples, facts
     finally:
@@ -326,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(f"\n{title}; CPU in seconds per cell\n" + report.format_tables(rows, pairs) + "\n")
     sys.stdout.write(
         f"\nleaders at start {facts['leaders_start']}, at end {facts['leaders_end']}\n"
+        f"sessionquorum replicas after the run: {facts['sessionquorum_replicas']}\n"
         f"server exit codes (0 = clean stop): {run.exit_codes}\n"
         f"load average at start {load_start}, at end {os.getloadavg()}\n"
     )

@@ -11,6 +11,7 @@ Both pay mutual TLS, as every sessionquorum client must.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from .workload import OP_TIMEOUT_S, SESSION_LIFETIME_S, SESSION_TTL_S
 
 NODES = 3
 LEADER_TIMEOUT_S = 30.0
+CONVERGE_TIMEOUT_S = 30.0
+CONVERGE_POLL_S = 0.2
 ATTRIBUTE = b"data"
 TOKEN_HASH_BYTES = 32
 CLIENT_ID_BYTES = 16
@@ -57,6 +60,26 @@ class SessionquorumServer:
         leader = self.cluster.leader_id()
         status = None if leader is None else self.cluster.status(leader)
         return f"{leader or 'none'} (term {'?' if status is None else status.term})"
+
+    def replicas(self) -> str:
+        """Whether the nodes hold identical state once they applied the same log.
+
+        Checked after the load because a benchmark is the heaviest replication traffic we run;
+        anything but "identical" is a correctness bug, not a performance figure.
+        """
+        deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+        seen = "no answer"
+        while time.monotonic() < deadline:
+            statuses = self.cluster.statuses(digest=True)
+            answered = {n: s for n, s in statuses.items() if s is not None}
+            if len(answered) == len(statuses):
+                applied = {n: s.last_applied for n, s in answered.items()}
+                digests = {n: s.state_digest[:12] for n, s in answered.items()}
+                seen = f"last_applied {applied}, digests {digests}"
+                if len(set(applied.values())) == 1:
+                    return ("identical" if len(set(digests.values())) == 1 else "DIVERGED") + f": {seen}"
+            time.sleep(CONVERGE_POLL_S)
+        return f"UNKNOWN (no common last_applied within {CONVERGE_TIMEOUT_S:.0f} s): {seen}"
 
     def stop(self) -> dict[str, int]:
         return self.cluster.stop()

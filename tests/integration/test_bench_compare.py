@@ -65,6 +65,7 @@ def test_bench_compare_sessionquorum_only_one_tiny_cell_reports_both_clients(tmp
         assert isinstance(median["ops_per_s"], float) and median["ops_per_s"] > 0
         assert median["errors"] == {}
     assert document["server_exit_codes"] == {"sessionquorum": {"n1": 0, "n2": 0, "n3": 0}}
+    assert str(document["sessionquorum_replicas"]).startswith("identical"), document["sessionquorum_replicas"]
     ratios = document["ratios"]
     assert isinstance(ratios, list)
     assert [(r["subject"], r["anchor"]) for r in ratios] == [("sq-client", "sq-grpc")]
