@@ -184,7 +184,7 @@ class _Run:
             redis_server = RedisServer(self.root, tls)
             self.servers[redis_server.name] = redis_server
             redis_server.start()
-            self.async_targets["redis"] = RedisTarget(redis_server)
+            self.async_targets["redis"] = RedisTarget(redis_server, connections=max(self.args.clients))
 
     def leaders(self) -> dict[str, str]:
         return {name: server.leader_view() for name, server in self.servers.items()}
@@ -195,7 +195,12 @@ class _Run:
 
     def stop(self) -> None:
         for name, server in reversed(list(self.servers.items())):
-            codes = server.stop()
+            # One server failing to stop must not leave the others running.
+            try:
+                codes = server.stop()
+            except Exception as exc:
+                _say(f"stopping {name} failed: {exc!r}")
+                continue
             if codes:
                 self.exit_codes[name] = codes
 
