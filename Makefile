@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # mapped package names; a new module file needs a re-link, hence the source list.
 SOURCES := $(shell find store client cluster proto -name '*.py' -o -name '*.pyi' 2>/dev/null)
 
-.PHONY: run test test-slow check lint typecheck proto proto-check bench chaos clean install
+.PHONY: run test test-slow check lint typecheck proto proto-check bench bench-compare chaos clean install
 
 $(VENV)/.stamp: pyproject.toml $(SOURCES)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -49,6 +49,23 @@ check: lint typecheck proto-check test
 
 bench: $(VENV)/.stamp
 	$(PY) bench/bench_ops.py
+
+# sessionquorum side by side with etcd (3 members) and Redis on 127.0.0.1 (bench/README.md).
+# Installs Debian's etcd-server and redis-server when missing, and the bench extra into the venv.
+# BENCH_REPETITIONS=1 BENCH_DURATION_S=2 for a quick look; BENCH_ARGS for any other flag.
+BENCH_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(VENV)/.bench-stamp: $(VENV)/.stamp
+	$(PY) -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=strict
+	@touch $@
+
+bench-compare: $(VENV)/.bench-stamp
+	@command -v etcd >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing etcd-server and redis-server (apt-get)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server redis-server >/dev/null; }
+	$(PY) -m bench.compare $(BENCH_ARGS)
 
 # The full fault-injection matrix (minutes; partitions need root, iproute2 and iptables).
 # SEED=N replays a run; reports (JSON + PNG timeline) go to chaos-results/.
