@@ -25,7 +25,8 @@ install: $(VENV)/.stamp
 run: $(VENV)/.stamp
 	$(PY) -m sessionquorum.cluster up --nodes $(NODES) --data-dir $(DATA)
 
-test: $(VENV)/.stamp
+# The bench extra too: a smoke test runs the side-by-side harness (etcd and Redis from .ci/run).
+test: $(VENV)/.bench-stamp
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Long-run claims (e.g. a follower catching up after 20,000 writes): minutes, not in `test`.
