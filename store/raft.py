@@ -39,6 +39,7 @@ from .config import NodeConfig, read_secret
 from .errors import ConfigError, NoLeader, OutcomeUnknown, StoreError
 from .journal import RaftJournal
 from .replies import Reply
+from .snapshot_stream import serialize_in_pieces
 from .snapshots import Progress, Snapshotter, compaction_due
 from .state import SessionMachine
 
@@ -334,7 +335,9 @@ class ReplicatedLog:
         _use_our_journal()
         log_path = data / "raft.log"
         self._journal = RaftJournal(log_path, data / "raft.meta", fsync=r.durability == "fsync")
-        self._snapshots = Snapshotter(data / "raft.snapshot", self._capture, self._consumer._deserialize)
+        self._snapshots = Snapshotter(
+            data / "raft.snapshot", self._capture, serialize_in_pieces, self._consumer._deserialize
+        )
         self._startup_snapshot = self._snapshots.path.exists()
         with _pending_journals_lock:
             _pending_journals[str(log_path)] = self._journal

@@ -6,7 +6,9 @@ far past any election timeout). Here:
 
 1. `begin` (pysyncobj's `serializer` hook, tick thread): take `capture()` under the state
    lock (a shallow copy of immutable records) and hand it to a background thread.
-2. The thread serializes the capture, writes `raft.snapshot.next`, fsyncs it.
+2. The thread serializes the capture in small steps (store/snapshot_stream.py: one big C
+   call would hold the GIL and stall the tick thread anyway), writes
+   `raft.snapshot.next` and fsyncs it.
 3. `check` (pysyncobj's `serializeChecker` hook, tick thread, every tick) renames it over
    `raft.snapshot` and fsyncs the directory, then reports success; only then does pysyncobj
    truncate the journal. The rename happens in the tick thread so that it is ordered with
@@ -33,10 +35,10 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 
@@ -53,10 +55,6 @@ class SnapshotCorrupt(Exception):
     """A snapshot file that fails its checksum or format check."""
 
 
-class Capture(Protocol):
-    def serialize(self) -> bytes: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     last: Entry  # the last entry the state includes
@@ -65,29 +63,32 @@ class Snapshot:
     state: bytes
 
 
-def write_snapshot(path: Path, snap: Snapshot) -> int:
-    """Write `path` (not atomically: callers write a temporary name and rename); returns bytes."""
+def write_snapshot(
+    path: Path, last: Entry, prev: Entry, members: tuple[str, ...], state: Iterable[bytes]
+) -> int:
+    """Write and fsync `path` (callers write a temporary name and rename); returns its size.
+
+    The state comes in pieces (store/snapshot_stream.py), so it is never held twice.
+    """
     meta = msgpack.packb(
-        {
-            "v": FORMAT_VERSION,
-            "last": list(snap.last),
-            "prev": list(snap.prev),
-            "members": list(snap.members),
-        },
+        {"v": FORMAT_VERSION, "last": list(last), "prev": list(prev), "members": list(members)},
         use_bin_type=True,
     )
-    crc = zlib.crc32(snap.state, zlib.crc32(meta))
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, crc, len(meta), len(snap.state))
+    crc, state_len = zlib.crc32(meta), 0
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with open(fd, "wb", closefd=False) as f:
-            f.write(header)
+            f.write(b"\0" * _HEADER.size)
             f.write(meta)
-            f.write(snap.state)
+            for piece in state:
+                f.write(piece)
+                crc, state_len = zlib.crc32(piece, crc), state_len + len(piece)
+            f.seek(0)
+            f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, crc, len(meta), state_len))
         os.fsync(fd)
     finally:
         os.close(fd)
-    return len(header) + len(meta) + len(snap.state)
+    return _HEADER.size + len(meta) + state_len
 
 
 def read_snapshot(path: Path) -> Snapshot:
@@ -123,10 +124,17 @@ class Progress(enum.Enum):
 class Snapshotter:
     """pysyncobj's serializer, serializeChecker and deserializer hooks for one node."""
 
-    def __init__(self, path: Path, capture: Callable[[], Capture], restore: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        capture: Callable[[], Any],
+        serialize: Callable[[Any], Iterable[bytes]],
+        restore: Callable[[bytes], None],
+    ) -> None:
         self.path = path
         self._next = path.with_name(path.name + ".next")
         self._capture = capture
+        self._serialize = serialize
         self._restore = restore
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -151,6 +159,8 @@ class Snapshotter:
         if self._thread is not None:
             return
         last, prev, cluster = data
+        last_entry: Entry = (bytes(last[0]), int(last[1]), int(last[2]))
+        prev_entry: Entry = (bytes(prev[0]), int(prev[1]), int(prev[2]))
         members = tuple(sorted(str(getattr(node, "address", node)) for node in cluster))
         started = _clock()
         capture = self._capture()
@@ -161,8 +171,7 @@ class Snapshotter:
         def run() -> None:
             try:
                 began = _clock()
-                snap = Snapshot(tuple(last), tuple(prev), members, capture.serialize())
-                size = write_snapshot(self._next, snap)
+                size = write_snapshot(self._next, last_entry, prev_entry, members, self._serialize(capture))
                 outcome = (Progress.SUCCEEDED, size, _clock() - began)
             except Exception:
                 log.exception("writing a snapshot failed")

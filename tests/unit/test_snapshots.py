@@ -34,6 +34,10 @@ class _HeldCapture:
         return self.state
 
 
+def _pieces(capture: _HeldCapture) -> list[bytes]:
+    return [capture.serialize()]
+
+
 def _wait_done(s: Snapshotter) -> Progress:
     for _ in range(1000):
         progress = s.check()
@@ -45,13 +49,13 @@ def _wait_done(s: Snapshotter) -> Progress:
 
 def test_snapshot_file_round_trip_keeps_entries_members_and_state(tmp_path: Path) -> None:
     snap = Snapshot(LAST, PREV, ("a:1", "b:2"), b"state" * 1000)
-    size = write_snapshot(tmp_path / "s", snap)
+    size = write_snapshot(tmp_path / "s", LAST, PREV, ("a:1", "b:2"), [b"state" * 500, b"state" * 500])
     assert size == (tmp_path / "s").stat().st_size
     assert read_snapshot(tmp_path / "s") == snap
 
 
 def test_snapshot_file_with_a_flipped_byte_is_refused(tmp_path: Path) -> None:
-    write_snapshot(tmp_path / "s", Snapshot(LAST, PREV, (), b"state" * 100))
+    write_snapshot(tmp_path / "s", LAST, PREV, (), [b"state" * 100])
     data = bytearray((tmp_path / "s").read_bytes())
     data[-10] ^= 1
     (tmp_path / "s").write_bytes(bytes(data))
@@ -61,7 +65,7 @@ def test_snapshot_file_with_a_flipped_byte_is_refused(tmp_path: Path) -> None:
 
 def test_snapshotter_reports_running_until_written_then_success_once(tmp_path: Path) -> None:
     capture = _HeldCapture(b"S1")
-    s = Snapshotter(tmp_path / "raft.snapshot", lambda: capture, lambda data: None)
+    s = Snapshotter(tmp_path / "raft.snapshot", lambda: capture, _pieces, lambda data: None)
     assert s.check() is Progress.IDLE
     s.begin(str(tmp_path / "raft.snapshot.tmp"), (LAST, PREV, set()))
     assert s.check() is Progress.RUNNING
@@ -77,10 +81,10 @@ def test_snapshotter_reports_running_until_written_then_success_once(tmp_path: P
 def test_snapshotter_discards_its_snapshot_when_an_install_happened_meanwhile(tmp_path: Path) -> None:
     restored: list[bytes] = []
     capture = _HeldCapture(b"old")
-    s = Snapshotter(tmp_path / "raft.snapshot", lambda: capture, restored.append)
+    s = Snapshotter(tmp_path / "raft.snapshot", lambda: capture, _pieces, restored.append)
     s.begin("unused", (LAST, PREV, set()))
     # The leader's newer snapshot arrives (pysyncobj renamed it into place, then loads it).
-    write_snapshot(tmp_path / "raft.snapshot", Snapshot((b"n", 99, 3), (b"m", 98, 3), (), b"new"))
+    write_snapshot(tmp_path / "raft.snapshot", (b"n", 99, 3), (b"m", 98, 3), (), [b"new"])
     s.load(str(tmp_path / "raft.snapshot"), install=True)
     capture.release.set()
     assert _wait_done(s) is Progress.FAILED
@@ -117,3 +121,27 @@ def test_compaction_due_at_max_bytes_whatever_the_slot() -> None:
     kwargs = {"last_applied": 5, "rank": 2, "members": 3, "every_entries": 10**6, "max_bytes": 1000}
     assert compaction_due(entries=10, size_bytes=1000, **kwargs)
     assert not compaction_due(entries=10, size_bytes=100, **kwargs)
+
+
+def test_serialize_in_pieces_gives_the_bytes_of_capture_serialize() -> None:
+    import hashlib
+
+    from sessionquorum.store import snapshot_stream
+    from sessionquorum.store.commands import Command, Create, encode
+    from sessionquorum.store.config import Limits
+    from sessionquorum.store.state import SessionMachine
+
+    machine = SessionMachine(Limits())
+    for i in range(300):
+        token_hash = hashlib.sha256(str(i).encode()).digest()
+        op = Create(token_hash, f"h{i}", "p" if i % 2 else None, (("a", b"x" * i),), 60_000, 3_600_000)
+        machine.apply(encode(Command(op, now_ms=1_000 + i, client_id=b"c%d" % (i % 7), sequence=i)))
+    capture = machine.capture()
+    old_chunk, old_piece = snapshot_stream.SORT_CHUNK, snapshot_stream.PIECE_BYTES
+    snapshot_stream.SORT_CHUNK, snapshot_stream.PIECE_BYTES = 7, 1000  # many chunks and pieces
+    try:
+        pieces = list(snapshot_stream.serialize_in_pieces(capture))
+    finally:
+        snapshot_stream.SORT_CHUNK, snapshot_stream.PIECE_BYTES = old_chunk, old_piece
+    assert len(pieces) > 10
+    assert b"".join(pieces) == capture.serialize()
