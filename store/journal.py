@@ -85,6 +85,8 @@ class RaftJournal:
         self._file_end = 0  # bytes written to the file
         self._unsynced = False
         self.torn_bytes_cut = 0
+        # Entries kept before a snapshot's head when compacting (set by the policy).
+        self.retain = 0
         self._meta = self._load_meta()
         self._meta_dirty = False
         self._fd = os.open(log_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -193,11 +195,17 @@ class RaftJournal:
         self._unsynced = True
 
     def deleteEntriesTo(self, entryTo: int) -> None:
-        """Drop entries before position `entryTo` (compaction after a snapshot).
+        """Drop entries before position `entryTo` (compaction after a snapshot), but `retain`.
 
+        Keeping `retain` entries from before the snapshot lets a follower that installs a
+        snapshot older than the leader's latest (a transfer outlasting a compaction)
+        continue from the journal instead of needing the whole newer snapshot again.
         The kept tail is copied into a new file that replaces the old one by rename: a
         crash leaves one whole journal, never a half-rewritten one.
         """
+        self._drop_before(entryTo - self.retain)
+
+    def _drop_before(self, entryTo: int) -> None:
         if entryTo <= 0:
             return
         entryTo = min(entryTo, len(self._entries))
@@ -302,7 +310,7 @@ class RaftJournal:
             return False
         if self._entries[at] != prev or self._entries[at + 1] != last:
             return False
-        self.deleteEntriesTo(at)
+        self._drop_before(at)
         return True
 
     @property

@@ -415,6 +415,9 @@ class ReplicatedLog:
             every_entries=r.compaction_entries,
             max_bytes=r.journal_max_bytes,
         ):
+            # Keep a quarter period of entries, at most an eighth of the byte bound.
+            average = self._journal.size_bytes / max(1, len(self._journal))
+            self._journal.retain = int(min(r.compaction_entries // 4, r.journal_max_bytes / 8 / average))
             self._sync._forceLogCompaction()
 
     # --------------------------------------------------------------- writes

@@ -163,7 +163,15 @@ class Snapshotter:
         prev_entry: Entry = (bytes(prev[0]), int(prev[1]), int(prev[2]))
         members = tuple(sorted(str(getattr(node, "address", node)) for node in cluster))
         started = _clock()
-        capture = self._capture()
+        try:
+            capture = self._capture()
+        except Exception:
+            # Report it through check(): pysyncobj would otherwise wait for a snapshot
+            # that never comes and stop compacting (and sending snapshots) for good.
+            log.exception("capturing the state for a snapshot failed")
+            self._thread = threading.Thread(target=lambda: None)
+            self._result = (Progress.FAILED, 0, 0.0)
+            return
         self.last_capture_s = _clock() - started
         self._index = int(last[1])
         self._installs_at_begin = self.snapshots_installed
@@ -190,8 +198,9 @@ class Snapshotter:
             result, self._result = self._result, None
         if result is None:
             return Progress.RUNNING
-        self._thread.join()
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread.ident is not None:  # not the stand-in of a failed capture
+            thread.join()
         outcome, size, seconds = result
         if outcome is Progress.SUCCEEDED and self._installs_at_begin != self.snapshots_installed:
             # An install replaced the state while we serialized an older one.

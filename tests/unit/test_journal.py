@@ -214,3 +214,13 @@ def test_journal_refuses_a_file_of_another_format(tmp_path: Path) -> None:
     (tmp_path / "raft.log").write_bytes(b"PYSYNCOBJ" + b"\0" * 40)
     with pytest.raises(JournalCorrupt):
         _open(tmp_path)
+
+
+def test_journal_compaction_keeps_retain_entries_before_the_snapshot_head(tmp_path: Path) -> None:
+    j = _open(tmp_path)
+    entries = _fill(j, 1, 40)
+    j.retain = 5
+    j.deleteEntriesTo(30)
+    assert list(j[:]) == entries[25:]
+    assert j.align_to_snapshot(entries[29], entries[30])  # at load: exactly the snapshot head
+    assert list(j[:]) == entries[29:]

@@ -145,3 +145,13 @@ def test_serialize_in_pieces_gives_the_bytes_of_capture_serialize() -> None:
         snapshot_stream.SORT_CHUNK, snapshot_stream.PIECE_BYTES = old_chunk, old_piece
     assert len(pieces) > 10
     assert b"".join(pieces) == capture.serialize()
+
+
+def test_snapshotter_reports_a_failed_capture_once_then_idle(tmp_path: Path) -> None:
+    def broken() -> object:
+        raise RuntimeError("capture failed")
+
+    s = Snapshotter(tmp_path / "raft.snapshot", broken, _pieces, lambda data: None)
+    s.begin("unused", (LAST, PREV, set()))
+    assert s.check() is Progress.FAILED
+    assert s.check() is Progress.IDLE
