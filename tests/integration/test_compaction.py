@@ -108,7 +108,7 @@ def test_compaction_default_settings_100_mb_of_updates_keep_data_dirs_under_64_m
     cluster = make_cluster(3)
     client = make_client(cluster, timeout_s=30.0)
     started = time.monotonic()
-    worst = _check_bounded_and_converged(cluster, client, 100 * MIB, 8192, 32 * MIB)
+    worst = _check_bounded_and_converged(cluster, client, 100 * MIB, 6144, 32 * MIB)
     print(f"100 MB of updates in {time.monotonic() - started:.0f} s; largest raft files per node: {worst}")
 
 
