@@ -406,10 +406,12 @@ class ReplicatedLog:
         if self._snapshots.running:
             return
         r = self._config.cluster.raft
+        last_applied = int(getattr(self._sync, "_SyncObj__raftLastApplied"))  # noqa: B009 - mangled
         if compaction_due(
             entries=len(self._journal),
             size_bytes=self._journal.size_bytes,
-            last_applied=int(getattr(self._sync, "_SyncObj__raftLastApplied")),  # noqa: B009 - mangled
+            since_snapshot=last_applied - self._snapshots.snapshot_index,
+            last_applied=last_applied,
             rank=self._rank,
             members=self._members,
             every_entries=r.compaction_entries,

@@ -244,6 +244,7 @@ def compaction_due(
     *,
     entries: int,
     size_bytes: int,
+    since_snapshot: int,
     last_applied: int,
     rank: int,
     members: int,
@@ -251,6 +252,9 @@ def compaction_due(
     max_bytes: int,
 ) -> bool:
     """Whether this node should snapshot now: staggered by log index, bounded by size.
+
+    `entries` and `size_bytes` describe the journal, `since_snapshot` counts the entries
+    applied since the last snapshot.
 
     The period is `every_entries`, halved while that many entries of the journal's average
     size would exceed half of `max_bytes`. Log index space is cut into `members` slots per
@@ -269,7 +273,9 @@ def compaction_due(
     while period > fit and period > 16:
         period //= 2
     slot = max(1, period // max(1, members))
-    return entries >= period // 2 and (last_applied // slot) % max(1, members) == rank
+    # Entries applied since the last snapshot, not the journal's length: the journal also
+    # keeps entries from before the snapshot (RaftJournal.retain).
+    return since_snapshot >= period // 2 and (last_applied // slot) % max(1, members) == rank
 
 
 _clock = time.monotonic

@@ -71,6 +71,8 @@ def _check_bounded_and_converged(
 ) -> dict[str, int]:
     tokens = [client.create(attributes={"n": str(i).encode()}).token for i in range(SESSIONS)]
     worst: dict[str, int] = {n: 0 for n in cluster.node_ids}
+    leader = cluster.wait_for_leader()
+    term_before = cluster.status(leader).term  # type: ignore[union-attr]
 
     def sample() -> None:
         for node_id in cluster.node_ids:
@@ -81,6 +83,8 @@ def _check_bounded_and_converged(
 
     acked = _write_updates(client, tokens, total_bytes, value_bytes, sample)
     wait_converged(cluster)
+    # Snapshots are taken off the tick thread: no compaction may cost an election.
+    assert cluster.status(leader).term == term_before  # type: ignore[union-attr]
     for node_id in cluster.node_ids:
         status = cluster.status(node_id)
         assert status is not None

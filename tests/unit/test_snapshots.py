@@ -102,6 +102,7 @@ def test_compaction_due_staggers_three_nodes_and_bounds_each_journal() -> None:
             if compaction_due(
                 entries=journals[rank],
                 size_bytes=journals[rank] * 100,
+                since_snapshot=journals[rank],
                 last_applied=index,
                 rank=rank,
                 members=members,
@@ -119,8 +120,14 @@ def test_compaction_due_staggers_three_nodes_and_bounds_each_journal() -> None:
 
 def test_compaction_due_at_max_bytes_whatever_the_slot() -> None:
     kwargs = {"last_applied": 5, "rank": 2, "members": 3, "every_entries": 10**6, "max_bytes": 1000}
-    assert compaction_due(entries=10, size_bytes=1000, **kwargs)
-    assert not compaction_due(entries=10, size_bytes=100, **kwargs)
+    assert compaction_due(entries=10, size_bytes=1000, since_snapshot=10, **kwargs)
+    assert not compaction_due(entries=10, size_bytes=100, since_snapshot=10, **kwargs)
+
+
+def test_compaction_due_counts_entries_since_the_snapshot_not_retained_ones() -> None:
+    kwargs = {"size_bytes": 100, "last_applied": 0, "rank": 0, "members": 3, "every_entries": 300}
+    assert not compaction_due(entries=200, since_snapshot=100, max_bytes=10**9, **kwargs)
+    assert compaction_due(entries=200, since_snapshot=150, max_bytes=10**9, **kwargs)
 
 
 def test_serialize_in_pieces_gives_the_bytes_of_capture_serialize() -> None:
