@@ -296,7 +296,7 @@ _PROGRESS = {
 }
 
 # pysyncobj compacts when EITHER its entry count OR its time threshold is passed, in the
-# tick thread; both are set out of reach and `ReplicatedLog._compaction_tick` decides.
+# tick thread; both are set out of reach and `ReplicatedLog._after_tick` decides.
 _NEVER_ENTRIES = 2**62
 _NEVER_S = 1e12
 
