@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # mapped package names; a new module file needs a re-link, hence the source list.
 SOURCES := $(shell find store client cluster proto -name '*.py' -o -name '*.pyi' 2>/dev/null)
 
-.PHONY: run test check lint typecheck proto proto-check bench chaos clean install
+.PHONY: run test test-slow check lint typecheck proto proto-check bench chaos clean install
 
 $(VENV)/.stamp: pyproject.toml $(SOURCES)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -27,6 +27,10 @@ run: $(VENV)/.stamp
 
 test: $(VENV)/.stamp
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Long-run claims (e.g. a follower catching up after 20,000 writes): minutes, not in `test`.
+test-slow: $(VENV)/.stamp
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(VENV)/.stamp
 	$(PY) -m ruff check .

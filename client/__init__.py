@@ -8,8 +8,10 @@
         session = client.validate(created.token)
 
 Tokens are made and hashed inside this library; only their SHA-256 reaches the cluster.
-Mutations are exactly-once across retries and leader changes (request ids, see _lanes);
-when that cannot be confirmed in time they raise OutcomeUnknown, never a guess.
+Mutations are exactly-once across retries and leader changes (request ids, see _lanes):
+a retry never applies twice. When that cannot be confirmed in time, or the cluster forgot a
+retried request's deduplication state, they raise OutcomeUnknown, never a guess; after
+create or rotate, `validate(exc.token)` tells whether the new token took effect.
 """
 
 from ._channels import TLSConfig

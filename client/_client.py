@@ -15,12 +15,13 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sessionquorum.proto import sessionquorum_pb2 as pb
 
 from ._channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, TLSConfig
-from ._lanes import LanePool
+from ._errors import OutcomeUnknown
+from ._lanes import LanePool, Mutation
 from ._retry import Caller
 from ._routing import Router
 from ._session import (
@@ -39,14 +40,7 @@ if TYPE_CHECKING:
     from ._retry import RpcPicker
 
 
-class _Mutation(Protocol):
-    """Every mutating request message: it carries the request id of exactly-once retries."""
-
-    @property
-    def request_id(self) -> pb.RequestId: ...
-
-
-_Req = TypeVar("_Req", bound=_Mutation)
+_Req = TypeVar("_Req", bound=Mutation)
 _Resp = TypeVar("_Resp")
 
 logger = logging.getLogger(__name__)
@@ -133,11 +127,30 @@ class SessionClient:
         self, label: str, pick: RpcPicker[_Req, _Resp], request: _Req, timeout_s: float | None
     ) -> _Resp:
         """Send one mutation; every retry of it carries the same leased (client id, sequence)."""
-        with self._lanes.lease() as request_id:
-            request.request_id.CopyFrom(request_id)
+        with self._lanes.lease(request) as lease:
             return self._caller.call(
-                label, pick, request, mutation=True, leader_only=True, timeout_s=self._deadline(timeout_s)
+                label,
+                pick,
+                lease.request,
+                mutation=True,
+                leader_only=True,
+                timeout_s=self._deadline(timeout_s),
+                lease=lease,
             )
+
+    def _mutate_to_token(
+        self, label: str, pick: RpcPicker[_Req, _Resp], request: _Req, timeout_s: float | None, token: str
+    ) -> _Resp:
+        """A mutation that installs `token`; if its outcome is unknown, the error carries it.
+
+        Without it a create or rotate that did apply would leave a session nobody can
+        reach: the token exists only in this process (see OutcomeUnknown.token).
+        """
+        try:
+            return self._mutate(label, pick, request, timeout_s)
+        except OutcomeUnknown as exc:
+            exc.token = token
+            raise
 
     def create(
         self,
@@ -148,7 +161,11 @@ class SessionClient:
         absolute_timeout_s: float = DEFAULT_ABSOLUTE_TIMEOUT_S,
         timeout_s: float | None = None,
     ) -> Created:
-        """Start a session under a fresh token; `principal=None` makes it anonymous."""
+        """Start a session under a fresh token; `principal=None` makes it anonymous.
+
+        On OutcomeUnknown, `exc.token` is the token; `validate(exc.token)` tells whether
+        the session was created.
+        """
         token = new_token()
         token_hash = hash_token(token)
         request = pb.CreateRequest(
@@ -158,8 +175,8 @@ class SessionClient:
             idle_timeout_ms=seconds_to_ms("idle_timeout_s", idle_timeout_s),
             absolute_timeout_ms=seconds_to_ms("absolute_timeout_s", absolute_timeout_s),
         )
-        response = self._mutate(
-            f"create {hash_prefix(token_hash)}", lambda stub: stub.Create, request, timeout_s
+        response = self._mutate_to_token(
+            f"create {hash_prefix(token_hash)}", lambda stub: stub.Create, request, timeout_s, token
         )
         return Created(token, session_from_pb(response.session), tuple(response.evicted_handles))
 
@@ -206,15 +223,17 @@ class SessionClient:
         """Move the session to a new token (do this at login); the old token stops working.
 
         `principal` binds or re-binds the session; None keeps the current binding. The
-        returned `Rotated.token` is the NEW token to hand to the browser.
+        returned `Rotated.token` is the NEW token to hand to the browser. On OutcomeUnknown,
+        `exc.token` is that new token: if `validate(exc.token)` finds the session, the rotate
+        took effect and the browser needs the new token; on NotFound the old one still works.
         """
         token_hash = hash_token(token)
         fresh = new_token()
         request = pb.RotateRequest(token_hash=token_hash, new_token_hash=hash_token(fresh))
         if principal is not None:
             request.principal = principal
-        response = self._mutate(
-            f"rotate {hash_prefix(token_hash)}", lambda stub: stub.Rotate, request, timeout_s
+        response = self._mutate_to_token(
+            f"rotate {hash_prefix(token_hash)}", lambda stub: stub.Rotate, request, timeout_s, fresh
         )
         return Rotated(fresh, session_from_pb(response.session), tuple(response.evicted_handles))
 

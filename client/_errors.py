@@ -6,13 +6,16 @@
     ├── NotFound                    NOT_FOUND: no such session (or it expired / was deleted)
     ├── AlreadyExists               ALREADY_EXISTS: the token hash (or handle) is taken
     ├── VersionConflict             ABORTED: expected_version did not match
+    │                               (.current_version from the node's sq-version trailer)
     ├── QuotaExceeded               RESOURCE_EXHAUSTED: a configured limit would be exceeded
     ├── StaleRequest                OUT_OF_RANGE: the node has seen a newer request id
     ├── PermissionDenied            PERMISSION_DENIED / UNAUTHENTICATED
     ├── Unavailable                 no node gave a definite answer before the deadline, and
     │                               no attempt can have been applied
-    └── OutcomeUnknown              no definite answer before the deadline, and some attempt
-                                    may have been applied: the change may or may not exist
+    └── OutcomeUnknown              no definite answer before the deadline, or the cluster
+                                    forgot the deduplication state of a retried request, and
+                                    some attempt may have been applied: the change may or may
+                                    not exist (.token: the token create / rotate installs)
 
 The node's tree (store/errors.py) is the mirror image: each of its errors has one status,
 and this module turns the status back into an error in `error_for_status`, the only place
@@ -24,7 +27,15 @@ applied decides between Unavailable and OutcomeUnknown.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 import grpc
+
+logger = logging.getLogger(__name__)
+
+# Trailer a node adds to ABORTED: the session's current version, as a decimal string.
+VERSION_METADATA_KEY = "sq-version"
 
 
 class SessionQuorumError(Exception):
@@ -57,7 +68,15 @@ class AlreadyExists(SessionQuorumError):
 
 
 class VersionConflict(SessionQuorumError):
-    """expected_version did not match: someone else changed the session first."""
+    """expected_version did not match: someone else changed the session first.
+
+    `current_version` is the session's version when the node refused, so a caller can
+    re-read or merge without parsing the message; None when the node did not say.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode, *, current_version: int | None = None) -> None:
+        super().__init__(message, code)
+        self.current_version = current_version
 
 
 class QuotaExceeded(SessionQuorumError):
@@ -81,11 +100,24 @@ class Unavailable(SessionQuorumError):
 
 
 class OutcomeUnknown(SessionQuorumError):
-    """No definite answer in time, and some attempt may have been applied.
+    """Some attempt may have been applied, and no node could say whether it was.
 
-    The caller must find out (e.g. validate the token) or accept either outcome; repeating
+    Either no definite answer came before the deadline, or a retry was refused because the
+    cluster may have forgotten the request id's deduplication entry (it never applies such
+    a retry a second time). The caller must find out or accept either outcome; repeating
     the call would be a *new* request, which the node cannot deduplicate against this one.
+
+    `token` is set by `create` and `rotate`: the new token the call would install. Learn
+    whether it took effect with `validate(exc.token)` (linearizable, the default): found
+    means it did, so hand that token to the browser; NotFound means it had not when the
+    read was served (after a rotate the old token then still works, and the login can be
+    retried as a new call). It stays out of `str()` and `repr()`, like every token.
+    `code` is always UNKNOWN; the last attempt's own status is on `__cause__`.
     """
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN) -> None:
+        super().__init__(message, code)
+        self.token: str | None = None
 
 
 # Statuses that the retry loop treats as "try again" rather than as the answer.
@@ -112,19 +144,42 @@ _DEFINITE: dict[grpc.StatusCode, type[SessionQuorumError]] = {
 }
 
 
+def _version(trailers: Mapping[str, str]) -> int | None:
+    text = trailers.get(VERSION_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        # A malformed trailer must not hide the conflict itself.
+        logger.warning("ignoring malformed %s trailer %r", VERSION_METADATA_KEY, text)
+        return None
+
+
 def error_for_status(
-    code: grpc.StatusCode, details: str | None, *, maybe_applied: bool = False
+    code: grpc.StatusCode,
+    details: str | None,
+    *,
+    maybe_applied: bool = False,
+    trailers: Mapping[str, str] | None = None,
 ) -> SessionQuorumError:
     """Return the error for a status; the caller raises it `from` the gRPC error.
 
     `maybe_applied` only matters for transient statuses, i.e. when the retry loop gives up:
     it is True when some attempt of a mutation may have reached the state machine.
+    `trailers` is the node's trailing metadata (sq-version fills VersionConflict).
     """
     message = details or f"status {code.name}"
     cls = _DEFINITE.get(code)
+    if cls is VersionConflict:
+        return VersionConflict(message, code, current_version=_version(trailers or {}))
     if cls is None:
         if code in TRANSIENT_CODES:
-            cls = OutcomeUnknown if maybe_applied else Unavailable
+            if maybe_applied:
+                # The client decided this, not a node: it stands for UNKNOWN whatever the
+                # last attempt's status was (an UNAVAILABLE would read as "nothing applied").
+                return OutcomeUnknown(message)
+            cls = Unavailable
         else:
             # INTERNAL, UNIMPLEMENTED, DATA_LOSS, ...: a bug somewhere, never retried.
             cls = SessionQuorumError

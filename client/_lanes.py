@@ -14,16 +14,26 @@ A lane is retired instead of reused when the call ended without a definite answe
 an attempt may still sit in some node's queue or log, so the client id may still have a
 request in flight. A fresh random client id costs nothing and cannot collide with it.
 StaleRequest retires the lane too: the node knows a newer sequence than the lane does.
+
+Epochs make a forgotten entry detectable (store/dedup.py). The node's table is bounded, so
+it may forget a client id; a retry of that id would then apply a second time. So every
+client id carries an epoch, a cluster time learned before the id was first used, and the
+node refuses an unknown id whose epoch is not after the latest entry it forgot. The pool
+keeps the latest cluster time it learned (from such refusals) and every new lane takes it.
+A refused lane is retired; `Lease.renew` moves a call to a brand-new lane (not a free one:
+a free lane's older epoch could be refused too), which the node cannot have forgotten.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from sessionquorum.proto import sessionquorum_pb2 as pb
 
@@ -55,14 +65,77 @@ _DEFINITE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class Mutation(Protocol):
+    """Every mutating request message: it carries the request id of exactly-once retries."""
+
+    @property
+    def request_id(self) -> pb.RequestId: ...
+
+
+_M = TypeVar("_M", bound=Mutation)
+
+
 @dataclass(slots=True)
 class _Lane:
     client_id: bytes
     next_sequence: int
+    # The cluster time learned before this client id was first used (0: none yet).
+    epoch_ms: int
+
+    def request_id(self) -> pb.RequestId:
+        return pb.RequestId(
+            client_id=self.client_id, sequence=self.next_sequence, client_epoch_ms=self.epoch_ms
+        )
 
 
 def _random_client_id() -> bytes:
     return secrets.token_bytes(CLIENT_ID_BYTES)
+
+
+class Lease(Generic[_M]):
+    """One call's request message, stamped with its lane's request id; used by one thread.
+
+    The retry loop reports a refusal for a possibly forgotten id with `forgotten`, and may
+    then move the call to a fresh lane with `renew`, which returns the message to send now.
+    """
+
+    def __init__(self, pool: LanePool, lane: _Lane, request: _M) -> None:
+        self._pool = pool
+        self._lane = lane
+        self._lane_forgotten = False
+        self.renewed = False
+        self.request = request
+        request.request_id.CopyFrom(lane.request_id())
+
+    def forgotten(self, epoch_ms: int | None) -> None:
+        """The cluster may have forgotten this lane's client id; `epoch_ms` is its time then."""
+        if epoch_ms is not None:
+            self._pool.learn_epoch(epoch_ms)
+        # The node would refuse this client id from now on, whatever the sequence.
+        self._lane_forgotten = True
+
+    def renew(self) -> _M:
+        """Retire the current lane; return a copy of the request under a brand-new lane.
+
+        A copy rather than an edit: the message already sent stays as it was sent.
+        """
+        self._pool.retire(self._lane)
+        self._lane = self._pool.new_lane()
+        self._lane_forgotten = False
+        self.renewed = True
+        self.request = copy.deepcopy(self.request)
+        self.request.request_id.CopyFrom(self._lane.request_id())
+        return self.request
+
+    @property
+    def request_id(self) -> pb.RequestId:
+        return self.request.request_id
+
+    def _release(self, *, keep: bool) -> None:
+        if keep and not self._lane_forgotten:
+            self._pool.give_back(self._lane)
+        else:
+            self._pool.retire(self._lane)
 
 
 class LanePool:
@@ -73,38 +146,50 @@ class LanePool:
         self._lock = threading.Lock()
         self._free: list[_Lane] = []
         self._created = 0
+        self._epoch_ms = 0
 
     @contextmanager
-    def lease(self) -> Iterator[pb.RequestId]:
-        """Yield the request id for one call (all its attempts); release it afterwards."""
-        lane = self._take()
-        request_id = pb.RequestId(client_id=lane.client_id, sequence=lane.next_sequence)
+    def lease(self, request: _M) -> Iterator[Lease[_M]]:
+        """Stamp `request` with a request id for one call (all its attempts); release it after."""
+        with self._lock:
+            lane = self._free.pop() if self._free else None
+        lease = Lease(self, lane or self.new_lane(), request)
         keep = False
         try:
-            yield request_id
+            yield lease
             keep = True
         except _DEFINITE_ERRORS:
             keep = True
             raise
         finally:
-            self._give_back(lane, keep=keep)
+            lease._release(keep=keep)
 
-    def _take(self) -> _Lane:
+    def learn_epoch(self, epoch_ms: int) -> None:
+        """Remember a cluster time; lanes made from now on carry the latest one learned."""
         with self._lock:
-            if self._free:
-                return self._free.pop()
-            self._created += 1
-        # The contract starts sequences at 1 (sessionquorum.proto, RequestId).
-        return _Lane(client_id=self._new_client_id(), next_sequence=1)
+            self._epoch_ms = max(self._epoch_ms, epoch_ms)
 
-    def _give_back(self, lane: _Lane, *, keep: bool) -> None:
-        if not keep:
-            logger.debug("retiring client id %s at sequence %d", lane.client_id[:4].hex(), lane.next_sequence)
-            return
+    def new_lane(self) -> _Lane:
+        with self._lock:
+            self._created += 1
+            epoch_ms = self._epoch_ms
+        # The contract starts sequences at 1 (sessionquorum.proto, RequestId).
+        return _Lane(client_id=self._new_client_id(), next_sequence=1, epoch_ms=epoch_ms)
+
+    def give_back(self, lane: _Lane) -> None:
         # Advance even when the call failed: a sequence is never reused for another request.
         lane.next_sequence += 1
         with self._lock:
             self._free.append(lane)
+
+    def retire(self, lane: _Lane) -> None:
+        logger.debug("retiring client id %s at sequence %d", lane.client_id[:4].hex(), lane.next_sequence)
+
+    @property
+    def epoch_ms(self) -> int:
+        """The latest cluster time learned (ms); 0 before any."""
+        with self._lock:
+            return self._epoch_ms
 
     @property
     def created(self) -> int:

@@ -9,6 +9,13 @@ has to guess whether retrying is safe; it only has to report honestly when it gi
 - at the deadline, a mutation of which some attempt may have been applied raises
   OutcomeUnknown, anything else Unavailable.
 
+One refusal breaks the "same message" rule: the node may have forgotten the request id's
+exactly-once entry (UNKNOWN with `sq-epoch`). Resending that id could apply it twice, so
+it is never resent. If no earlier attempt of the call may have been applied, nothing of
+it exists anywhere, and the call moves once to a fresh client id that carries the
+learned epoch (a new message that differs only in its request id), within the same
+deadline. Otherwise the outcome is unknown, and the loop says so.
+
 Attempts are spaced by exponential backoff with full jitter (so many clients retrying
 after a leader change do not arrive in lockstep), except that a leader hint is followed
 at once: a redirect costs one round trip and the hint is usually right. Consecutive
@@ -23,7 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
 import grpc
 
@@ -31,7 +38,7 @@ from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
 from ._channels import ChannelPool, ClientClosedError
 from ._errors import SessionQuorumError, error_for_status
-from ._routing import Action, Router, Verdict, classify
+from ._routing import DEDUP_EXPIRED_PREFIX, Action, Router, Verdict, classify, trailers
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +50,23 @@ SUSPECT_S = 1.0
 MAX_IMMEDIATE_REDIRECTS = 3
 
 _Req = TypeVar("_Req")
+_Req_co = TypeVar("_Req_co", covariant=True)
 _Resp = TypeVar("_Resp")
 if TYPE_CHECKING:
     # Picks the method off a stub, e.g. `lambda stub: stub.Create`. Only for the type
     # checker: grpc's runtime classes are not generic.
     RpcPicker: TypeAlias = Callable[[pb_grpc.SessionStoreStub], grpc.UnaryUnaryMultiCallable[_Req, _Resp]]
+
+
+class Renewable(Protocol[_Req_co]):
+    """A mutation's request id as the loop needs it (_lanes.Lease is the implementation)."""
+
+    @property
+    def renewed(self) -> bool: ...
+
+    def forgotten(self, epoch_ms: int | None) -> None: ...
+
+    def renew(self) -> _Req_co: ...
 
 
 def backoff_delay_s(retries: int) -> float:
@@ -77,10 +96,13 @@ class Caller:
         mutation: bool,
         leader_only: bool,
         timeout_s: float,
+        lease: Renewable[_Req] | None = None,
     ) -> _Resp:
         """Send `request` until a definite answer or the deadline; see the module docstring.
 
         `label` names the call in logs; it must not contain a token (a hash prefix is fine).
+        `lease` is the mutation's request id (its `request` is `request`); without one, a
+        refusal for a forgotten request id cannot move to a fresh client id.
         """
         deadline = time.monotonic() + timeout_s
         endpoint = self._router.leader()
@@ -115,7 +137,18 @@ class Caller:
                     verdict.leader_hint,
                 )
                 if verdict.action is Action.ANSWER:
-                    raise error_for_status(exc.code(), exc.details()) from exc
+                    raise error_for_status(exc.code(), exc.details(), trailers=trailers(exc)) from exc
+                if verdict.action is Action.EXPIRED:
+                    if lease is not None:
+                        lease.forgotten(verdict.epoch_ms)
+                    if maybe_applied or lease is None or lease.renewed or deadline - time.monotonic() <= 0:
+                        raise self._expired(label, endpoint, attempts, maybe_applied) from exc
+                    # Nothing of this call can exist anywhere: the same call under a client
+                    # id that the cluster cannot have forgotten. At once and to the same
+                    # node, which just answered as the leader.
+                    request = lease.renew()
+                    logger.info("%s: deduplication state expired; resent under a fresh client id", label)
+                    continue
                 maybe_applied = maybe_applied or verdict.maybe_applied
                 if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
                     suspects[endpoint] = time.monotonic() + SUSPECT_S
@@ -189,8 +222,34 @@ class Caller:
             else f"no definite answer within {timeout_s:g} s"
         )
         code = grpc.StatusCode.DEADLINE_EXCEEDED if last is None else last.code()
-        details = "" if last is None else f"; last from {endpoint}: {code.name}: {last.details()}"
-        applied = "; it may or may not have been applied" if maybe_applied else ""
-        message = f"{label}: {why} ({attempts} attempts){details}{applied}"
+        if maybe_applied:
+            # Not the last node's own words: they describe only the last attempt ("nothing
+            # was applied" by it) and would contradict the verdict. They stay on __cause__.
+            last_seen = "" if last is None else f", last {code.name} from {endpoint}"
+            message = (
+                f"{label}: outcome unknown: {why} ({attempts} attempts{last_seen}); "
+                "an attempt may have been applied"
+            )
+        else:
+            details = "" if last is None else f"; last from {endpoint}: {code.name}: {last.details()}"
+            message = f"{label}: {why} ({attempts} attempts){details}"
         logger.info("%s", message)
         return error_for_status(code, message, maybe_applied=maybe_applied)
+
+    @staticmethod
+    def _expired(label: str, endpoint: str, attempts: int, maybe_applied: bool) -> SessionQuorumError:
+        """The error for a refusal that cannot go on under a fresh client id."""
+        if maybe_applied:
+            message = (
+                f"{label}: {DEDUP_EXPIRED_PREFIX}: the cluster may have forgotten this call's request "
+                f"id, so it refused a retry instead of risking a second apply; an earlier attempt may "
+                f"have been applied ({attempts} attempts, last from {endpoint})"
+            )
+        else:
+            message = (
+                f"{label}: nothing was applied: every attempt was refused or failed before it could "
+                f"apply, the last because the cluster's deduplication state expired ({attempts} "
+                f"attempts, last from {endpoint})"
+            )
+        logger.info("%s", message)
+        return error_for_status(grpc.StatusCode.UNKNOWN, message, maybe_applied=maybe_applied)

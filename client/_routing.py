@@ -10,6 +10,8 @@ Two small pieces, both free of timing so they can be tested without a network:
   applied. The node marks every status *it* produced with `sq-node`, which is how an
   UNAVAILABLE from a node without a leader (nothing applied) is told apart from an
   UNAVAILABLE made by gRPC when the connection broke (the node may have applied it).
+  An UNKNOWN carrying `sq-epoch` is the one refusal that must never be retried with the
+  same request id: the node may have forgotten that id's exactly-once entry.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -27,6 +29,10 @@ logger = logging.getLogger(__name__)
 # Trailing metadata the node sets (store/errors.py names the first LEADER_METADATA_KEY).
 LEADER_METADATA_KEY = "sq-leader"
 NODE_METADATA_KEY = "sq-node"
+# On an UNKNOWN refusal: the cluster's time (ms) when the deduplication entry was missed.
+EPOCH_METADATA_KEY = "sq-epoch"
+# How the node's refusal message starts; a second signal in case a proxy drops trailers.
+DEDUP_EXPIRED_PREFIX = "outcome unknown (deduplication state expired)"
 # Hints may add endpoints the caller did not list (a node added to the cluster); a bound
 # keeps a confused or hostile node from growing the list without end.
 MAX_ENDPOINTS = 64
@@ -37,6 +43,10 @@ class Action(enum.Enum):
     REDIRECT = "redirect"  # not the leader: follow the hint, else the next endpoint
     NEXT = "next"  # this node cannot serve now: try the next endpoint
     SAME = "same"  # outcome unknown at a live node: retry it with the same request id
+    # The node may have forgotten this request id's exactly-once entry and did not apply
+    # it: never resend this id; only a call none of whose attempts may have been applied
+    # can go on, under a fresh client id.
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +55,35 @@ class Verdict:
     maybe_applied: bool
     leader_hint: str | None
     node: str | None
+    # With EXPIRED: the cluster time the node reported, for the next client ids' epoch.
+    epoch_ms: int | None = None
 
 
-def _metadata(exc: grpc.RpcError, key: str) -> str | None:
+def trailers(exc: grpc.RpcError) -> dict[str, str]:
+    """The node's trailing metadata as text; empty values are left out."""
     # trailing_metadata() is None for errors gRPC made before any response arrived. Items
     # are (key, value) named tuples; values are str except for "-bin" keys.
+    found: dict[str, str] = {}
     for item in exc.trailing_metadata() or ():
-        if item.key == key:
-            value: object = item.value
-            text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-            return text or None
-    return None
+        value: object = item.value
+        text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+        if text:
+            found[item.key] = text
+    return found
+
+
+def _epoch_ms(found: Mapping[str, str]) -> int | None:
+    text = found.get(EPOCH_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        epoch_ms = int(text)
+    except ValueError:
+        epoch_ms = -1
+    if epoch_ms < 0:
+        logger.warning("ignoring malformed %s trailer %r", EPOCH_METADATA_KEY, text)
+        return None
+    return epoch_ms
 
 
 def classify(exc: grpc.RpcError, *, mutation: bool) -> Verdict:
@@ -65,13 +93,22 @@ def classify(exc: grpc.RpcError, *, mutation: bool) -> Verdict:
     status is simply retried.
     """
     code = exc.code()
-    node = _metadata(exc, NODE_METADATA_KEY)
+    found = trailers(exc)
+    node = found.get(NODE_METADATA_KEY)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
-        return Verdict(Action.REDIRECT, False, _metadata(exc, LEADER_METADATA_KEY), node)
+        return Verdict(Action.REDIRECT, False, found.get(LEADER_METADATA_KEY), node)
     if code is grpc.StatusCode.UNAVAILABLE:
         # With sq-node: the node answered "no leader", nothing was proposed. Without it:
         # refused, reset or closed mid-call; the request may have reached the leader first.
         return Verdict(Action.NEXT, mutation and node is None, None, node)
+    if (
+        mutation
+        and code is grpc.StatusCode.UNKNOWN
+        and (EPOCH_METADATA_KEY in found or (exc.details() or "").startswith(DEDUP_EXPIRED_PREFIX))
+    ):
+        # This attempt was refused, not applied; what earlier attempts did is for the
+        # retry loop to weigh.
+        return Verdict(Action.EXPIRED, False, None, node, _epoch_ms(found))
     if code is grpc.StatusCode.UNKNOWN:
         # The node is alive and said it cannot know (leader change, commit timeout); if it
         # lost leadership meanwhile, the retry is redirected.

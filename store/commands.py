@@ -19,6 +19,7 @@ An old node therefore never meets an entry it cannot apply.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,22 @@ class Command:
     # The replicated time at which the client id was born (honest exactly-once, dedup.py);
     # None in level-1 entries, whose retries are deduplicated only while remembered.
     client_epoch_ms: int | None = None
+
+
+# Fields a proposer fills with fresh values: a retry of the same request carries new ones.
+_FRESH_FIELDS: dict[type[Any], frozenset[str]] = {Create: frozenset({"handle"})}
+
+
+def fingerprint(op: Op) -> bytes:
+    """What makes a request the same request: its operation and arguments, minus fresh values.
+
+    The exactly-once table binds a request id to this (from command level 2), so a request
+    id reused for a different request is refused instead of answered with another request's
+    reply (store/dedup.py).
+    """
+    fresh = _FRESH_FIELDS.get(type(op), frozenset())
+    args = [[name, getattr(op, name)] for name in op.__dataclass_fields__ if name not in fresh]
+    return hashlib.sha256(msgpack.packb([_NAMES[type(op)], args], use_bin_type=True)).digest()[:16]
 
 
 def level_of(cmd: Command) -> int:

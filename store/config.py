@@ -157,6 +157,10 @@ class ServerSettings:
     # (monotonic) time elapsed since: a wall clock further ahead is logged, reported by
     # Status and not trusted (store/clock.py).
     clock_drift_ms: int = 500
+    # UNSAFE, for the stale-read test's canary only: answer linearizable reads from this
+    # node's local state without the read barrier, so a deposed leader that has not noticed
+    # serves stale data. It exists to prove that test can fail; the node logs a WARNING.
+    unsafe_skip_read_barrier: bool = False
 
     def validate(self) -> None:
         if self.max_message_bytes < 64 * 1024:

@@ -21,6 +21,12 @@ DEDUP_EXPIRED (nothing applied, outcome of the earlier attempt unknown). The cli
 learns the current time (the answer carries it), and may resend a first attempt under a
 fresh id; a retry it must report as an unknown outcome.
 
+Bound to their request. An entry also keeps the request's fingerprint (commands.fingerprint,
+from level 2): a request carrying a remembered (client id, sequence) but a different
+operation or arguments is refused as INVALID, never answered with the other request's reply
+(which leaked one session's data to another caller, and answered a logout "ok" without
+running it). Two processes sharing a client id after a fork meet exactly this.
+
 Entries are immutable records so that `capture()` is one shallow dict copy.
 """
 
@@ -40,6 +46,7 @@ class _Entry:
     sequence: int
     reply: Reply
     last_ms: int
+    fingerprint: bytes | None = None
 
 
 def dedup_expired(now_ms: int) -> Reply:
@@ -62,10 +69,18 @@ class DedupTable:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def answer(self, client_id: bytes, sequence: int, epoch_ms: int | None, now_ms: int) -> Reply | None:
+    def answer(
+        self,
+        client_id: bytes,
+        sequence: int,
+        epoch_ms: int | None,
+        now_ms: int,
+        fingerprint: bytes | None = None,
+    ) -> Reply | None:
         """The remembered answer for a retry, a refusal, or None: apply it.
 
-        `epoch_ms` None is a level-1 command (no epoch): only remembered retries are caught.
+        `epoch_ms` None is a level-1 command (no epoch, no fingerprint): only remembered
+        retries are caught.
         """
         seen = self._entries.get(client_id)
         if seen is None:
@@ -80,13 +95,21 @@ class DedupTable:
                 f"request sequence {sequence} is older than {seen.sequence}, "
                 "already applied for this client id",
             )
+        if fingerprint is not None and seen.fingerprint is not None and fingerprint != seen.fingerprint:
+            return Reply(
+                Code.INVALID,
+                f"request id (client id, sequence {sequence}) was already used for a different request; "
+                "a client id must not be shared between processes",
+            )
         del self._entries[client_id]
-        self._entries[client_id] = _Entry(seen.sequence, seen.reply, now_ms)
+        self._entries[client_id] = _Entry(seen.sequence, seen.reply, now_ms, seen.fingerprint)
         return seen.reply
 
-    def remember(self, client_id: bytes, sequence: int, reply: Reply, now_ms: int) -> None:
+    def remember(
+        self, client_id: bytes, sequence: int, reply: Reply, now_ms: int, fingerprint: bytes | None = None
+    ) -> None:
         self._entries.pop(client_id, None)
-        self._entries[client_id] = _Entry(sequence, reply, now_ms)
+        self._entries[client_id] = _Entry(sequence, reply, now_ms, fingerprint)
         while len(self._entries) > self.max_clients:
             self._forget(next(iter(self._entries)))
 
@@ -108,8 +131,12 @@ class DedupTable:
 
     @staticmethod
     def to_wire(entries: dict[bytes, _Entry]) -> list[list[Any]]:
-        return [[cid, e.sequence, reply_to_wire(e.reply), e.last_ms] for cid, e in entries.items()]
+        return [
+            [cid, e.sequence, reply_to_wire(e.reply), e.last_ms, e.fingerprint] for cid, e in entries.items()
+        ]
 
     def load_wire(self, rows: list[list[Any]], forgotten_ms: int) -> None:
-        self._entries = {cid: _Entry(seq, reply_from_wire(reply), last) for cid, seq, reply, last in rows}
+        self._entries = {
+            cid: _Entry(seq, reply_from_wire(reply), last, fp) for cid, seq, reply, last, fp in rows
+        }
         self.forgotten_ms = forgotten_ms

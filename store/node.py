@@ -90,6 +90,11 @@ async def serve(config: NodeConfig) -> None:
         config.node.raft_address,
         config.command_level,
     )
+    if config.cluster.server.unsafe_skip_read_barrier:
+        log.warning(
+            "UNSAFE: server.unsafe_skip_read_barrier is set: linearizable reads skip the read barrier "
+            "and a deposed leader may serve stale data (a test setting, never for production)"
+        )
     if config.command_level < BASE_LEVEL + 1:
         log.warning("acting as an older release: command level %d", config.command_level)
 

@@ -110,7 +110,7 @@ class _Replicated(SyncObjConsumer):  # type: ignore[misc]
         self._on_applied(now_ms)
 
 
-def keep_matching_entries(log: Any, message: dict[str, Any], commit_index: int) -> None:
+def keep_matching_entries(log: Any, message: dict[str, Any], commit_index: int) -> int:
     """Rewrite an incoming append_entries message so pysyncobj's follower code acts as Raft says.
 
     1. Truncate only on a conflict. pysyncobj 0.3.17 deletes every entry after prevLogIdx
@@ -126,17 +126,19 @@ def keep_matching_entries(log: Any, message: dict[str, Any], commit_index: int) 
        caught up). Entries up to our commit index are committed, hence in every later
        leader's log, so we answer "next index = commit index + 1": the leader resends from
        there and (1) skips what matches.
+
+    Returns how many of our entries pysyncobj would have deleted and now keeps.
     """
     entries = message.get("entries") or []
     prev_idx, prev_term = message.get("prevLogIdx"), message.get("prevLogTerm")
     first, last = log[0][1], log[-1][1]
     if prev_idx is None or prev_idx < first:
-        return  # compacted away here: pysyncobj's own handling stands
+        return 0  # compacted away here: pysyncobj's own handling stands
     if prev_idx > last or log[prev_idx - first][2] != prev_term:
         target = max(first, min(commit_index, prev_idx - 1, last))
         # pysyncobj rejects a mismatched prev entry with "next index = prevLogIdx".
         message["prevLogIdx"], message["prevLogTerm"], message["entries"] = target + 1, -1, []
-        return
+        return 0
     matched = 0
     for entry in entries:
         idx = entry[1]
@@ -144,7 +146,7 @@ def keep_matching_entries(log: Any, message: dict[str, Any], commit_index: int) 
             break
         matched += 1
     if matched == 0 and entries:
-        return  # the first entry is new or conflicts: pysyncobj handles it correctly
+        return 0  # the first entry is new or conflicts: pysyncobj handles it correctly
     if matched:
         prev_idx, prev_term = entries[matched - 1][1], entries[matched - 1][2]
     rest = entries[matched:]
@@ -152,7 +154,19 @@ def keep_matching_entries(log: Any, message: dict[str, Any], commit_index: int) 
         # Nothing new, and our last entry carries the sender's term: it came from this
         # leader (one leader per term), so by log matching all we hold agrees with its log.
         prev_idx, prev_term = last, log[-1][2]
+    kept: int = prev_idx - message["prevLogIdx"]
     message["prevLogIdx"], message["prevLogTerm"], message["entries"] = prev_idx, prev_term, rest
+    return kept
+
+
+# What _GuardedSyncObj counts, and how often at most it logs the totals (INFO).
+FIX_COUNTS = (
+    "entries_truncated",
+    "matching_entries_kept",
+    "next_index_rewinds_refused",
+    "election_deadlines_renewed",
+)
+COUNTS_LOG_EVERY_S = 5.0
 
 
 class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
@@ -166,7 +180,17 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         # Set before SyncObj.__init__, which starts the tick thread.
         self._busy_tick_s = busy_tick_s
         self._first_tick = True
+        # How often each hazard occurred here, logged (rate-limited, and at close): a
+        # regression test reads them to show the fault it guards against happened in its run.
+        self.counts = dict.fromkeys(FIX_COUNTS, 0)
+        self._counts_logged_at = -COUNTS_LOG_EVERY_S
         super().__init__(*args, **kwargs)
+
+    def count(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] += n
+        if raft_clock() - self._counts_logged_at >= COUNTS_LOG_EVERY_S:
+            self._counts_logged_at = raft_clock()
+            log.info("raft fix counts: %s", " ".join(f"{k}={v}" for k, v in self.counts.items()))
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """A tick that ran long (a journal replay after a restart, a huge batch), or a slow
@@ -188,9 +212,17 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             self._renew_election_deadline()
 
     def _renew_election_deadline(self) -> None:
-        renewed: float = raft_clock() + self._SyncObj__generateRaftTimeout()
+        now = raft_clock()
         current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - mangled
-        self._SyncObj__raftElectionDeadline = max(current, renewed)
+        if current < now:  # without this renewal, the next tick would have campaigned
+            self.count("election_deadlines_renewed")
+        self._SyncObj__raftElectionDeadline = max(current, now + self._SyncObj__generateRaftTimeout())
+
+    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
+        # Every truncation pysyncobj makes, applied or not (its CRITICAL line covers only
+        # applied entries): with one leader in one term there must be none.
+        self.count("entries_truncated", max(0, self._SyncObj__getCurrentLogIndex() - fromIDx + 1))
+        SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -199,7 +231,9 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             and "transmission" not in message
             and message.get("term", -1) >= self._getTerm()
         ):
-            keep_matching_entries(self._SyncObj__raftLog, message, self._SyncObj__raftCommitIndex)
+            kept = keep_matching_entries(self._SyncObj__raftLog, message, self._SyncObj__raftCommitIndex)
+            if kept:
+                self.count("matching_entries_kept", kept)
         if kind != "next_node_idx" or not self._isLeader():
             SyncObj._SyncObj__onMessageReceived(self, node, message)
             return
@@ -211,6 +245,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         SyncObj._SyncObj__onMessageReceived(self, node, message)
         after = next_index.get(node)
         if message.get("success") and not message.get("reset") and before is not None and after is not None:
+            if after < before:
+                self.count("next_index_rewinds_refused")
             next_index[node] = max(before, after)
 
 
@@ -549,4 +585,6 @@ class ReplicatedLog:
         return str(leader.address) if leader is not None else None
 
     def close(self) -> None:
+        counts = " ".join(f"{k}={v}" for k, v in self._sync.counts.items())
+        log.info("raft fix counts at stop: %s", counts)
         self._sync.destroy()

@@ -64,16 +64,19 @@ class SessionMachine:
         cmd = c.decode(entry, self.supported_level)
         self.now_ms = max(self.now_ms, cmd.now_ms)
         cid = cmd.client_id
+        fingerprint = None
         if cid is not None:
             epoch = cmd.client_epoch_ms
-            if epoch is not None and epoch > self.now_ms:
-                return Reply(Code.INVALID, "request_id.client_epoch_ms is later than the cluster's time")
-            answer = self._dedup.answer(cid, cmd.sequence, epoch, self.now_ms)
+            if epoch is not None:
+                if epoch > self.now_ms:
+                    return Reply(Code.INVALID, "request_id.client_epoch_ms is later than the cluster's time")
+                fingerprint = c.fingerprint(cmd.op)  # level 2: the id is bound to its request
+            answer = self._dedup.answer(cid, cmd.sequence, epoch, self.now_ms, fingerprint)
             if answer is not None:
                 return answer
         reply = self._dispatch(cmd.op)
         if cid is not None:
-            self._dedup.remember(cid, cmd.sequence, reply, self.now_ms)
+            self._dedup.remember(cid, cmd.sequence, reply, self.now_ms, fingerprint)
         return reply
 
     def _dispatch(self, op: c.Op) -> Reply:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 from sessionquorum.client import NotFound, Session, SessionClient, TLSConfig
@@ -41,10 +43,43 @@ def leader_stub(cluster: LocalCluster) -> tuple[pb_grpc.SessionStoreStub, grpc.C
     return stub(cluster, cluster.wait_for_leader())
 
 
+_FIX_COUNTS = re.compile(r"raft fix counts(?: at stop)?: (.*)$")
+_LAUNCH = " launcher: starting "
+
+
+def raft_fix_counts(cluster: LocalCluster, node_id: str) -> dict[str, int]:
+    """How often store/raft.py's fixes acted on a node, summed over its processes (restarts).
+
+    Each process logs its totals at most every few seconds and at a clean stop; the last
+    line of each process counts, so a killed process reports what it had logged by then.
+    """
+    totals: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for line in cluster.log_path(node_id).read_text(errors="replace").splitlines():
+        if _LAUNCH in line:
+            for key, value in last.items():
+                totals[key] = totals.get(key, 0) + value
+            last = {}
+        elif match := _FIX_COUNTS.search(line):
+            last = {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+    for key, value in last.items():
+        totals[key] = totals.get(key, 0) + value
+    return totals
+
+
 def session_count(cluster: LocalCluster, node_id: str) -> int:
     status = cluster.status(node_id)
     assert status is not None
     return status.session_count
 
 
-__all__ = ["CONVERGE_TIMEOUT_S", "leader_stub", "local_read", "pb", "session_count", "stub", "wait_converged"]
+__all__ = [
+    "CONVERGE_TIMEOUT_S",
+    "leader_stub",
+    "local_read",
+    "pb",
+    "raft_fix_counts",
+    "session_count",
+    "stub",
+    "wait_converged",
+]

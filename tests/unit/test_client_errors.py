@@ -28,16 +28,17 @@ Metadatum = namedtuple("Metadatum", ["key", "value"])
 
 
 class FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, **metadata: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str = "details", **metadata: str) -> None:
         super().__init__(code.name)
         self._code = code
+        self._details = details
         self._metadata = tuple(Metadatum(k.replace("_", "-"), v) for k, v in metadata.items())
 
     def code(self) -> grpc.StatusCode:
         return self._code
 
     def details(self) -> str:
-        return "details"
+        return self._details
 
     def trailing_metadata(self) -> tuple[Metadatum, ...]:  # type: ignore[override]
         return self._metadata
@@ -74,6 +75,31 @@ def test_definite_status_maps_to_its_error_and_keeps_server_message(
 def test_transient_status_is_outcome_unknown_only_when_maybe_applied(code: grpc.StatusCode) -> None:
     assert type(error_for_status(code, "x", maybe_applied=False)) is Unavailable
     assert type(error_for_status(code, "x", maybe_applied=True)) is OutcomeUnknown
+
+
+def test_outcome_unknown_stands_for_unknown_whatever_the_last_status() -> None:
+    assert error_for_status(Code.UNAVAILABLE, "x", maybe_applied=True).code is Code.UNKNOWN
+
+
+def test_version_conflict_carries_current_version_from_trailer() -> None:
+    error = error_for_status(Code.ABORTED, "expected 3", trailers={"sq-version": "7"})
+    assert isinstance(error, VersionConflict)
+    assert error.current_version == 7
+
+
+@pytest.mark.parametrize("trailers", [None, {}, {"sq-version": "seven"}])
+def test_version_conflict_without_usable_trailer_has_no_current_version(
+    trailers: dict[str, str] | None,
+) -> None:
+    error = error_for_status(Code.ABORTED, "expected 3", trailers=trailers)
+    assert isinstance(error, VersionConflict)
+    assert error.current_version is None
+
+
+def test_outcome_unknown_has_no_token_until_create_or_rotate_sets_it() -> None:
+    error = error_for_status(Code.UNKNOWN, "x", maybe_applied=True)
+    assert isinstance(error, OutcomeUnknown)
+    assert error.token is None
 
 
 def test_definite_status_ignores_maybe_applied() -> None:
@@ -113,6 +139,31 @@ def test_unavailable_without_node_marker_may_have_applied_a_mutation() -> None:
 def test_unknown_outcome_retries_same_node_and_may_have_applied() -> None:
     verdict = classify(FakeRpcError(Code.UNKNOWN, sq_node="n1"), mutation=True)
     assert (verdict.action, verdict.maybe_applied) == (Action.SAME, True)
+
+
+def test_dedup_expired_refusal_is_its_own_verdict_with_the_cluster_time() -> None:
+    refusal = FakeRpcError(
+        Code.UNKNOWN, "outcome unknown (deduplication state expired): ...", sq_node="n1", sq_epoch="123456"
+    )
+    verdict = classify(refusal, mutation=True)
+    assert (verdict.action, verdict.maybe_applied, verdict.epoch_ms) == (Action.EXPIRED, False, 123456)
+
+
+def test_dedup_expired_refusal_is_recognised_by_its_message_without_trailer() -> None:
+    refusal = FakeRpcError(Code.UNKNOWN, "outcome unknown (deduplication state expired): ...", sq_node="n1")
+    verdict = classify(refusal, mutation=True)
+    assert (verdict.action, verdict.epoch_ms) == (Action.EXPIRED, None)
+
+
+@pytest.mark.parametrize("epoch", ["soon", "-5"])
+def test_dedup_expired_refusal_with_malformed_epoch_has_no_epoch(epoch: str) -> None:
+    verdict = classify(FakeRpcError(Code.UNKNOWN, sq_node="n1", sq_epoch=epoch), mutation=True)
+    assert (verdict.action, verdict.epoch_ms) == (Action.EXPIRED, None)
+
+
+def test_plain_unknown_without_epoch_is_retried_with_the_same_id() -> None:
+    verdict = classify(FakeRpcError(Code.UNKNOWN, "commit timed out", sq_node="n1"), mutation=True)
+    assert verdict.action is Action.SAME
 
 
 def test_attempt_deadline_moves_on_and_may_have_applied() -> None:

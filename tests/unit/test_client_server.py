@@ -110,6 +110,7 @@ def fail(
     *,
     node: str | None = "n1",
     leader: str | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
     """End the call as a node does: status, message, and the sq-node / sq-leader trailers."""
     metadata: list[tuple[str, str]] = []
@@ -117,8 +118,20 @@ def fail(
         metadata.append(("sq-node", node))
     if leader is not None:
         metadata.append(("sq-leader", leader))
+    metadata.extend(extra)
     context.set_trailing_metadata(tuple(metadata))
     context.abort(code, details)
+
+
+def refuse_as_forgotten(context: grpc.ServicerContext, epoch_ms: int) -> NoReturn:
+    """The node's answer when a client id's exactly-once entry may have been forgotten."""
+    fail(
+        context,
+        grpc.StatusCode.UNKNOWN,
+        "outcome unknown (deduplication state expired): this request was not applied, and whether "
+        "an earlier attempt with this request id was applied is unknown",
+        extra=(("sq-epoch", str(epoch_ms)),),
+    )
 
 
 def leader_script(method: str, request: Any, context: grpc.ServicerContext) -> Any:
@@ -307,14 +320,15 @@ def test_mutation_always_unknown_raises_outcome_unknown_at_deadline(
     address, node = start_node(failing_n_times(10**6, grpc.StatusCode.UNKNOWN))
     client = make_client([address], timeout_s=0.3)
 
-    with pytest.raises(OutcomeUnknown, match="may or may not have been applied") as info:
+    with pytest.raises(OutcomeUnknown, match="may have been applied") as info:
         client.update("t", set={"k": b"v"})
     client_ids_before = {r.request_id.client_id for r in node.requests("Update")}
     with pytest.raises(OutcomeUnknown):
         client.update("t", set={"k": b"v"})
 
-    assert "scripted UNKNOWN" in info.value.message
     assert isinstance(info.value.__cause__, grpc.RpcError)
+    assert info.value.__cause__.details() == "scripted UNKNOWN"
+    assert info.value.code is grpc.StatusCode.UNKNOWN
     first_call = [r for r in node.requests("Update") if r.request_id.client_id in client_ids_before]
     assert len(first_call) >= 2
     assert {(r.request_id.client_id, r.request_id.sequence) for r in first_call} == {
@@ -601,3 +615,185 @@ def test_hint_naming_a_leader_that_just_timed_out_is_not_followed_again_at_once(
 
     assert len(paused_node.requests("Update")) == 1
     assert len(leader_node.requests("Update")) == 1
+
+
+# -- honest exactly-once: a forgotten client id is refused, never applied twice -------------------
+
+CLUSTER_NOW_MS = 1_700_000_000_000
+
+
+def forgetting_ids_older_than_now(method: str, request: Any, context: grpc.ServicerContext) -> Any:
+    """A node that forgot every client id first used before CLUSTER_NOW_MS."""
+    if request.request_id.client_epoch_ms < CLUSTER_NOW_MS:
+        refuse_as_forgotten(context, CLUSTER_NOW_MS)
+    return ok(method, request)
+
+
+def test_first_attempt_refused_as_forgotten_is_resent_under_fresh_client_id_with_learned_epoch(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    address, node = start_node(forgetting_ids_older_than_now)
+    client = make_client([address])
+
+    created = client.create(principal="alice")
+
+    refused, resent = node.requests("Create")
+    assert refused.request_id.client_epoch_ms == 0
+    assert resent.request_id.client_id != refused.request_id.client_id
+    assert (resent.request_id.sequence, resent.request_id.client_epoch_ms) == (1, CLUSTER_NOW_MS)
+    # The very same call: only the request id differs.
+    resent.ClearField("request_id")
+    refused.ClearField("request_id")
+    assert resent == refused
+    assert resent.token_hash == hash_token(created.token)
+
+
+def test_refusal_after_attempts_that_definitely_failed_is_still_resent(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    # "No leader" from a node (sq-node set) means that attempt was never proposed.
+    answers = iter(["no leader", "forgotten"])
+
+    def script(method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        step = next(answers, "ok")
+        if step == "no leader":
+            fail(context, grpc.StatusCode.UNAVAILABLE, "no leader is known; nothing was applied")
+        if step == "forgotten":
+            refuse_as_forgotten(context, CLUSTER_NOW_MS)
+        return ok(method, request)
+
+    address, node = start_node(script)
+    client = make_client([address])
+
+    client.update("t", increment={"n": 1})
+
+    first, refused, resent = node.requests("Update")
+    assert first.request_id == refused.request_id
+    assert resent.request_id.client_id != refused.request_id.client_id
+    assert resent.request_id.client_epoch_ms == CLUSTER_NOW_MS
+
+
+def test_refusal_after_an_attempt_that_may_have_applied_raises_outcome_unknown(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    answers = iter(["commit timed out"])
+
+    def script(method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        if next(answers, None) is not None:
+            fail(context, grpc.StatusCode.UNKNOWN, "commit timed out; it may still commit")
+        refuse_as_forgotten(context, CLUSTER_NOW_MS)
+
+    address, node = start_node(script)
+    client = make_client([address], timeout_s=5.0)
+
+    with pytest.raises(OutcomeUnknown, match=r"deduplication state expired") as info:
+        client.update("t", increment={"n": 1})
+
+    # Never sent again, under any id: a second apply of the increment is impossible.
+    first, refused = node.requests("Update")
+    assert first.request_id == refused.request_id
+    assert "nothing was applied" not in info.value.message
+    assert "may have been applied" in info.value.message
+
+
+def test_refusal_of_the_resent_request_is_not_resent_again(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    address, node = start_node(lambda method, request, context: refuse_as_forgotten(context, CLUSTER_NOW_MS))
+    client = make_client([address], timeout_s=5.0)
+
+    with pytest.raises(Unavailable, match="nothing was applied") as info:
+        client.touch("t")
+
+    assert not isinstance(info.value, OutcomeUnknown)
+    refused, resent = node.requests("Touch")
+    assert refused.request_id.client_id != resent.request_id.client_id
+
+
+def test_epoch_learned_from_a_refusal_is_carried_by_later_new_lanes(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    both_arrived = threading.Barrier(2, timeout=5.0)
+    address, node = start_node(forgetting_ids_older_than_now)
+    client = make_client([address])
+    client.touch("t")  # refused once, then resent with the learned epoch
+
+    def two_at_once(method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        both_arrived.wait()  # two calls in flight: the second needs a new lane
+        return forgetting_ids_older_than_now(method, request, context)
+
+    node.script = two_at_once
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda _: client.touch("t"), range(2)))
+
+    later = node.requests("Touch")[2:]
+    assert sorted(r.request_id.sequence for r in later) == [1, 2]
+    assert {r.request_id.client_epoch_ms for r in later} == {CLUSTER_NOW_MS}
+    assert len(node.requests("Touch")) == 4  # no further refusal
+
+
+def test_outcome_unknown_message_never_also_says_nothing_was_applied(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    # The first attempt may have applied; every later one meets a node with no leader,
+    # whose own message says that *its* attempt applied nothing.
+    answers = iter(["commit timed out"])
+
+    def script(method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        if next(answers, None) is not None:
+            fail(context, grpc.StatusCode.UNKNOWN, "commit timed out")
+        fail(context, grpc.StatusCode.UNAVAILABLE, "no leader is known; nothing was applied")
+
+    address, _ = start_node(script)
+    client = make_client([address], timeout_s=0.3)
+
+    with pytest.raises(OutcomeUnknown) as info:
+        client.delete("t")
+
+    assert "nothing was applied" not in info.value.message
+    assert "may have been applied" in info.value.message
+    assert info.value.code is grpc.StatusCode.UNKNOWN
+
+
+def test_version_conflict_carries_the_current_version_from_the_node(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    address, _ = start_node(
+        lambda method, request, context: fail(
+            context, grpc.StatusCode.ABORTED, "at version 9", extra=(("sq-version", "9"),)
+        )
+    )
+    client = make_client([address])
+
+    with pytest.raises(VersionConflict) as info:
+        client.update("t", set={"k": b"v"}, expected_version=3)
+    assert info.value.current_version == 9
+
+
+def test_create_ending_in_outcome_unknown_carries_its_token(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    address, node = start_node(failing_n_times(10**6, grpc.StatusCode.UNKNOWN))
+    client = make_client([address], timeout_s=0.3)
+
+    with pytest.raises(OutcomeUnknown) as info:
+        client.create(principal="alice")
+
+    token = info.value.token
+    assert token is not None
+    assert {r.token_hash for r in node.requests("Create")} == {hash_token(token)}
+    assert token not in str(info.value) and token not in repr(info.value)
+
+
+def test_rotate_ending_in_outcome_unknown_carries_the_new_token(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    address, node = start_node(failing_n_times(10**6, grpc.StatusCode.UNKNOWN))
+    client = make_client([address], timeout_s=0.3)
+
+    with pytest.raises(OutcomeUnknown) as info:
+        client.rotate("old-token", principal="alice")
+
+    token = info.value.token
+    assert token is not None and token != "old-token"
+    assert {r.new_token_hash for r in node.requests("Rotate")} == {hash_token(token)}

@@ -24,7 +24,7 @@ def append(prev: int, prev_term: int, entries: list[tuple[bytes, int, int]], ter
 def test_repeated_batch_already_present_is_dropped_and_tail_kept() -> None:
     log = log_of(1, 2, 2, 2, 2)  # indexes 1..5
     message = append(1, 1, log[1:3], term=2)  # resend of 2..3 while 4..5 are here
-    keep_matching_entries(log, message, commit_index=1)
+    assert keep_matching_entries(log, message, commit_index=1) == 4  # 2..5 would have gone
     assert message["entries"] == []
     assert (message["prevLogIdx"], message["prevLogTerm"]) == (5, 2)  # whole log acknowledged
 
@@ -32,14 +32,14 @@ def test_repeated_batch_already_present_is_dropped_and_tail_kept() -> None:
 def test_heartbeat_behind_our_end_does_not_truncate_current_term_entries() -> None:
     log = log_of(1, 3, 3, 3)
     message = append(2, 3, [], term=3)
-    keep_matching_entries(log, message, commit_index=1)
+    assert keep_matching_entries(log, message, commit_index=1) == 2
     assert (message["prevLogIdx"], message["entries"]) == (4, [])
 
 
 def test_older_term_tail_past_the_matched_prefix_is_left_to_truncate() -> None:
     log = log_of(1, 1, 1, 1)  # last entry is term 1, the leader is in term 2
     message = append(1, 1, log[1:2], term=2)
-    keep_matching_entries(log, message, commit_index=1)
+    assert keep_matching_entries(log, message, commit_index=1) == 1  # 2 kept; 3..4 go
     assert (message["prevLogIdx"], message["prevLogTerm"], message["entries"]) == (2, 1, [])
 
 
@@ -55,7 +55,7 @@ def test_conflicting_entry_stays_so_pysyncobj_truncates_from_it() -> None:
     log = log_of(1, 1, 1)
     conflicting = [(b"x2", 2, 2), (b"x3", 3, 2)]
     message = append(1, 1, conflicting, term=2)
-    keep_matching_entries(log, message, commit_index=1)
+    assert keep_matching_entries(log, message, commit_index=1) == 0
     assert (message["prevLogIdx"], message["entries"]) == (1, conflicting)
 
 
@@ -71,7 +71,7 @@ def test_mismatched_prev_entry_is_rejected_with_next_index_after_our_commit_inde
     # A deposed leader's uncommitted tail (3..5, term 1) against the new leader's term 2.
     log = log_of(1, 1, 1, 1, 1)
     message = append(4, 2, [(b"x", 5, 2)], term=2)
-    keep_matching_entries(log, message, commit_index=2)
+    assert keep_matching_entries(log, message, commit_index=2) == 0
     # pysyncobj answers a mismatch with "next index = prevLogIdx": here 3, after the commit index.
     assert (message["prevLogIdx"], message["prevLogTerm"], message["entries"]) == (3, -1, [])
 

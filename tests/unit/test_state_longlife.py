@@ -190,3 +190,28 @@ def test_precheck_refuses_a_create_over_the_session_total() -> None:
     m = SessionMachine(dataclasses.replace(Limits(), max_session_bytes=10))
     refusal = m.precheck(create(1, attributes=(("a", b"x" * 20),)))
     assert refusal is not None and refusal.code is Code.QUOTA
+
+
+# ------------------------------------------------------------------ request ids bound to requests
+def test_a_request_id_reused_for_a_different_request_is_refused_not_answered_with_the_first_reply() -> None:
+    m = SessionMachine(Limits())
+    assert run(m, create(1, principal="alice", attributes=(("secret", b"x"),)), 1, CLIENT_A, 1, epoch=0).ok
+    logout = run(m, c.Delete(token_hash(1), None), 2, CLIENT_A, 1, epoch=0)
+    assert logout.code is Code.INVALID and "different request" in logout.message
+    assert token_hash(1) in m.sessions  # and nothing ran in its name
+    leak = run(m, update(2), 3, CLIENT_A, 1, epoch=0)
+    assert leak.code is Code.INVALID and leak.session is None
+
+
+def test_a_true_retry_with_a_fresh_handle_is_still_answered_with_the_first_reply() -> None:
+    m = SessionMachine(Limits())
+    first = run(m, create(1, handle="h-first"), 1, CLIENT_A, 1, epoch=0)
+    retry = run(m, create(1, handle="h-retry"), 2, CLIENT_A, 1, epoch=0)  # the proposer draws a new handle
+    assert retry == first
+
+
+def test_without_an_epoch_a_reused_request_id_gets_the_first_reply_the_hazard_the_binding_closes() -> None:
+    m = SessionMachine(Limits())
+    assert run(m, create(1), 1, CLIENT_A, 1).ok
+    assert run(m, c.Delete(token_hash(1), None), 2, CLIENT_A, 1).ok  # "ok", yet nothing was deleted
+    assert token_hash(1) in m.sessions
