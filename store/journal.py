@@ -89,6 +89,8 @@ class RaftJournal:
         self.retain = 0
         self._meta = self._load_meta()
         self._meta_dirty = False
+        # A compaction a crash interrupted before its rename: the journal itself is whole.
+        log_path.with_name(log_path.name + ".compact").unlink(missing_ok=True)
         self._fd = os.open(log_path, os.O_RDWR | os.O_CREAT, 0o600)
         if os.fstat(self._fd).st_size == 0:
             write_header(self._fd)

@@ -133,6 +133,7 @@ class Snapshotter:
     ) -> None:
         self.path = path
         self._next = path.with_name(path.name + ".next")
+        self._next.unlink(missing_ok=True)  # a snapshot a crash interrupted: never complete
         self._capture = capture
         self._serialize = serialize
         self._restore = restore

@@ -120,6 +120,7 @@ def test_journal_crash_before_compaction_rename_keeps_the_whole_old_journal(
     assert (tmp_path / "raft.log.compact").exists()  # the half-done step is on disk
     j2 = _open(tmp_path)
     assert list(j2[:]) == entries
+    assert not (tmp_path / "raft.log.compact").exists()
 
 
 def test_journal_crash_after_compaction_rename_loads_the_new_journal(tmp_path: Path) -> None:
