@@ -374,6 +374,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=_int_list, default=[1, 8, 64], help="threads, e.g. 1,8,64")
     parser.add_argument("--ops", type=_op_list, default=list(OPS), help=f"subset of {','.join(OPS)}")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--durability", choices=("fsync", "none"), help="raft.durability (default: the code's default)"
+    )
     args = parser.parse_args(argv)
     if not (math.isfinite(args.duration_s) and args.duration_s > 0):
         parser.error("--duration-s must be positive")
@@ -419,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     wall_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="sq-bench-"))
-    cluster = LocalCluster(tmp / "cluster", nodes=NODES)
+    overrides = {"raft": {"durability": args.durability}} if args.durability else None
+    cluster = LocalCluster(tmp / "cluster", nodes=NODES, overrides=overrides)
     try:
         cluster.start()
         report, results = bench_cluster(cluster, args)

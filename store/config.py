@@ -107,10 +107,22 @@ class RaftSettings:
     connection_retry_s: float = 0.5
     connection_timeout_s: float = 1.5
     leader_fallback_s: float = 1.0
-    # Compaction effectively off: pysyncobj's compaction stalls the tick thread and was
-    # measured to cause election storms under load (shared/reference/raft-pitfalls.md).
-    compaction_min_entries: int = 10_000_000
-    compaction_min_time_s: float = 7 * 24 * 3600.0
+    # Snapshots and compaction (store/DESIGN.md): a node snapshots about every this many
+    # log entries (fewer when entries are large, so its journal stays near half of
+    # journal_max_bytes), staggered across nodes by log index...
+    compaction_entries: int = 65_536
+    # ...and at once when its journal reaches this size, so a data directory stays under
+    # 64 MiB plus twice the latest snapshot however many writes it takes.
+    journal_max_bytes: int = 32 * 1024 * 1024
+    # A snapshot travels to a lagging follower in chunks of this size (one peer message each;
+    # the peer message cap is 16 MiB).
+    snapshot_chunk_bytes: int = 1024 * 1024
+    # "fsync": the journal is fsynced before any Raft message leaves while it holds unsynced
+    # appends (group commit): an acknowledged write survives an OS crash or power loss of
+    # every node. "none": written to the OS before any message leaves, never fsynced: it
+    # survives kill -9 of every process, not an OS crash of a majority. Term and vote are
+    # fsynced in both modes.
+    durability: str = "fsync"
     commands_queue_size: int = 100_000
     # PreVote (store/DESIGN.md): a node that cannot win an election does not raise its term.
     # Off only to measure what it prevents.
@@ -121,6 +133,12 @@ class RaftSettings:
             raise ConfigError("raft.election_min_s must be > 0 and < raft.election_max_s")
         if self.append_entries_period_s * 3 > self.election_min_s:
             raise ConfigError("raft.append_entries_period_s must be at most a third of election_min_s")
+        if self.durability not in ("fsync", "none"):
+            raise ConfigError(f"raft.durability must be 'fsync' or 'none', got {self.durability!r}")
+        if self.compaction_entries < 16 or self.journal_max_bytes < 64 * 1024:
+            raise ConfigError("raft.compaction_entries must be >= 16 and raft.journal_max_bytes >= 65536")
+        if not 4096 <= self.snapshot_chunk_bytes <= 8 * 1024 * 1024:
+            raise ConfigError("raft.snapshot_chunk_bytes must be 4096 to 8388608 (half the peer message cap)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,14 +26,22 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import journal as pysyncobj_journal
+from pysyncobj import syncobj as pysyncobj_syncobj
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.tcp_connection import TcpConnection
+from pysyncobj.transport import TCPTransport
+from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
 from ._prevote import PreVote, PreVoteGate
 from .commands import Barrier, Command, UndecodableEntry, encode
 from .config import NodeConfig, read_secret
-from .errors import NoLeader, OutcomeUnknown, StoreError
+from .errors import ConfigError, NoLeader, OutcomeUnknown, StoreError
+from .journal import RaftJournal
 from .replies import Reply
+from .snapshot_stream import serialize_in_pieces
+from .snapshots import Progress, Snapshotter, compaction_due
 from .state import SessionMachine
 
 log = logging.getLogger(__name__)
@@ -284,6 +292,62 @@ def _cap_peer_messages() -> None:
     TcpConnection._TcpConnection__processParseMessage = parse
 
 
+# The pysyncobj release the journal, transport and snapshot hooks below were written for:
+# they replace a module-level name and rely on private attributes of that release.
+PYSYNCOBJ_PINNED = "0.3.17"
+
+# Journals built by ReplicatedLog and handed to pysyncobj by path: pysyncobj constructs its
+# journal itself, through the `createJournal` name its syncobj module imported.
+_pending_journals: dict[str, RaftJournal] = {}
+_pending_journals_lock = threading.Lock()
+_pysyncobj_create_journal = pysyncobj_journal.createJournal
+
+
+def _create_journal(journalFile: str | None = None) -> Any:
+    if journalFile is None:
+        return _pysyncobj_create_journal(None)
+    with _pending_journals_lock:
+        journal = _pending_journals.pop(journalFile, None)
+    if journal is None:
+        raise RuntimeError(f"no journal prepared for {journalFile}: build SyncObj through ReplicatedLog")
+    return journal
+
+
+def _use_our_journal() -> None:
+    if PYSYNCOBJ_VERSION != PYSYNCOBJ_PINNED:
+        raise RuntimeError(f"raft.py is written for pysyncobj {PYSYNCOBJ_PINNED}, not {PYSYNCOBJ_VERSION}")
+    pysyncobj_syncobj.createJournal = _create_journal
+
+
+class _DurableTransport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj's TCP transport; the journal reaches the disk before any message leaves.
+
+    Every acknowledgement a follower sends and every append the leader sends goes through
+    `send`, so writing (and in durability "fsync", fsyncing) pending appends here is a group
+    commit: one write per batch, and no node acknowledges or counts an entry it has not
+    persisted (store/DESIGN.md, "Durability").
+    """
+
+    def send(self, node: Any, message: Any) -> bool:
+        journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
+        if isinstance(journal, RaftJournal):
+            journal.before_send()
+        return bool(TCPTransport.send(self, node, message))
+
+
+_PROGRESS = {
+    Progress.IDLE: SERIALIZER_STATE.NOT_SERIALIZING,
+    Progress.RUNNING: SERIALIZER_STATE.SERIALIZING,
+    Progress.SUCCEEDED: SERIALIZER_STATE.SUCCESS,
+    Progress.FAILED: SERIALIZER_STATE.FAILED,
+}
+
+# pysyncobj compacts when EITHER its entry count OR its time threshold is passed, in the
+# tick thread; both are set out of reach and `ReplicatedLog._after_tick` decides.
+_NEVER_ENTRIES = 2**62
+_NEVER_S = 1e12
+
+
 @dataclass(frozen=True, slots=True)
 class RaftStatus:
     is_leader: bool
@@ -292,6 +356,12 @@ class RaftStatus:
     commit_index: int
     last_applied: int
     has_quorum: bool
+    journal_bytes: int = 0
+    journal_entries: int = 0
+    snapshot_index: int = 0
+    snapshot_bytes: int = 0
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
 
 
 class ReplicatedLog:
@@ -304,12 +374,26 @@ class ReplicatedLog:
         self._consumer = _Replicated(machine, self._lock, on_applied)
         r = config.cluster.raft
         data = config.data_dir
+        if (data / "raft.journal").exists() and not (data / "raft.log").exists():
+            raise ConfigError(
+                f"{data} holds a journal in pysyncobj's format (raft.journal) from an older release; "
+                "this release cannot read it: let the node catch up from an empty data directory"
+            )
+        _use_our_journal()
+        log_path = data / "raft.log"
+        self._journal = RaftJournal(log_path, data / "raft.meta", fsync=r.durability == "fsync")
+        self._snapshots = Snapshotter(
+            data / "raft.snapshot", self._capture, serialize_in_pieces, self._consumer._deserialize
+        )
+        self._startup_snapshot = self._snapshots.path.exists()
+        with _pending_journals_lock:
+            _pending_journals[str(log_path)] = self._journal
         conf = SyncObjConf(
             password=read_secret(config.cluster.raft_password_file),
             bindAddress=config.node.raft_address,
             useFork=False,  # forking a process that runs gRPC threads is unsafe
-            journalFile=str(data / "raft.journal"),
-            fullDumpFile=str(data / "raft.dump"),
+            journalFile=str(log_path),
+            fullDumpFile=str(self._snapshots.path),
             raftMinTimeout=r.election_min_s,
             raftMaxTimeout=r.election_max_s,
             appendEntriesPeriod=r.append_entries_period_s,
@@ -317,8 +401,12 @@ class ReplicatedLog:
             connectionRetryTime=r.connection_retry_s,
             connectionTimeout=r.connection_timeout_s,
             leaderFallbackTimeout=r.leader_fallback_s,
-            logCompactionMinEntries=r.compaction_min_entries,
-            logCompactionMinTime=r.compaction_min_time_s,
+            logCompactionMinEntries=_NEVER_ENTRIES,
+            logCompactionMinTime=_NEVER_S,
+            logCompactionBatchSize=r.snapshot_chunk_bytes,
+            serializer=self._snapshots.begin,
+            serializeChecker=lambda: _PROGRESS[self._snapshots.check()],
+            deserializer=self._load_snapshot,
             commandsQueueSize=r.commands_queue_size,
             dynamicMembershipChange=False,
         )
@@ -333,9 +421,56 @@ class ReplicatedLog:
             # A won pre-vote round allows an election for at most this long (next tick).
             pre_vote=PreVote(len(config.peers) + 1, win_valid_s=r.election_min_s) if r.pre_vote else None,
             election_min_s=r.election_min_s,
+            transportClass=_DurableTransport,
         )
+        members = sorted([config.node.raft_address, *(p.raft_address for p in config.peers)])
+        self._rank, self._members = members.index(config.node.raft_address), len(members)
+        self._sync.addOnTickCallback(self._after_tick)
         self._barrier: asyncio.Future[Reply] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------ snapshots (tick thread)
+    def _capture(self) -> Any:
+        with self._lock:
+            return self._machine.capture()
+
+    def _load_snapshot(self, file_name: str) -> tuple[Any, ...]:
+        """pysyncobj's deserializer: at start-up (our own snapshot) or on install from the leader."""
+        install = not self._startup_snapshot
+        self._startup_snapshot = False
+        try:
+            snap = self._snapshots.load(file_name, install=install)
+        except BaseException:
+            # pysyncobj would log this and go on with a journal that starts after a state
+            # it never loaded: every later entry would apply to the wrong state.
+            log.critical("cannot load snapshot %s, stopping this node", file_name, exc_info=True)
+            os._exit(EXIT_UNDECODABLE)
+        if not install and self._journal.align_to_snapshot(snap.prev, snap.last):
+            log.warning("journal started before the snapshot at index %d: truncated it on load", snap.last[1])
+        return (snap.last, snap.prev, list(snap.members))
+
+    def _after_tick(self) -> None:
+        # A leader's appends of this tick are sent (and synced) next tick anyway; syncing
+        # now costs nothing more and covers a single-node cluster, which sends nothing.
+        self._journal.before_send()
+        if self._snapshots.running:
+            return
+        r = self._config.cluster.raft
+        last_applied = int(getattr(self._sync, "_SyncObj__raftLastApplied"))  # noqa: B009 - mangled
+        if compaction_due(
+            entries=len(self._journal),
+            size_bytes=self._journal.size_bytes,
+            since_snapshot=last_applied - self._snapshots.snapshot_index,
+            last_applied=last_applied,
+            rank=self._rank,
+            members=self._members,
+            every_entries=r.compaction_entries,
+            max_bytes=r.journal_max_bytes,
+        ):
+            # Keep a quarter period of entries, at most an eighth of the byte bound.
+            average = self._journal.size_bytes / max(1, len(self._journal))
+            self._journal.retain = int(min(r.compaction_entries // 4, r.journal_max_bytes / 8 / average))
+            self._sync._forceLogCompaction()
 
     # --------------------------------------------------------------- writes
     def submit(self, entry: bytes) -> asyncio.Future[Reply]:
@@ -438,6 +573,12 @@ class ReplicatedLog:
             commit_index=int(s.get("commit_idx", 0)),
             last_applied=int(s.get("last_applied", 0)),
             has_quorum=bool(s.get("has_quorum", False)),
+            journal_bytes=self._journal.size_bytes,
+            journal_entries=len(self._journal),
+            snapshot_index=self._snapshots.snapshot_index,
+            snapshot_bytes=self._snapshots.snapshot_bytes,
+            snapshots_taken=self._snapshots.snapshots_taken,
+            snapshots_installed=self._snapshots.snapshots_installed,
         )
 
     async def propose_anywhere(self, entry: bytes, timeout_s: float) -> Reply:
