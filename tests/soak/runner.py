@@ -1,0 +1,322 @@
+"""One soak run: start a cluster, load it, break it on schedule, watch it, judge it.
+
+    python -m tests.soak [--minutes M] [--out DIR] [--short]   (`make soak`; SOAK_MINUTES)
+
+Writes DIR/soak.json (plan, verdicts, facts, samples, throughput; the ops themselves go to
+DIR/soak-history.jsonl.gz so the report stays readable), DIR/soak.png, and prints a short
+summary; the exit status is 1 when a verdict fails. The cluster directory (node logs) is
+kept under DIR only when something failed.
+
+Bounded everywhere: workers and faults stop at the deadline, every client call has its own
+deadline, every wait for the cluster has a timeout, and the sampler stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import gzip
+import json
+import logging
+import random
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sessionquorum.client import SessionClient, SessionQuorumError, TLSConfig
+from sessionquorum.cluster import ClusterTimeout, ClusterView, History, LocalCluster
+from sessionquorum.cluster._nemesis import ClockWrapper
+from sessionquorum.cluster._report import count_ops
+
+from . import verdicts as v
+from .faults import Faults
+from .load import SoakLoad
+from .observe import Sampler
+from .plan import SoakPlan
+from .plot import plot
+
+log = logging.getLogger(__name__)
+
+CLIENT_TIMEOUT_S = 5.0
+ADMIN_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 60.0
+FAULTS_JOIN_S = 300.0
+SAMPLER_SLACK_S = 900.0  # the sampler also watches the heal and the final checks
+REPORT_FORMAT = 1
+
+
+def _client(cluster: LocalCluster, timeout_s: float) -> SessionClient:
+    tls = cluster.tls_files
+    return SessionClient(
+        list(cluster.endpoints), tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key), timeout_s=timeout_s
+    )
+
+
+def _worker(
+    cluster: LocalCluster, load: SoakLoad, plan: SoakPlan, process: int, seed: int,
+    stop: threading.Event, deadline: float, errors: list[str],
+) -> None:  # fmt: skip
+    rng = random.Random(seed * 1000 + process)
+    interval = 1.0 / plan.ops_per_worker_s
+    next_at = time.monotonic()
+    with _client(cluster, CLIENT_TIMEOUT_S) as client:
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                load.step(client, process, rng)
+            except Exception as exc:  # a bug in the load must not pass silently
+                log.exception("worker %d crashed", process)
+                errors.append(f"worker {process}: {type(exc).__name__}: {exc}")
+                return
+            # Paced, never bursting to catch up after a stall: the soak is sustained, not a benchmark.
+            next_at = max(next_at + interval, time.monotonic())
+            stop.wait(next_at - time.monotonic())
+
+
+def _settle(cluster: LocalCluster, wrapper: ClockWrapper, anomalies: list[str]) -> None:
+    """Every node up on a true clock, a final write, and one state digest everywhere."""
+    wrapper.skews.clear()
+    try:
+        for node_id in cluster.node_ids:
+            if cluster.pid(node_id) is None:
+                cluster.start_node(node_id)
+        cluster.wait_for_leader(SETTLE_TIMEOUT_S)
+        with _client(cluster, SETTLE_TIMEOUT_S) as client:
+            client.create(attributes={"final": b"write"})
+        cluster.wait_until(cluster.converged, SETTLE_TIMEOUT_S, "every node to converge")
+    except (ClusterTimeout, SessionQuorumError) as exc:
+        anomalies.append(f"the cluster did not settle after the run: {str(exc).splitlines()[0]}")
+
+
+def run_soak(plan: SoakPlan, out_dir: Path, seed: int | None = None) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    cluster_dir = out_dir / f"cluster-{stamp}"
+    wrapper = ClockWrapper()
+    anomalies: list[str] = []
+    worker_errors: list[str] = []
+    stop = threading.Event()
+    started = time.monotonic()
+    with LocalCluster(cluster_dir, 3, overrides=plan.overrides(), node_wrapper=wrapper) as cluster:
+        cluster.start()
+        cluster.wait_for_leader(ADMIN_TIMEOUT_S)
+        history = History()  # time zero: the load starts now
+        load = SoakLoad(plan, history)
+        with _client(cluster, ADMIN_TIMEOUT_S) as admin:
+            load.new_generation(admin)
+            sampler = Sampler(
+                ClusterView(cluster_dir), cluster.pid, history.now, plan.sample_period_s,
+                plan.duration_s + SAMPLER_SLACK_S,
+            )  # fmt: skip
+            sampler.start()
+            faults = Faults(plan, cluster, wrapper, sampler, history.now, stop)
+            deadline = time.monotonic() + plan.duration_s
+            threads = [
+                threading.Thread(
+                    target=_worker,
+                    args=(cluster, load, plan, p, seed, stop, deadline, worker_errors),
+                    name=f"soak-worker-{p}",
+                )
+                for p in range(plan.workers)
+            ]
+            threads.append(threading.Thread(target=faults.run, name="soak-faults"))
+            for t in threads:
+                t.start()
+            try:
+                while not stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+                    if time.monotonic() >= deadline:
+                        break
+                    try:
+                        load.maintain(admin)
+                    except SessionQuorumError as exc:  # during a fault: try again in a second
+                        log.info("key maintenance postponed: %s", exc)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(FAULTS_JOIN_S if t.name == "soak-faults" else CLIENT_TIMEOUT_S * 4)
+            load_end_s = history.now()
+            _settle(cluster, wrapper, anomalies)
+            sampler.stop()
+            checks = load.verify(admin)
+    anomalies += checks.pop("anomalies") + worker_errors
+    report = judge(plan, sampler.samples(), history, faults, anomalies, checks, load_end_s)
+    report.update(seed=seed, wall_s=round(time.monotonic() - started, 1), cluster_dir=str(cluster_dir))
+    _write(out_dir, report, history)
+    try:
+        compactions = {n: v.compaction_intervals(sampler.samples(), n) for n in report["nodes"]}
+        plot(out_dir / "soak.png", sampler.samples(), report["throughput"], faults.windows, compactions,
+             f"soak: {plan.duration_s / 60:.1f} min, seed {seed}")  # fmt: skip
+    except RuntimeError as exc:
+        log.warning("no plot: %s", exc)
+    if report["ok"]:
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+    return report
+
+
+def judge(
+    plan: SoakPlan,
+    samples: list[Any],
+    history: History,
+    faults: Faults,
+    anomalies: list[str],
+    checks: dict[str, Any],
+    load_end_s: float,
+) -> dict[str, Any]:
+    """The report: every verdict the issue asks for, and proof the run did what it claims."""
+    ops = history.ops()
+    nodes = sorted({n for s in samples for n in s.nodes})
+    first, last = plan.windows()
+    intervals = {n: v.compaction_intervals(samples, n) for n in nodes}
+    changes = v.term_changes(samples)
+    unexplained = [c for c in changes if not v.explained(c, faults.windows, plan.fault_grace_s)]
+    facts = faults.facts
+    counts = count_ops(ops)
+    verdicts: dict[str, Any] = {
+        "anomalies": {"count": len(anomalies), "ok": not anomalies},
+        "history_checked": {"undecided_keys": checks["undecided_keys"], "ok": not checks["undecided_keys"]},
+        "journal_flat": {n: v.flat(samples, n, "raft_bytes", first, last) for n in nodes},
+        "rss_flat": {n: v.flat(samples, n, "rss_bytes", first, last) for n in nodes},
+        "terms_only_at_faults": {"changes": len(changes), "unexplained": unexplained, "ok": not unexplained},
+        "p99_compactions": v.p99_during_compactions(
+            ops, [i for n in nodes for i in intervals[n]], faults.windows, plan.fault_grace_s
+        ),
+        "did_what_it_claims": _claims(plan, intervals, facts, counts),
+    }
+    ok = all(_passes(verdict) for verdict in verdicts.values())
+    return {
+        "format": REPORT_FORMAT,
+        "ok": ok,
+        "plan": dataclasses.asdict(plan),
+        "overrides": plan.overrides(),
+        "windows": {"first": first, "last": last},
+        "nodes": nodes,
+        "verdicts": verdicts,
+        "anomalies": anomalies[:200],
+        "facts": facts,
+        "faults": [f.to_json() for f in faults.windows],
+        "term_changes": changes,
+        "compactions": {n: len(i) for n, i in intervals.items()},
+        "counts": counts,
+        "checks": checks,
+        "load_s": round(load_end_s, 3),
+        "throughput": v.throughput(ops, 5.0 if plan.duration_s >= 600 else 2.0, load_end_s),
+        "samples": [s.to_json() for s in samples],
+    }
+
+
+def _claims(
+    plan: SoakPlan,
+    intervals: dict[str, list[tuple[float, float]]],
+    facts: dict[str, Any],
+    counts: dict[str, Any],
+) -> dict[str, Any]:
+    compactions = {n: len(i) for n, i in intervals.items()}
+    long_down = facts.get("long_down", {})
+    found = {
+        "history_ops_ok": counts["by_outcome"]["ok"],
+        "compactions_per_node": compactions,
+        "min_compactions_per_node": plan.min_compactions_per_node,
+        "follower_killed": "kill_follower" in facts,
+        "long_down_needed_snapshot": bool(long_down.get("needed_snapshot")),
+        "long_down_caught_up": long_down.get("catch_up_s") is not None,
+        "clock_pushed_ahead": "clock_ahead" in facts,
+        "fault_errors": facts.get("errors", []),
+    }
+    found["ok"] = (
+        found["history_ops_ok"] > 0
+        and bool(compactions)
+        and min(compactions.values()) >= plan.min_compactions_per_node
+        and found["follower_killed"]
+        and found["long_down_needed_snapshot"]
+        and found["long_down_caught_up"]
+        and found["clock_pushed_ahead"]
+        and not found["fault_errors"]
+    )
+    return found
+
+
+def _passes(verdict: dict[str, Any]) -> bool:
+    """False only when some part says ok: False (None means "not enough data to judge")."""
+    if "ok" in verdict:
+        return verdict["ok"] is not False
+    return all(part.get("ok") is not False for part in verdict.values())
+
+
+def _write(out_dir: Path, report: dict[str, Any], history: History) -> None:
+    path = out_dir / "soak.json"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    partial.replace(path)
+    with gzip.open(out_dir / "soak-history.jsonl.gz", "wt", encoding="utf-8") as f:
+        for op in history.to_json():
+            f.write(json.dumps(op, default=str) + "\n")
+
+
+def summary(report: dict[str, Any]) -> str:
+    vd = report["verdicts"]
+    claims = vd["did_what_it_claims"]
+    counts = report["counts"]
+    undecided = len(vd["history_checked"]["undecided_keys"])
+    led_again = report["facts"].get("clock_ahead", {}).get("became_leader_again", "not done")
+    lines = [
+        f"soak {report['plan']['duration_s'] / 60:.1f} min, seed {report['seed']}: "
+        f"{'PASS' if report['ok'] else 'FAIL'}",
+        f"  ops: {counts['total']} ({counts['by_outcome']}); "
+        f"anomalies: {vd['anomalies']['count']}; undecided keys: {undecided}",
+        f"  compactions per node: {claims['compactions_per_node']} "
+        f"(need >= {claims['min_compactions_per_node']})",
+        f"  faults: follower killed {claims['follower_killed']}; long-down needed a snapshot "
+        f"{claims['long_down_needed_snapshot']}, caught up {claims['long_down_caught_up']}; "
+        f"clock-ahead node led again: {led_again} {_mark(claims['ok'])}",
+    ]
+    for metric in ("journal_flat", "rss_flat"):
+        parts = [
+            f"{n} {r['first_max']}->{r['last_max']} x{r['ratio']} {_mark(r['ok'])}"
+            for n, r in vd[metric].items()
+        ]
+        lines.append(f"  {metric}: " + "; ".join(parts))
+    terms = vd["terms_only_at_faults"]
+    lines.append(
+        f"  term changes: {terms['changes']}, unexplained {len(terms['unexplained'])} {_mark(terms['ok'])}"
+    )
+    p99 = vd["p99_compactions"]
+    lines.append(
+        f"  p99 during compactions {p99['p99_in_ms']} ms ({p99['ops_in']} ops) vs outside "
+        f"{p99['p99_out_ms']} ms ({p99['ops_out']} ops) {_mark(p99['ok'])}"
+    )
+    lines += [f"  anomaly: {a}" for a in report["anomalies"][:10]]
+    return "\n".join(lines)
+
+
+def _mark(ok: bool | None) -> str:
+    return "ok" if ok else "FAIL" if ok is False else "(not judged)"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.soak")
+    parser.add_argument("--minutes", type=float, default=None, help="default: SOAK_MINUTES or 30")
+    parser.add_argument("--short", action="store_true", help="the ~90 s version `make test` runs")
+    parser.add_argument("--out", type=Path, default=Path("soak-results"))
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    plan = (
+        SoakPlan.short()
+        if args.short
+        else SoakPlan.full(args.minutes)
+        if args.minutes
+        else SoakPlan.from_env()
+    )
+    print(f"soak: {plan.duration_s / 60:.1f} min, overrides {plan.overrides()}, out {args.out}", flush=True)
+    report = run_soak(plan, args.out, args.seed)
+    print(summary(report))
+    print(f"report: {args.out / 'soak.json'}, plot: {args.out / 'soak.png'}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
