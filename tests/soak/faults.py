@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sessionquorum.cluster import FaultWindow, LocalCluster
-from sessionquorum.cluster._nemesis import ClockWrapper
+from sessionquorum.cluster._nemesis import LIBFAKETIME, ClockWrapper
 
 from .observe import Sampler
 from .plan import SoakPlan
@@ -133,6 +133,8 @@ class Faults:
 
     def _clock_ahead(self) -> None:
         p = self._plan
+        if not LIBFAKETIME.exists():  # LD_PRELOAD of a missing library would run on a true clock
+            raise RuntimeError(f"the clock fault needs libfaketime ({LIBFAKETIME}; Debian package faketime)")
         skewed = self._cluster.wait_for_leader(LEADER_TIMEOUT_S)
         start = self._now()
         self._wrapper.skews[skewed] = p.clock_offset

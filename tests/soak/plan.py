@@ -29,6 +29,9 @@ class SoakPlan:
     # Compaction thresholds (raft.*): low enough that every node compacts often.
     compaction_min_entries: int
     compaction_min_bytes: int
+    # False leaves the thresholds at the cluster's defaults (SOAK_COMPACTION=off): a run
+    # that shows what the verdicts say of a store whose journal is never compacted.
+    compaction: bool = True
     # Load: workers per kind, each paced to at most `ops_per_worker_s` calls a second.
     lifecycle_workers: int = 3
     register_workers: int = 3
@@ -54,13 +57,14 @@ class SoakPlan:
     min_compactions_per_node: int = 20
 
     @staticmethod
-    def full(minutes: float = DEFAULT_MINUTES) -> SoakPlan:
+    def full(minutes: float = DEFAULT_MINUTES, compaction: bool = True) -> SoakPlan:
         duration = minutes * 60.0
         scale = duration / (DEFAULT_MINUTES * 60.0)
         return SoakPlan(
             duration_s=duration,
             compaction_min_entries=2_000,
             compaction_min_bytes=512 * 1024,
+            compaction=compaction,
             long_down_min_s=max(10.0, 60.0 * scale),
             long_down_max_s=max(30.0, 240.0 * scale),
             clock_hold_s=max(10.0, 90.0 * scale),
@@ -99,7 +103,10 @@ class SoakPlan:
         minutes = float(raw) if raw else DEFAULT_MINUTES
         if not minutes > 0:
             raise ValueError(f"SOAK_MINUTES must be > 0, got {raw!r}")
-        return SoakPlan.full(minutes)
+        compaction = os.environ.get("SOAK_COMPACTION", "on").strip().lower()
+        if compaction not in ("on", "off"):
+            raise ValueError(f"SOAK_COMPACTION must be on or off, got {compaction!r}")
+        return SoakPlan.full(minutes, compaction=compaction == "on")
 
     @property
     def workers(self) -> int:
@@ -122,6 +129,8 @@ class SoakPlan:
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """Cluster overrides: the compaction keys this RaftSettings has, and nothing else."""
+        if not self.compaction:
+            return {}
         known = {f.name for f in dataclasses.fields(RaftSettings)}
         wanted = {
             "compaction_min_entries": self.compaction_min_entries,

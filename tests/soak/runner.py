@@ -302,15 +302,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--short", action="store_true", help="the ~90 s version `make test` runs")
     parser.add_argument("--out", type=Path, default=Path("soak-results"))
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--no-compaction", action="store_true", help="leave compaction at its defaults")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    plan = (
-        SoakPlan.short()
-        if args.short
-        else SoakPlan.full(args.minutes)
-        if args.minutes
-        else SoakPlan.from_env()
-    )
+    plan = SoakPlan.short() if args.short else SoakPlan.from_env()
+    if args.minutes is not None:
+        plan = SoakPlan.full(args.minutes, compaction=plan.compaction)
+    if args.no_compaction:
+        plan = dataclasses.replace(plan, compaction=False)
     print(f"soak: {plan.duration_s / 60:.1f} min, overrides {plan.overrides()}, out {args.out}", flush=True)
     report = run_soak(plan, args.out, args.seed)
     print(summary(report))
