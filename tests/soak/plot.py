@@ -1,7 +1,8 @@
 """The soak's PNG: five panels over the run's time, every fault shaded on each.
 
 Journal (Raft files) bytes per node, with Status' journal entries where reported and a
-tick per compaction; RSS per node; ok ops/s and p99 latency; the highest term seen.
+tick per compaction (one row per node); RSS per node; ok ops/s and p99 latency; the
+highest term seen. Dashed lines bound the two windows the "flat" verdicts compare.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ def plot(
     rates: Sequence[Mapping[str, Any]],
     faults: Sequence[FaultWindow],
     compactions: Mapping[str, Sequence[tuple[float, float]]],
+    windows: Sequence[tuple[float, float]],
     title: str,
 ) -> None:
-    """Raises RuntimeError if matplotlib is missing (the JSON report does not need it)."""
+    """`windows`: the verdicts' (first, last) windows. RuntimeError if matplotlib is missing."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -49,8 +51,9 @@ def plot(
             color=colour[node],
             label=node,
         )
+        row = nodes.index(node) * 0.04  # one row of ticks per node: they compact at similar times
         for start, end in compactions.get(node, ()):
-            journal.axvline((start + end) / 2, ymin=0, ymax=0.04, color=colour[node], lw=0.8)
+            journal.axvline((start + end) / 2, ymin=row, ymax=row + 0.035, color=colour[node], lw=0.8)
     entries = journal.twinx()
     for node in nodes:
         values = [s.nodes[node].journal_entries if node in s.nodes else None for s in samples]
@@ -81,6 +84,10 @@ def plot(
             fault.name, (fault.start_s, 1.0), xycoords=("data", "axes fraction"),
             xytext=(0, -12 - 10 * (k % 4)), textcoords="offset points", fontsize=7, color="#8b0000",
         )  # fmt: skip
+    for start, end in windows:
+        for ax in (journal, rss):
+            ax.axvline(start, color="#777777", ls="--", lw=0.8)
+            ax.axvline(end, color="#777777", ls="--", lw=0.8)
     for ax in (journal, rss, load, term):
         ax.grid(True, alpha=0.3)
     fig.suptitle(title)

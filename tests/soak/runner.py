@@ -91,8 +91,17 @@ def _settle(cluster: LocalCluster, wrapper: ClockWrapper, anomalies: list[str]) 
         anomalies.append(f"the cluster did not settle after the run: {str(exc).splitlines()[0]}")
 
 
-def run_soak(plan: SoakPlan, out_dir: Path, seed: int | None = None) -> dict[str, Any]:
+def run_soak(
+    plan: SoakPlan,
+    out_dir: Path,
+    seed: int | None = None,
+    extra_overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """`extra_overrides` adds cluster settings to the plan's (canaries: a store made unsafe on purpose)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    overrides = plan.overrides()
+    for section, values in (extra_overrides or {}).items():
+        overrides[section] = {**overrides.get(section, {}), **values}
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     cluster_dir = out_dir / f"cluster-{stamp}"
@@ -101,7 +110,7 @@ def run_soak(plan: SoakPlan, out_dir: Path, seed: int | None = None) -> dict[str
     worker_errors: list[str] = []
     stop = threading.Event()
     started = time.monotonic()
-    with LocalCluster(cluster_dir, 3, overrides=plan.overrides(), node_wrapper=wrapper) as cluster:
+    with LocalCluster(cluster_dir, 3, overrides=overrides, node_wrapper=wrapper) as cluster:
         cluster.start()
         cluster.wait_for_leader(ADMIN_TIMEOUT_S)
         history = History()  # time zero: the load starts now
@@ -144,11 +153,17 @@ def run_soak(plan: SoakPlan, out_dir: Path, seed: int | None = None) -> dict[str
             checks = load.verify(admin)
     anomalies += checks.pop("anomalies") + worker_errors
     report = judge(plan, sampler.samples(), history, faults, anomalies, checks, load_end_s)
-    report.update(seed=seed, wall_s=round(time.monotonic() - started, 1), cluster_dir=str(cluster_dir))
+    report.update(
+        seed=seed,
+        overrides=overrides,
+        wall_s=round(time.monotonic() - started, 1),
+        cluster_dir=str(cluster_dir),
+    )
     _write(out_dir, report, history)
     try:
         compactions = {n: v.compaction_intervals(sampler.samples(), n) for n in report["nodes"]}
         plot(out_dir / "soak.png", sampler.samples(), report["throughput"], faults.windows, compactions,
+             plan.windows(),
              f"soak: {plan.duration_s / 60:.1f} min, seed {seed}")  # fmt: skip
     except RuntimeError as exc:
         log.warning("no plot: %s", exc)
@@ -191,7 +206,6 @@ def judge(
         "format": REPORT_FORMAT,
         "ok": ok,
         "plan": dataclasses.asdict(plan),
-        "overrides": plan.overrides(),
         "windows": {"first": first, "last": last},
         "nodes": nodes,
         "verdicts": verdicts,

@@ -41,3 +41,17 @@ def test_short_soak_finds_no_anomaly_and_injects_every_fault_it_claims(tmp_path:
     assert claims["long_down_caught_up"], report["facts"]["long_down"]
     assert (tmp_path / "soak.json").stat().st_size > 0
     assert (tmp_path / "soak.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LIBFAKETIME.exists(), reason="the clock fault needs libfaketime (package faketime)")
+def test_short_soak_reports_anomalies_when_a_clock_an_hour_ahead_is_trusted(tmp_path: Path) -> None:
+    """The canary: with the drift bound lifted to 10 h, the skewed leader moves the cluster's
+    time an hour ahead and every lifecycle session (idle timeout 50 min) expires early."""
+    report = run_soak(SoakPlan.short(), tmp_path, extra_overrides={"server": {"clock_drift_ms": 36_000_000}})
+    print(summary(report))
+    assert report["facts"]["clock_ahead"]["became_leader_again"], "the skewed node never led: no hazard"
+    assert any("answered not found" in a or "is missing" in a for a in report["anomalies"]), report[
+        "anomalies"
+    ]
+    assert not report["ok"]
