@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sessionquorum.cluster import FaultWindow, Op
 
-from .observe import NodeSample, Sample
+from .observe import NodeSample, Sample, raft_files
 from .verdicts import (
     compaction_intervals,
     explained,
@@ -87,3 +89,14 @@ def test_p99_fails_when_ops_during_compactions_are_three_times_slower() -> None:
 def test_percentile_is_nearest_rank() -> None:
     assert percentile(list(range(1, 101)), 99) == 99
     assert percentile([], 99) is None
+
+
+def test_raft_files_leave_out_the_log_the_pid_and_files_caught_mid_rename(tmp_path: Path) -> None:
+    (tmp_path / "raft.journal").write_bytes(b"j" * 100)
+    (tmp_path / "raft.dump").write_bytes(b"d" * 10)
+    for transient in ("node.log", "node.pid", "raft.journal.meta.tmp", "raft.dump.tmp"):
+        (tmp_path / transient).write_bytes(b"x" * 1000)
+    size, marks = raft_files(tmp_path)
+    assert size == 110
+    (tmp_path / "raft.dump.tmp").replace(tmp_path / "raft.dump")
+    assert raft_files(tmp_path)[1] != marks  # a rewritten snapshot changes the fingerprint
