@@ -271,13 +271,23 @@ class SoakLoad:
             incrs = [op for op in ops if op.key == key and op.f == "incr"]
             acked = sum(op.outcome == "ok" for op in incrs)
             unknown = sum(op.outcome == "unknown" for op in incrs)
-            final = int(client.validate(token).attributes.get("n", b"0"))
+            try:
+                final = int(client.validate(token).attributes.get("n", b"0"))
+            except NotFound:
+                found.append(f"counter {key}: its session is gone ({acked} acknowledged increments)")
+                continue
             if not acked <= final <= acked + unknown:
                 found.append(f"counter {key}: final {final} outside [{acked}, {acked} + {unknown} unknown]")
         return found
 
     def verify(self, client: SessionClient) -> dict[str, Any]:
         """After the run, on the healed cluster: every remaining check; returns the findings."""
+        try:
+            return self._verify(client)
+        except SessionQuorumError as exc:  # the healed cluster must answer: not answering is a finding
+            return {"anomalies": [*self.anomalies, f"verification failed: {exc!r}"], "undecided_keys": ["*"]}
+
+    def _verify(self, client: SessionClient) -> dict[str, Any]:
         ops = self._history.ops()
         anomalies = list(self.anomalies)
         with self._lock:
