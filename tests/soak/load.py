@@ -212,8 +212,10 @@ class SoakLoad:
             if kind == "rotate":
                 mine.live[handle] = client.rotate(token).token
             elif kind == "delete":
-                client.delete(token)
+                existed = client.delete(token)
                 del mine.live[handle]
+                if not existed:
+                    self.anomalies.append(f"lifecycle: live session {handle} did not exist at its delete")
             elif kind == "touch":
                 client.touch(token)
             elif kind == "update":
@@ -226,7 +228,7 @@ class SoakLoad:
             self.anomalies.append(f"lifecycle: live session {handle} answered not found by {kind}")
             return
         except SessionQuorumError as exc:
-            _finish_error(call, exc, mutation=kind not in ("validate", "touch"))
+            _finish_error(call, exc, mutation=kind != "validate")
             if kind in ("rotate", "delete") and isinstance(exc, OutcomeUnknown):
                 del mine.live[handle]  # its fate is unknown: stop tracking it
             return

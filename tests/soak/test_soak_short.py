@@ -16,7 +16,8 @@ import pytest
 from sessionquorum.cluster._nemesis import LIBFAKETIME
 
 from .plan import SoakPlan
-from .runner import run_soak, summary
+from .report import summary
+from .runner import run_soak
 
 pytestmark = pytest.mark.cluster
 
