@@ -56,6 +56,7 @@ chaos: $(VENV)/.stamp
 # A bounded soak (default 30 min; SOAK_MINUTES=3 for a quick one): mixed load, low compaction
 # thresholds, a follower killed, a node down until it needs a snapshot, the leader's clock +1 h.
 # JSON + PNG go to soak-results/; the exit status is 1 when a verdict fails (tests/soak/).
+# SOAK_COMPACTION=off keeps the default thresholds: the journal grows and the flat verdict fails.
 soak: $(VENV)/.stamp
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m tests.soak --out soak-results
 
