@@ -9,7 +9,9 @@ from sessionquorum.store.config import RaftSettings
 from .plan import SoakPlan
 
 
-@pytest.mark.parametrize("plan", [SoakPlan.short(), SoakPlan.full(3.0), SoakPlan.full()], ids=["short", "3min", "30min"])
+@pytest.mark.parametrize(
+    "plan", [SoakPlan.short(), SoakPlan.full(3.0), SoakPlan.full()], ids=["short", "3min", "30min"]
+)
 def test_the_plan_lowers_a_compaction_threshold_this_build_accepts(plan: SoakPlan) -> None:
     raft = plan.overrides()["raft"]
     assert raft, "no compaction threshold of this RaftSettings was recognised"
