@@ -92,6 +92,7 @@ class Faults:
         first = self.facts.get("kill_follower", {}).get("node")
         victim = self._follower(avoid=first)
         others = [n for n in self._cluster.node_ids if n != victim]
+        before = self._cluster.status(victim)
         start = self._now()
         self._cluster.kill(victim)
 
@@ -107,6 +108,7 @@ class Faults:
                 break
             self._stop.wait(POLL_S)
         counts = compacted()
+        leader = self._cluster.status(self._cluster.wait_for_leader(LEADER_TIMEOUT_S))
         self._cluster.start_node(victim)
         restarted = self._now()
         self._window("long-down", start, f"kill -9 {victim}, down until the others compacted")
@@ -114,7 +116,11 @@ class Faults:
             "node": victim,
             "down_s": round(restarted - start, 3),
             "compactions_while_down": counts,
+            # Every other node compacted after it went down (their logs start past its end,
+            # unless a build keeps a tail of entries before its snapshot: then see the indexes).
             "needed_snapshot": min(counts.values()) >= 1,
+            "applied_at_kill": before.last_applied if before is not None else None,
+            "leader_snapshot_index_at_restart": getattr(leader, "snapshot_index", None) or None,
             "catch_up_s": self._catch_up(victim, restarted),
         }
 
