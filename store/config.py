@@ -117,6 +117,12 @@ class RaftSettings:
     # A snapshot travels to a lagging follower in chunks of this size (one peer message each;
     # the peer message cap is 16 MiB).
     snapshot_chunk_bytes: int = 1024 * 1024
+    # An append message carries entries up to this size. pysyncobj sends ONE entry at least
+    # this large in pieces, by a path that bypasses our log-matching fix and whose last piece
+    # is mislabelled (followers logged EOFError tracebacks for 64 KiB sessions at its default
+    # of 64 KiB). Above the largest request gRPC admits (server.max_message_bytes), no
+    # entry ever takes that path.
+    append_batch_bytes: int = 4 * 1024 * 1024
     # "fsync": the journal is fsynced before any Raft message leaves while it holds unsynced
     # appends (group commit): an acknowledged write survives an OS crash or power loss of
     # every node. "none": written to the OS before any message leaves, never fsynced: it
@@ -137,6 +143,8 @@ class RaftSettings:
             raise ConfigError(f"raft.durability must be 'fsync' or 'none', got {self.durability!r}")
         if self.compaction_entries < 16 or self.journal_max_bytes < 64 * 1024:
             raise ConfigError("raft.compaction_entries must be >= 16 and raft.journal_max_bytes >= 65536")
+        if not 64 * 1024 <= self.append_batch_bytes <= 8 * 1024 * 1024:
+            raise ConfigError("raft.append_batch_bytes must be 65536 to 8388608 (half the peer message cap)")
         if not 4096 <= self.snapshot_chunk_bytes <= 8 * 1024 * 1024:
             raise ConfigError("raft.snapshot_chunk_bytes must be 4096 to 8388608 (half the peer message cap)")
 

@@ -404,6 +404,7 @@ class ReplicatedLog:
             logCompactionMinEntries=_NEVER_ENTRIES,
             logCompactionMinTime=_NEVER_S,
             logCompactionBatchSize=r.snapshot_chunk_bytes,
+            appendEntriesBatchSizeBytes=r.append_batch_bytes,
             serializer=self._snapshots.begin,
             serializeChecker=lambda: _PROGRESS[self._snapshots.check()],
             deserializer=self._load_snapshot,

@@ -293,3 +293,28 @@ def test_a_restarted_node_is_not_serving_until_it_caught_up_with_a_leader(
         assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         channel.close()
+
+
+@pytest.mark.parametrize(
+    ("batch_bytes", "protected"), [(None, True), (65_536, False)], ids=["default", "canary"]
+)
+def test_sessions_of_64_kib_replicate_without_pysyncobjs_chunked_path(
+    make_cluster: ClusterFactory, batch_bytes: int | None, protected: bool
+) -> None:
+    """Measured before: 3-200 such requests made followers log 96-398 EOFError tracebacks
+    (pysyncobj's chunked transmission of one entry >= its 64 KiB batch size). The canary sets
+    that batch size back to 64 KiB and must see the chunked path taken."""
+    overrides: dict[str, dict[str, object]] = {"limits": {"max_session_bytes": 70_000}}
+    if batch_bytes is not None:
+        overrides["raft"] = {"append_batch_bytes": batch_bytes}
+    cluster = make_cluster(3, overrides=overrides)
+    api, _ = leader_stub(cluster)
+    values = [pb.Attribute(name=n, value=os.urandom(16_384)) for n in (b"a", b"b", b"c", b"d")]
+    for i in range(5):
+        create(api, b"big%d" % i, attributes=values)  # each entry > 64 KiB: 4 x 16 KiB + envelope
+    wait_converged(cluster)
+    logs = "".join((cluster.node_dir(n) / "node.log").read_text() for n in cluster.node_ids)
+    if protected:
+        assert "Traceback" not in logs and "EOFError" not in logs
+    else:
+        assert "Traceback" in logs or "EOFError" in logs, "the canary must take the chunked path"
