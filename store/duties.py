@@ -48,13 +48,17 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 async def become_ready(
     raft: ReplicatedLog, stop: asyncio.Event, on_ready: Callable[[], Awaitable[None]]
 ) -> None:
-    """Wait for a leader, note the commit index then, and wait until it is applied here."""
+    """Wait to hear a leader's commit index, then until this node applied that far.
+
+    The leader's index, not this node's own: an emptied or long-down follower's own commit
+    index says nothing of what the cluster committed (it would be "ready" at index 1).
+    """
     target: int | None = None
     while not stop.is_set():
         st = raft.status()
-        if target is None and (st.is_leader or st.leader_raft_address is not None):
-            target = st.commit_index
-            log.info("catching up to commit index %d (applied %d)", target, st.last_applied)
+        if target is None and st.leader_commit_index is not None:
+            target = st.leader_commit_index
+            log.info("catching up to the leader's commit index %d (applied %d)", target, st.last_applied)
         if target is not None and st.last_applied >= target:
             log.info("ready: applied %d, committed at start %d", st.last_applied, target)
             await on_ready()

@@ -356,6 +356,9 @@ class RaftStatus:
     commit_index: int
     last_applied: int
     has_quorum: bool
+    # The leader's commit index as this node last heard it (its own, on the leader); None
+    # until it heard from a leader since it started.
+    leader_commit_index: int | None = None
     journal_bytes: int = 0
     journal_entries: int = 0
     snapshot_index: int = 0
@@ -574,6 +577,7 @@ class ReplicatedLog:
             commit_index=int(s.get("commit_idx", 0)),
             last_applied=int(s.get("last_applied", 0)),
             has_quorum=bool(s.get("has_quorum", False)),
+            leader_commit_index=None if s.get("leader_commit_idx") is None else int(s["leader_commit_idx"]),
             journal_bytes=self._journal.size_bytes,
             journal_entries=len(self._journal),
             snapshot_index=self._snapshots.snapshot_index,

@@ -358,11 +358,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 limits_from_file_differ=limits != self._config.cluster.limits,
                 command_level=self._config.command_level,
                 cluster_command_level=level,
-                journal_bytes=getattr(st, "journal_bytes", 0),
-                journal_entries=getattr(st, "journal_entries", 0),
-                snapshot_index=getattr(st, "snapshot_index", 0),
-                snapshot_bytes=getattr(st, "snapshot_bytes", 0),
-                snapshots_taken=getattr(st, "snapshots_taken", 0),
+                journal_bytes=st.journal_bytes,
+                journal_entries=st.journal_entries,
+                snapshot_index=st.snapshot_index,
+                snapshot_bytes=st.snapshot_bytes,
+                snapshots_taken=st.snapshots_taken,
                 accepting_writes=open_,
             )
 
