@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sessionquorum.store.commands import Command, Create, encode
 from sessionquorum.store.config import Limits
-from sessionquorum.store.snapshot_stream import serialize_in_pieces
+from sessionquorum.store.snapshot_format import serialize_in_pieces
 from sessionquorum.store.snapshots import read_snapshot, write_snapshot
 from sessionquorum.store.state import SessionMachine
 

@@ -40,7 +40,7 @@ from .config import NodeConfig, read_secret
 from .errors import ConfigError, NoLeader, OutcomeUnknown, StoreError
 from .journal import RaftJournal
 from .replies import Reply
-from .snapshot_stream import serialize_in_pieces
+from .snapshot_format import serialize_in_pieces
 from .snapshots import Progress, Snapshotter, compaction_due
 from .state import SessionMachine
 

@@ -6,7 +6,7 @@ far past any election timeout). Here:
 
 1. `begin` (pysyncobj's `serializer` hook, tick thread): take `capture()` under the state
    lock (a shallow copy of immutable records) and hand it to a background thread.
-2. The thread serializes the capture in small steps (store/snapshot_stream.py: one big C
+2. The thread serializes the capture in small steps (store/snapshot_format.py: one big C
    call would hold the GIL and stall the tick thread anyway), writes
    `raft.snapshot.next` and fsyncs it.
 3. `check` (pysyncobj's `serializeChecker` hook, tick thread, every tick) renames it over
@@ -68,7 +68,7 @@ def write_snapshot(
 ) -> int:
     """Write and fsync `path` (callers write a temporary name and rename); returns its size.
 
-    The state comes in pieces (store/snapshot_stream.py), so it is never held twice.
+    The state comes in pieces (store/snapshot_format.py), so it is never held twice.
     """
     meta = msgpack.packb(
         {"v": FORMAT_VERSION, "last": list(last), "prev": list(prev), "members": list(members)},

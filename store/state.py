@@ -16,11 +16,9 @@ never raised: pysyncobj retries a raising apply forever and wedges the node. Rul
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import msgpack
 
@@ -31,9 +29,8 @@ from .dedup import DedupTable
 from .errors import ConfigError
 from .replies import Code, Reply, SessionView
 from .session import Session, pack_attributes
+from .snapshot_format import SNAPSHOT_FORMAT, Capture
 
-# 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
-SNAPSHOT_FORMAT = 2
 # Most members whose command level the state keeps (a cluster has 3 to 7).
 MAX_MEMBERS = 64
 
@@ -484,49 +481,3 @@ class SessionMachine:
 
     def digest(self) -> str:
         return self.capture().digest()
-
-
-@dataclass(frozen=True, slots=True)
-class Capture:
-    """The replicated state at one log index; serializing it needs no lock."""
-
-    now_ms: int
-    limits: Limits
-    configured: bool
-    member_levels: dict[str, int]
-    sessions: dict[bytes, Session]
-    dedup: dict[bytes, Any]
-    forgotten_ms: int
-
-    def serialize(self) -> bytes:
-        """Canonical msgpack: sessions sorted by token hash, attributes by name."""
-        sessions = [
-            [
-                s.token_hash,
-                s.handle,
-                s.principal,
-                s.attributes,
-                s.created_ms,
-                s.last_access_ms,
-                s.idle_timeout_ms,
-                s.absolute_deadline_ms,
-                s.version,
-            ]
-            for _, s in sorted(self.sessions.items())
-        ]
-        return msgpack.packb(
-            {
-                "format": SNAPSHOT_FORMAT,
-                "now_ms": self.now_ms,
-                "limits": [list(p) for p in limits_to_pairs(self.limits)],
-                "configured": self.configured,
-                "members": sorted([k, lv] for k, lv in self.member_levels.items()),
-                "sessions": sessions,
-                "dedup": DedupTable.to_wire(self.dedup),
-                "forgotten_ms": self.forgotten_ms,
-            },
-            use_bin_type=True,
-        )
-
-    def digest(self) -> str:
-        return hashlib.sha256(self.serialize()).hexdigest()

@@ -130,12 +130,15 @@ def test_compaction_due_counts_entries_since_the_snapshot_not_retained_ones() ->
     assert compaction_due(entries=200, since_snapshot=150, max_bytes=10**9, **kwargs)
 
 
-def test_serialize_in_pieces_gives_the_bytes_of_capture_serialize() -> None:
+def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state() -> None:
     import hashlib
 
-    from sessionquorum.store import snapshot_stream
+    import msgpack
+
+    from sessionquorum.store import snapshot_format as snapshot_stream
     from sessionquorum.store.commands import Command, Create, encode
-    from sessionquorum.store.config import Limits
+    from sessionquorum.store.config import Limits, limits_to_pairs
+    from sessionquorum.store.dedup import DedupTable
     from sessionquorum.store.state import SessionMachine
 
     machine = SessionMachine(Limits())
@@ -151,7 +154,34 @@ def test_serialize_in_pieces_gives_the_bytes_of_capture_serialize() -> None:
     finally:
         snapshot_stream.SORT_CHUNK, snapshot_stream.PIECE_BYTES = old_chunk, old_piece
     assert len(pieces) > 10
-    assert b"".join(pieces) == capture.serialize()
+    # What one packb of the logical map gives (the format before it was streamed).
+    reference = msgpack.packb(
+        {
+            "format": snapshot_stream.SNAPSHOT_FORMAT,
+            "now_ms": capture.now_ms,
+            "limits": [list(p) for p in limits_to_pairs(capture.limits)],
+            "configured": capture.configured,
+            "members": sorted([k, lv] for k, lv in capture.member_levels.items()),
+            "sessions": [
+                [
+                    s.token_hash,
+                    s.handle,
+                    s.principal,
+                    s.attributes,
+                    s.created_ms,
+                    s.last_access_ms,
+                    s.idle_timeout_ms,
+                    s.absolute_deadline_ms,
+                    s.version,
+                ]
+                for _, s in sorted(capture.sessions.items())
+            ],
+            "dedup": DedupTable.to_wire(capture.dedup),
+            "forgotten_ms": capture.forgotten_ms,
+        },
+        use_bin_type=True,
+    )
+    assert b"".join(pieces) == reference == capture.serialize()
 
 
 def test_snapshotter_reports_a_failed_capture_once_then_idle(tmp_path: Path) -> None:

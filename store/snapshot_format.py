@@ -1,28 +1,34 @@
-"""Serialize a `Capture` in small steps, so the tick thread keeps getting the GIL.
+"""The snapshot format: a `Capture` of the replicated state, written in small steps.
 
-`Capture.serialize()` sorts every session in one `sorted()` call and packs the whole state
-in one `msgpack.packb` call: both are single C calls that hold the GIL throughout.
-Measured at 100k sessions of 300 bytes (bench/bench_snapshot.py): 0.5 s sorting and 1.1 s
-packing, and a thread that wakes every 5 ms (like pysyncobj's tick thread) saw a 2.0 s gap
-while a background thread ran it: a leader would miss its heartbeats and be deposed.
+The one writer of the canonical snapshot bytes (a msgpack map; sessions sorted by token
+hash), used for snapshot files, snapshot transfers and `Status` digests alike, so they can
+never drift apart. `SessionMachine.restore` reads it.
 
-Here sorting is done in chunks merged lazily, and every session is packed by its own call,
-so the interpreter can switch threads between any two. The bytes are exactly those of
-`Capture.serialize()` (a unit test compares them), so `SessionMachine.restore` reads them
-and digests stay comparable.
+Written in small steps so the tick thread keeps getting the GIL: one `sorted()` of every
+session and one `msgpack.packb` of the whole state are single C calls that hold the GIL
+throughout (measured at 100k sessions of 300 bytes, bench/bench_snapshot.py: 0.5 s sorting
+and 1.1 s packing, and a thread waking every 5 ms, like pysyncobj's tick thread, saw a 2.0 s
+gap: a leader would miss its heartbeats and be deposed). Here keys are sorted in chunks
+merged lazily and every session is packed by its own call, so the interpreter can switch
+threads between any two.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from .config import limits_to_pairs
+from .config import Limits, limits_to_pairs
 from .dedup import DedupTable
-from .state import SNAPSHOT_FORMAT, Capture
+from .session import Session
+
+# 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
+SNAPSHOT_FORMAT = 2
 
 # Keys sorted per chunk (one C call each), then merged by a Python generator.
 SORT_CHUNK = 20_000
@@ -33,6 +39,31 @@ PIECE_BYTES = 1024 * 1024
 def _sorted_keys(keys: list[bytes]) -> Iterator[bytes]:
     chunks = [sorted(keys[i : i + SORT_CHUNK]) for i in range(0, len(keys), SORT_CHUNK)]
     return heapq.merge(*chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """The replicated state at one log index (`SessionMachine.capture`); needs no lock."""
+
+    now_ms: int
+    limits: Limits
+    configured: bool
+    member_levels: dict[str, int]
+    sessions: dict[bytes, Session]
+    dedup: dict[bytes, Any]
+    forgotten_ms: int
+
+    def pieces(self) -> Iterator[bytes]:
+        return serialize_in_pieces(self)
+
+    def serialize(self) -> bytes:
+        return b"".join(self.pieces())
+
+    def digest(self) -> str:
+        sha = hashlib.sha256()
+        for piece in self.pieces():
+            sha.update(piece)
+        return sha.hexdigest()
 
 
 def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
