@@ -6,8 +6,9 @@ Starts a real 3-node cluster with a small `raft.compaction_entries` so that ever
 snapshots many times while `--sessions` sessions (one 300-byte attribute each) are created
 through the client; reports the create rate, each node's snapshots and the leader's term
 before and after (a change means an election happened under snapshot load). Then it kills
-a follower, empties its data directory, restarts it and reports how long it took to hold
-the leader's state (same digest), and what its log says about the install.
+a follower (-9) and times its restart until it reports ready (SERVING); then kills it again,
+empties its data directory, restarts it and reports how long it took to hold the leader's
+state (same digest), and what its log says about the install.
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def main() -> int:
         print(f"leader {leader} term {term} -> {leader_now} term {cluster.status(leader_now).term}")  # type: ignore[union-attr]
 
         follower = next(n for n in cluster.node_ids if n != leader_now)
+        # Restart-to-SERVING: kill -9, start again from its own snapshot and journal.
+        cluster.kill(follower)
+        started = time.monotonic()
+        cluster.start_node(follower)
+        cluster.wait_until(
+            lambda: (st := cluster.status(follower)) is not None and st.ready, TIMEOUT_S, "the follower ready"
+        )
+        print(
+            f"follower {follower} restarted to SERVING in {time.monotonic() - started:.1f} s (kill -9, own data)"
+        )
         cluster.kill(follower)
         for path in cluster.node_dir(follower).glob("raft.*"):
             path.unlink()
