@@ -68,9 +68,8 @@ def main() -> int:
         cluster.wait_until(
             lambda: (st := cluster.status(follower)) is not None and st.ready, TIMEOUT_S, "the follower ready"
         )
-        print(
-            f"follower {follower} restarted to SERVING in {time.monotonic() - started:.1f} s (kill -9, own data)"
-        )
+        took_s = time.monotonic() - started
+        print(f"follower {follower} restarted to SERVING in {took_s:.1f} s (kill -9, own data)")
         cluster.kill(follower)
         for path in cluster.node_dir(follower).glob("raft.*"):
             path.unlink()
