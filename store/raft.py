@@ -450,7 +450,9 @@ class ReplicatedLog:
             log.critical("cannot load snapshot %s, stopping this node", file_name, exc_info=True)
             os._exit(EXIT_UNDECODABLE)
         if not install and self._journal.align_to_snapshot(snap.prev, snap.last):
-            log.warning("journal started before the snapshot at index %d: truncated it on load", snap.last[1])
+            # Expected after any restart: compaction keeps entries before the snapshot for
+            # lagging followers, and pysyncobj's loader needs the log to start at its boundary.
+            log.info("dropped journal entries before the snapshot at index %d on load", snap.last[1])
         return (snap.last, snap.prev, list(snap.members))
 
     def _after_tick(self) -> None:
