@@ -199,11 +199,12 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.CreateResponse:
             attrs = _attributes(request.attributes, "attributes")
             principal = request.principal or None
+            limits = self._limits  # one read of the replicated limits (it takes the state lock)
             _check(v.check_token_hash(request.token_hash))
             if principal is not None:
-                _check(v.check_principal(principal, self._limits))
-            _check(v.check_timeouts(request.idle_timeout_ms, request.absolute_timeout_ms, self._limits))
-            _check(v.check_attributes(attrs, self._limits, "attributes"))
+                _check(v.check_principal(principal, limits))
+            _check(v.check_timeouts(request.idle_timeout_ms, request.absolute_timeout_ms, limits))
+            _check(v.check_attributes(attrs, limits, "attributes"))
             # The handle is a fresh value: drawn here, by the proposer, never inside apply.
             op = c.Create(
                 token_hash=request.token_hash,
@@ -226,8 +227,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 (_name(x.name, "increment", i), x.delta) for i, x in enumerate(request.increment)
             )
             _check(v.check_token_hash(request.token_hash))
-            _check(v.check_attributes(sets, self._limits, "set"))
-            _check(v.check_update_names(sets, deletes, increments, self._limits))
+            limits = self._limits  # one read of the replicated limits (it takes the state lock)
+            _check(v.check_attributes(sets, limits, "set"))
+            _check(v.check_update_names(sets, deletes, increments, limits))
             expected = request.expected_version if request.HasField("expected_version") else None
             op = c.Update(request.token_hash, sets, deletes, expected, increments)
             reply = await self._mutate(request, op)
