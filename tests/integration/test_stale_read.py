@@ -1,15 +1,16 @@
 """A deposed leader that still believes it leads must never answer a linearizable read.
 
 pysyncobj's own reads are local and were measured stale on a resumed or isolated leader;
-the read barrier through the log is what prevents it here.
+ReadIndex (store/_readindex.py: a confirmation round a majority must acknowledge in the
+leader's term) is what prevents it here.
 
 The scenario is built so the old leader cannot learn it was deposed: it is paused while the
 others elect a new leader and delete a session, then the two others are paused and the old
 leader resumed. It hears from nobody, and `raft.leader_fallback_s` is long, so it keeps
 leading its old term for the whole read: its Status before and after the read says so, and
 its local state (a STALE read) still holds the deleted session. Then:
-- with the barrier, the linearizable read is refused with UNKNOWN by that node (the barrier
-  cannot commit without a quorum);
+- with ReadIndex, the linearizable read is refused with UNAVAILABLE by that node (nobody
+  acknowledges its confirmation round; nothing was read, so the client may go elsewhere);
 - the canary runs the same scenario with `server.unsafe_skip_read_barrier` set on the nodes
   and shows the deleted session IS served: without the barrier the first test fails.
 """
@@ -113,7 +114,7 @@ def _assert_old_leader_believed_it_led(run: StaleReadRun) -> None:
     assert run.still_held_locally, f"{run.old}'s own state no longer holds the session: nothing was stale"
 
 
-def test_deposed_leader_unaware_of_new_term_refuses_linearizable_read_with_unknown(
+def test_deposed_leader_unaware_of_new_term_refuses_linearizable_read_as_unavailable(
     make_cluster: ClusterFactory, make_client: ClientFactory
 ) -> None:
     run = _run(make_cluster, make_client, skip_barrier=False)
@@ -121,10 +122,10 @@ def test_deposed_leader_unaware_of_new_term_refuses_linearizable_read_with_unkno
     _assert_old_leader_believed_it_led(run)
     assert run.answer is None, f"old leader {run.old} served a deleted session (new leader {run.new})"
     assert run.error is not None
-    # UNKNOWN from the barrier that could not commit, answered by the old leader itself: not
-    # a deadline on our side, nor a redirect from a node that already knew it was deposed.
-    assert run.error.code() == grpc.StatusCode.UNKNOWN, (run.error.code(), run.error.details())
-    assert "not applied within" in (run.error.details() or "")
+    # UNAVAILABLE from the confirmation round no majority acknowledged, answered by the old
+    # leader itself: not a deadline on our side, nor a redirect from a node that knew.
+    assert run.error.code() == grpc.StatusCode.UNAVAILABLE, (run.error.code(), run.error.details())
+    assert "no majority confirmed" in (run.error.details() or "")
     trailers = {str(item.key): str(item.value) for item in run.error.trailing_metadata() or ()}
     assert trailers.get("sq-node") == run.old, trailers
     # Once it hears from the others again, the client through its address only finds the logout.

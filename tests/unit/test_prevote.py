@@ -18,6 +18,7 @@ from sessionquorum.store._prevote import (
     reply_message,
     request_message,
 )
+from sessionquorum.store._readindex import ACK, ASK, GRANT, ROUND, ReadIndex
 from sessionquorum.store.raft import SyncObjConf, _GuardedSyncObj
 
 MIN_ELECTION_S = 0.4
@@ -282,6 +283,7 @@ def test_pysyncobj_handler_pre_vote_messages_ignored_as_by_a_node_without_prevot
         busy_tick_s=0.2,
         pre_vote=None,
         election_min_s=MIN_ELECTION_S,
+        reads=ReadIndex(timeout_s=1.0),
     )
     try:
         pysyncobj_handler = _GuardedSyncObj.__mro__[1]._SyncObj__onMessageReceived
@@ -290,6 +292,9 @@ def test_pysyncobj_handler_pre_vote_messages_ignored_as_by_a_node_without_prevot
         request = request_message(1, 99, LogPosition(98, 1000))
         pysyncobj_handler(sync, peer, request)
         pysyncobj_handler(sync, peer, reply_message(request, True))
+        # ReadIndex's messages too (store/_readindex.py): an old node ignores them.
+        for kind in (ROUND, ACK, ASK, GRANT):
+            pysyncobj_handler(sync, peer, {"type": kind, "round": 1, "ask": 1, "term": 99, "index": 5})
         after = (sync._getTerm(), sync._SyncObj__votedForNodeId, sync._isLeader(), sync._getLeader())
         assert after == before
     finally:
