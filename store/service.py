@@ -27,6 +27,7 @@ from . import errors as e
 from . import validation as v
 from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
+from .decoding import Undecodable
 from .errors import ConfigError
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
@@ -152,6 +153,16 @@ class SessionService(pb_grpc.SessionStoreServicer):
             context.set_trailing_metadata(tuple(metadata))
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
         raise AssertionError("unreachable: abort raises")
+
+    async def refuse_undecodable(
+        self, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """A request that did not decode (decoding.py): INVALID_ARGUMENT, one log line."""
+
+        async def work() -> None:
+            raise e.InvalidArgument(request.message)
+
+        await self._boundary(context, work())
 
     def _require_leader(self) -> None:
         if self._raft.is_leader():
