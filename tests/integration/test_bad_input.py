@@ -15,6 +15,7 @@ import pytest
 
 from sessionquorum.cluster import LocalCluster
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
+from sessionquorum.store.validation import MIN_IDLE_TIMEOUT_MS as MIN_IDLE_MS
 
 from .helpers import pb, stub
 
@@ -144,7 +145,7 @@ def test_expired_session_is_not_found_with_reason_and_cannot_be_updated(
     api: Api, module_cluster: LocalCluster
 ) -> None:
     token = os.urandom(16)
-    api.create(token, idle_timeout_ms=300, absolute_timeout_ms=300)
+    api.create(token, idle_timeout_ms=MIN_IDLE_MS, absolute_timeout_ms=MIN_IDLE_MS)
 
     def expired() -> str | None:
         try:
@@ -184,6 +185,8 @@ def test_update_with_wrong_expected_version_is_aborted_and_changes_nothing(api: 
         (1000, 0, "absolute_timeout_ms must be > 0"),
         (1000, -1, "absolute_timeout_ms must be > 0"),
         (5000, 4999, "must not be shorter than idle_timeout_ms"),
+        (1, 1, f"idle_timeout_ms must be >= {MIN_IDLE_MS}, got 1"),
+        (MIN_IDLE_MS - 1, 60_000, f"idle_timeout_ms must be >= {MIN_IDLE_MS}, got {MIN_IDLE_MS - 1}"),
     ],
 )
 def test_bad_timeouts_are_invalid_argument(api: Api, idle: int, absolute: int, fragment: str) -> None:
@@ -293,5 +296,36 @@ def test_increment_of_a_non_integer_attribute_is_invalid_argument(api: Api, exis
             ),
             timeout=10,
         ),
+    )
+    assert_unchanged(api, existing)
+
+
+@pytest.mark.parametrize("byte", [0x00, 0xFF])
+def test_token_hash_of_one_repeated_byte_is_invalid_argument(api: Api, existing: bytes, byte: int) -> None:
+    degenerate = bytes([byte]) * 32
+    fragment = f"is one byte value (0x{byte:02x}) repeated"
+    expect(
+        INVALID,
+        f"token_hash {fragment}",
+        lambda: api.stub.Create(
+            pb.CreateRequest(
+                request_id=api.rid(),
+                token_hash=degenerate,
+                idle_timeout_ms=60_000,
+                absolute_timeout_ms=60_000,
+            ),
+            timeout=10,
+        ),
+    )
+    expect(
+        INVALID,
+        f"new_token_hash {fragment}",
+        lambda: api.stub.Rotate(
+            pb.RotateRequest(request_id=api.rid(), token_hash=h(existing), new_token_hash=degenerate),
+            timeout=10,
+        ),
+    )
+    expect(
+        INVALID, fragment, lambda: api.stub.Validate(pb.ValidateRequest(token_hash=degenerate), timeout=10)
     )
     assert_unchanged(api, existing)
