@@ -23,9 +23,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import duties
+from . import decoding, duties
 from .clock import ProposerClock
 from .commands import BASE_LEVEL
 from .config import Limits, NodeConfig, load_node_config
@@ -36,7 +37,8 @@ from .state import SessionMachine
 
 log = logging.getLogger("sessionquorum.node")
 
-SERVICE_NAME = "sessionquorum.v1.SessionStore"
+SERVICE = pb.DESCRIPTOR.services_by_name["SessionStore"]
+SERVICE_NAME = SERVICE.full_name
 
 
 def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
@@ -70,7 +72,10 @@ async def serve(config: NodeConfig) -> None:
         ]
     )
     service = SessionService(config, raft, clock)
-    pb_grpc.add_SessionStoreServicer_to_server(service, server)
+    # Every request decoded safely: bytes that are not the message get INVALID_ARGUMENT.
+    decoding.add_servicer(
+        pb_grpc.add_SessionStoreServicer_to_server, service, SERVICE, server, service.refuse_undecodable
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     creds = _server_credentials(config)

@@ -27,6 +27,7 @@ from . import errors as e
 from . import validation as v
 from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
+from .decoding import Undecodable
 from .errors import ConfigError
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
@@ -153,6 +154,16 @@ class SessionService(pb_grpc.SessionStoreServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
         raise AssertionError("unreachable: abort raises")
 
+    async def refuse_undecodable(
+        self, request: Undecodable, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """A request that did not decode (decoding.py): INVALID_ARGUMENT, one log line."""
+
+        async def work() -> None:
+            raise e.InvalidArgument(request.message)
+
+        await self._boundary(context, work())
+
     def _require_leader(self) -> None:
         if self._raft.is_leader():
             return
@@ -200,10 +211,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
             attrs = _attributes(request.attributes, "attributes")
             principal = request.principal or None
             limits = self._limits  # one read of the replicated limits (it takes the state lock)
-            _check(v.check_token_hash(request.token_hash))
+            _check(v.check_request_token_hash(request.token_hash))
             if principal is not None:
                 _check(v.check_principal(principal, limits))
-            _check(v.check_timeouts(request.idle_timeout_ms, request.absolute_timeout_ms, limits))
+            _check(v.check_request_timeouts(request.idle_timeout_ms, request.absolute_timeout_ms, limits))
             _check(v.check_attributes(attrs, limits, "attributes"))
             # The handle is a fresh value: drawn here, by the proposer, never inside apply.
             op = c.Create(
@@ -226,7 +237,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             increments = tuple(
                 (_name(x.name, "increment", i), x.delta) for i, x in enumerate(request.increment)
             )
-            _check(v.check_token_hash(request.token_hash))
+            _check(v.check_request_token_hash(request.token_hash))
             limits = self._limits  # one read of the replicated limits (it takes the state lock)
             _check(v.check_attributes(sets, limits, "set"))
             _check(v.check_update_names(sets, deletes, increments, limits))
@@ -239,7 +250,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
 
     async def Touch(self, request: pb.TouchRequest, context: Any) -> pb.TouchResponse:
         async def work() -> pb.TouchResponse:
-            _check(v.check_token_hash(request.token_hash))
+            _check(v.check_request_token_hash(request.token_hash))
             reply = await self._mutate(request, c.Touch(request.token_hash))
             return pb.TouchResponse(session=_session(reply.session))
 
@@ -247,8 +258,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
 
     async def Rotate(self, request: pb.RotateRequest, context: Any) -> pb.RotateResponse:
         async def work() -> pb.RotateResponse:
-            _check(v.check_token_hash(request.token_hash))
-            _check(v.check_token_hash(request.new_token_hash, "new_token_hash"))
+            _check(v.check_request_token_hash(request.token_hash))
+            _check(v.check_request_token_hash(request.new_token_hash, "new_token_hash"))
             if request.token_hash == request.new_token_hash:
                 raise e.InvalidArgument("new_token_hash must differ from token_hash")
             principal = request.principal if request.HasField("principal") else None
@@ -267,7 +278,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             if target is None:
                 raise e.InvalidArgument("delete needs token_hash or handle")
             if target == "token_hash":
-                _check(v.check_token_hash(request.token_hash))
+                _check(v.check_request_token_hash(request.token_hash))
                 op = c.Delete(token_hash=request.token_hash, handle=None)
             else:
                 _check(v.check_handle(request.handle, self._limits))
@@ -301,7 +312,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
 
     async def Validate(self, request: pb.ValidateRequest, context: Any) -> pb.ValidateResponse:
         async def work() -> pb.ValidateResponse:
-            _check(v.check_token_hash(request.token_hash))
+            _check(v.check_request_token_hash(request.token_hash))
             if request.consistency == pb.STALE and not request.touch:
                 if not self.ready:
                     raise e.NotReady("this node is still catching up after its start; ask another node")

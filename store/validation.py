@@ -5,6 +5,9 @@ no log entry and gets its error at once) and by the state machine at apply (so t
 invariants hold whatever a proposer sends). Each check returns None or a Problem: the
 outcome code (INVALID for a malformed request, QUOTA for a size limit) and a message that
 names what was wrong.
+
+The `check_request_*` functions at the end are stricter rules for new requests, run by the
+service only (apply must keep accepting what older releases logged).
 """
 
 from __future__ import annotations
@@ -152,3 +155,25 @@ def parse_counter(name: str, raw: bytes | None) -> int | Problem:
 def session_bytes(attributes: Iterable[tuple[str, bytes]]) -> int:
     """What counts against max_session_bytes: every name's UTF-8 bytes plus its value."""
     return sum(len(name.encode("utf-8")) + len(value) for name, value in attributes)
+
+
+# Stricter rules for new requests: the service runs them before proposing, apply never
+# does. What apply checks decides how existing log entries replay, so tightening it would
+# make nodes of different releases compute different states from the same log.
+MIN_IDLE_TIMEOUT_MS = 1000
+
+
+def check_request_token_hash(value: bytes, field: str = "token_hash") -> Problem | None:
+    """check_token_hash, and no hash of one repeated byte (all zeros: an unset buffer)."""
+    problem = check_token_hash(value, field)
+    if problem is None and value.count(value[0]) == len(value):
+        return _invalid(f"{field} is one byte value (0x{value[0]:02x}) repeated: not the SHA-256 of a token")
+    return problem
+
+
+def check_request_timeouts(idle_ms: int, absolute_ms: int, limits: Limits) -> Problem | None:
+    """check_timeouts, and an idle timeout of at least MIN_IDLE_TIMEOUT_MS (absolute >= idle)."""
+    problem = check_timeouts(idle_ms, absolute_ms, limits)
+    if problem is None and idle_ms < MIN_IDLE_TIMEOUT_MS:
+        return _invalid(f"idle_timeout_ms must be >= {MIN_IDLE_TIMEOUT_MS}, got {idle_ms}")
+    return problem

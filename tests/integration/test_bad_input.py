@@ -1,7 +1,8 @@
 """Bad input gets the exact gRPC status and a message naming the problem; nothing changes.
 
 The calls go through raw stubs (not the client library) so that malformed requests the
-client would refuse locally still reach a node.
+client would refuse locally still reach a node; requests that do not even decode are sent
+as raw bytes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import pytest
 
 from sessionquorum.cluster import LocalCluster
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
+from sessionquorum.store.validation import MIN_IDLE_TIMEOUT_MS as MIN_IDLE_MS
+from tests.malformed import Malformed, batch
 
-from .helpers import pb, stub
+from .helpers import pb, stub, wait_converged
 
 pytestmark = pytest.mark.cluster
 
@@ -144,7 +147,7 @@ def test_expired_session_is_not_found_with_reason_and_cannot_be_updated(
     api: Api, module_cluster: LocalCluster
 ) -> None:
     token = os.urandom(16)
-    api.create(token, idle_timeout_ms=300, absolute_timeout_ms=300)
+    api.create(token, idle_timeout_ms=MIN_IDLE_MS, absolute_timeout_ms=MIN_IDLE_MS)
 
     def expired() -> str | None:
         try:
@@ -184,6 +187,8 @@ def test_update_with_wrong_expected_version_is_aborted_and_changes_nothing(api: 
         (1000, 0, "absolute_timeout_ms must be > 0"),
         (1000, -1, "absolute_timeout_ms must be > 0"),
         (5000, 4999, "must not be shorter than idle_timeout_ms"),
+        (1, 1, f"idle_timeout_ms must be >= {MIN_IDLE_MS}, got 1"),
+        (MIN_IDLE_MS - 1, 60_000, f"idle_timeout_ms must be >= {MIN_IDLE_MS}, got {MIN_IDLE_MS - 1}"),
     ],
 )
 def test_bad_timeouts_are_invalid_argument(api: Api, idle: int, absolute: int, fragment: str) -> None:
@@ -295,3 +300,101 @@ def test_increment_of_a_non_integer_attribute_is_invalid_argument(api: Api, exis
         ),
     )
     assert_unchanged(api, existing)
+
+
+@pytest.mark.parametrize("byte", [0x00, 0xFF])
+def test_token_hash_of_one_repeated_byte_is_invalid_argument(api: Api, existing: bytes, byte: int) -> None:
+    degenerate = bytes([byte]) * 32
+    fragment = f"is one byte value (0x{byte:02x}) repeated"
+    expect(
+        INVALID,
+        f"token_hash {fragment}",
+        lambda: api.stub.Create(
+            pb.CreateRequest(
+                request_id=api.rid(),
+                token_hash=degenerate,
+                idle_timeout_ms=60_000,
+                absolute_timeout_ms=60_000,
+            ),
+            timeout=10,
+        ),
+    )
+    expect(
+        INVALID,
+        f"new_token_hash {fragment}",
+        lambda: api.stub.Rotate(
+            pb.RotateRequest(request_id=api.rid(), token_hash=h(existing), new_token_hash=degenerate),
+            timeout=10,
+        ),
+    )
+    expect(
+        INVALID, fragment, lambda: api.stub.Validate(pb.ValidateRequest(token_hash=degenerate), timeout=10)
+    )
+    assert_unchanged(api, existing)
+
+
+REFUSAL_LINE = (
+    " INFO sessionquorum.store.service: refused a request: INVALID_ARGUMENT: request is not a valid "
+)
+
+
+def _fingerprint(status: pb.StatusResponse) -> tuple[object, ...]:
+    """What a log entry would change: the state, the applied and committed index, the journal."""
+    return (
+        status.state_digest,
+        status.last_applied,
+        status.commit_index,
+        status.journal_bytes,
+        status.journal_entries,
+    )
+
+
+def _send_raw(channel: grpc.Channel, case: Malformed) -> grpc.RpcError:
+    call = channel.unary_unary(case.path, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+        call(case.data, timeout=10)
+    return info.value
+
+
+def test_undecodable_requests_to_every_method_are_invalid_argument_with_one_log_line_and_change_nothing(
+    module_cluster: LocalCluster,
+) -> None:
+    """Truncated, random, invalid UTF-8 and too deeply nested bodies, to every method of every node.
+
+    Before: UNKNOWN (the client retries it as an unknown outcome) and a 7-line traceback per
+    request (the generated deserializer raised inside gRPC; test_decoding.py's canary).
+    """
+    cases = batch()
+    assert len(cases) == 36
+    wait_converged(module_cluster)
+    before = module_cluster.statuses(digest=True)
+    log_sizes = {n: module_cluster.log_path(n).stat().st_size for n in module_cluster.node_ids}
+    for node_id in module_cluster.node_ids:
+        channel = module_cluster.channel(node_id)
+        try:
+            for case in cases:
+                error = _send_raw(channel, case)
+                assert error.code() == INVALID, (node_id, case, error.code(), error.details())
+                details = error.details() or ""
+                prefix = f"request is not a valid {case.message_name}: "
+                assert details.startswith(prefix) and len(details) > len(prefix), (node_id, case, details)
+                assert ("UTF-8" in details) == (case.kind == "invalid-utf8"), (node_id, case, details)
+                assert ("sq-node", node_id) in tuple(error.trailing_metadata() or ()), (node_id, case)
+        finally:
+            channel.close()
+    after = module_cluster.statuses(digest=True)
+    for node_id in module_cluster.node_ids:
+        was, now = before[node_id], after[node_id]
+        assert was is not None and now is not None
+        assert _fingerprint(now) == _fingerprint(was), node_id
+        with module_cluster.log_path(node_id).open("rb") as f:
+            f.seek(log_sizes[node_id])
+            new_lines = f.read().decode(errors="replace").splitlines()
+        refusals = [line for line in new_lines if REFUSAL_LINE in line]
+        assert len(refusals) == len(cases), (node_id, new_lines[:10])
+        assert not [line for line in new_lines if "Traceback" in line or " ERROR " in line], node_id
+        # Nothing else came from serving them: every other new line is a periodic one.
+        others = [line for line in new_lines if REFUSAL_LINE not in line]
+        assert all("sessionquorum.store.service" not in line and "grpc" not in line for line in others), (
+            others
+        )
