@@ -46,6 +46,11 @@ _Resp = TypeVar("_Resp")
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+# Where linearizable reads go. Every node answers them correctly (ReadIndex: a follower asks
+# the leader for a read index and waits until it applied it); "any" spreads them over the
+# nodes, which scales reads, "leader" saves the follower's extra round trip.
+READ_FROM_LEADER = "leader"
+READ_FROM_ANY = "any"
 # Well below the node's apply timeout (5 s) on purpose: a leader that cannot commit is
 # usually gone or paused, and the retry carries the same request id, so giving up on an
 # attempt early is free. Measured by the pause-leader chaos scenario: a stopped leader held
@@ -78,7 +83,10 @@ class SessionClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        read_from: str = READ_FROM_LEADER,
     ) -> None:
+        if read_from not in (READ_FROM_LEADER, READ_FROM_ANY):
+            raise ValueError(f"read_from must be {READ_FROM_LEADER!r} or {READ_FROM_ANY!r}: {read_from!r}")
         if tls is None and not insecure:
             raise ValueError("pass tls=TLSConfig(...), or insecure=True to use plaintext deliberately")
         if tls is not None and insecure:
@@ -86,6 +94,7 @@ class SessionClient:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self._timeout_s = _positive_seconds("timeout_s", timeout_s)
+        self._reads_anywhere = read_from == READ_FROM_ANY
         self._router = Router(endpoints)
         self._channels = ChannelPool(tls, max_message_bytes)
         self._lanes = LanePool()
@@ -266,8 +275,10 @@ class SessionClient:
         """Return the session with its attributes, or raise NotFound.
 
         `stale=True` lets any node answer from local state (faster, may lag or miss a
-        recent logout); it is ignored with `touch=True`, which the leader serves. A touch
-        is idempotent at the node, so it is retried like a read.
+        recent logout; spread over the nodes); it is ignored with `touch=True`. A touch
+        is idempotent at the node, so it is retried like a read. Linearizable reads go to
+        the leader, or to any node with `read_from="any"`: each answer includes every write
+        acknowledged before the call.
         """
         token_hash = hash_token(token)
         consistency = pb.STALE if stale and not touch else pb.LINEARIZABLE
@@ -277,7 +288,7 @@ class SessionClient:
             lambda stub: stub.Validate,
             request,
             mutation=False,
-            leader_only=consistency == pb.LINEARIZABLE,
+            leader_only=consistency == pb.LINEARIZABLE and not self._reads_anywhere,
             timeout_s=self._deadline(timeout_s),
         )
         return session_from_pb(response.session)
@@ -289,7 +300,7 @@ class SessionClient:
             lambda stub: stub.ListSessions,
             pb.ListSessionsRequest(principal=principal),
             mutation=False,
-            leader_only=True,
+            leader_only=not self._reads_anywhere,
             timeout_s=self._deadline(timeout_s),
         )
         return [session_from_pb(s) for s in response.sessions]

@@ -105,7 +105,8 @@ class Caller:
         refusal for a forgotten request id cannot move to a fresh client id.
         """
         deadline = time.monotonic() + timeout_s
-        endpoint = self._router.leader()
+        # A call any node may serve starts at the next node in turn: reads spread out.
+        endpoint = self._router.leader() if leader_only else self._router.spread()
         maybe_applied = False
         attempts = retries = redirects = 0
         last: grpc.RpcError | None = None

@@ -134,6 +134,7 @@ class Router:
         self._lock = threading.Lock()
         self._endpoints = unique
         self._leader = unique[0]
+        self._turn = 0
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -143,6 +144,12 @@ class Router:
     def leader(self) -> str:
         with self._lock:
             return self._leader
+
+    def spread(self) -> str:
+        """The next endpoint in turn, for a call any node may serve (reads spread over nodes)."""
+        with self._lock:
+            self._turn = (self._turn + 1) % len(self._endpoints)
+            return self._endpoints[self._turn]
 
     def confirm(self, endpoint: str) -> None:
         """A leader-only call succeeded at `endpoint`: it leads (or did a moment ago)."""

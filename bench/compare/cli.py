@@ -93,6 +93,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--keep-data", action="store_true", help="keep the servers' directories (and their logs) afterwards"
     )
     parser.add_argument(
+        "--sq-reads",
+        choices=("leader", "any"),
+        default=os.environ.get("BENCH_SQ_READS", "any"),
+        help="where sessionquorum's linearizable reads go: the leader, or each node in turn",
+    )
+    parser.add_argument(
         "--skip-missing",
         action="store_true",
         help="leave out etcd / Redis when their binary or client is missing, instead of failing",
@@ -166,9 +172,9 @@ class _Run:
             self.servers[self.sq.name] = self.sq
             self.sq.start()
             if "sq-grpc" in targets:
-                self.async_targets["sq-grpc"] = SqGrpcTarget(self.sq)
+                self.async_targets["sq-grpc"] = SqGrpcTarget(self.sq, self.args.sq_reads)
             if "sq-client" in targets:
-                self.sync_targets["sq-client"] = SqClientTarget(self.sq)
+                self.sync_targets["sq-client"] = SqClientTarget(self.sq, self.args.sq_reads)
         if "etcd" in targets:
             from .sys_etcd import EtcdServer, EtcdTarget
 

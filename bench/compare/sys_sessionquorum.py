@@ -1,7 +1,8 @@
 """sessionquorum under test: a real 3-node LocalCluster, reached two ways.
 
-- `sq-grpc`: the generated stubs on ONE grpc.aio channel to the leader, as the fastest
-  possible client would call them (what the server can do, without client overhead).
+- `sq-grpc`: the generated stubs on one grpc.aio channel per node, as the fastest possible
+  client would call them (what the server can do, without client overhead): writes to the
+  leader, linearizable reads to the leader or, with `--sq-reads any`, to each node in turn.
 - `sq-client`: the public synchronous SessionClient, shared by a pool of threads, as a
   threaded web application uses it (what an application gets).
 
@@ -102,30 +103,40 @@ class _Lane:
 
 
 class SqGrpcTarget:
-    """Raw grpc.aio stubs on one channel to the leader; tasks share the channel."""
+    """Raw grpc.aio stubs on one channel per node; tasks share the channels."""
 
     name = "sq-grpc"
     server = SessionquorumServer.name
 
-    def __init__(self, server: SessionquorumServer) -> None:
+    def __init__(self, server: SessionquorumServer, reads: str = "leader") -> None:
         self._server = server
-        self._channel: grpc.aio.Channel | None = None
+        self._reads_anywhere = reads == "any"
+        self._channels: list[grpc.aio.Channel] = []
         self._stub: pb_grpc.SessionStoreAsyncStub | None = None
+        self._read_stubs: list[pb_grpc.SessionStoreAsyncStub] = []
+        self._turn = 0
         self._lanes: list[_Lane] = []
         self._epoch_ms = 0
 
     async def open(self) -> None:
-        address = self._server.cluster.grpc_address(self._server.leader_id)
-        self._channel = grpc.aio.secure_channel(address, self._server.credentials())
-        self._stub = pb_grpc.SessionStoreStub(self._channel)
+        cluster = self._server.cluster
+        for node in cluster.node_ids:
+            channel = grpc.aio.secure_channel(cluster.grpc_address(node), self._server.credentials())
+            self._channels.append(channel)
+            stub = pb_grpc.SessionStoreStub(channel)
+            if node == self._server.leader_id:
+                self._stub = stub
+            if self._reads_anywhere or node == self._server.leader_id:
+                self._read_stubs.append(stub)
+        assert self._stub is not None
         # A new client id must carry the cluster's time it learned first (the dedup rules in
         # proto/sessionquorum.proto); one Status call gives it for every lane.
         status = await self._stub.Status(pb.StatusRequest(), timeout=OP_TIMEOUT_S)
         self._epoch_ms = status.replicated_now_ms
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     def _stub_or_fail(self) -> pb_grpc.SessionStoreAsyncStub:
         if self._stub is None:
@@ -163,7 +174,9 @@ class SqGrpcTarget:
 
     async def validate(self, key: bytes) -> None:
         request = pb.ValidateRequest(token_hash=key, touch=False, consistency=pb.LINEARIZABLE)
-        await self._stub_or_fail().Validate(request, timeout=OP_TIMEOUT_S)
+        self._stub_or_fail()
+        self._turn = (self._turn + 1) % len(self._read_stubs)
+        await self._read_stubs[self._turn].Validate(request, timeout=OP_TIMEOUT_S)
 
     async def update(self, key: bytes, value: bytes) -> None:
         lane = self._lease()
@@ -180,14 +193,17 @@ class SqClientTarget:
     name = "sq-client"
     server = SessionquorumServer.name
 
-    def __init__(self, server: SessionquorumServer) -> None:
+    def __init__(self, server: SessionquorumServer, reads: str = "leader") -> None:
         self._server = server
+        self._reads = reads
         self._client: SessionClient | None = None
 
     def open(self) -> None:
         tls = self._server.cluster.tls_files
         self._client = SessionClient(
-            self._server.cluster.endpoints, tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key)
+            self._server.cluster.endpoints,
+            tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key),
+            read_from=self._reads,
         )
 
     def close(self) -> None:
