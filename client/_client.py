@@ -61,6 +61,16 @@ DEFAULT_IDLE_TIMEOUT_S = 30 * 60.0
 DEFAULT_ABSOLUTE_TIMEOUT_S = 8 * 3600.0
 
 
+# Calls that may travel in a Batch with concurrent calls of this process (_coalesce.py).
+_BATCH_KINDS: dict[type, str] = {
+    pb.CreateRequest: "create",
+    pb.UpdateRequest: "update",
+    pb.TouchRequest: "touch",
+    pb.RotateRequest: "rotate",
+    pb.DeleteRequest: "delete",
+}
+
+
 def _positive_seconds(name: str, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
@@ -84,6 +94,7 @@ class SessionClient:
         attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         read_from: str = READ_FROM_LEADER,
+        coalesce: bool = True,
     ) -> None:
         if read_from not in (READ_FROM_LEADER, READ_FROM_ANY):
             raise ValueError(f"read_from must be {READ_FROM_LEADER!r} or {READ_FROM_ANY!r}: {read_from!r}")
@@ -102,6 +113,7 @@ class SessionClient:
             self._router,
             self._channels,
             attempt_timeout_s=_positive_seconds("attempt_timeout_s", attempt_timeout_s),
+            coalesce=coalesce,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -145,6 +157,7 @@ class SessionClient:
                 leader_only=True,
                 timeout_s=self._deadline(timeout_s),
                 lease=lease,
+                batch_kind=_BATCH_KINDS.get(type(request)),
             )
 
     def _mutate_to_token(
@@ -290,6 +303,7 @@ class SessionClient:
             mutation=False,
             leader_only=consistency == pb.LINEARIZABLE and not self._reads_anywhere,
             timeout_s=self._deadline(timeout_s),
+            batch_kind="validate",
         )
         return session_from_pb(response.session)
 

@@ -37,6 +37,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
 from ._channels import ChannelPool, ClientClosedError
+from ._coalesce import Coalescer
 from ._errors import SessionQuorumError, error_for_status
 from ._routing import DEDUP_EXPIRED_PREFIX, Action, Router, Verdict, classify, trailers
 
@@ -77,10 +78,15 @@ def backoff_delay_s(retries: int) -> float:
 class Caller:
     """Runs calls against the cluster; shared by all threads of one client."""
 
-    def __init__(self, router: Router, channels: ChannelPool, *, attempt_timeout_s: float) -> None:
+    def __init__(
+        self, router: Router, channels: ChannelPool, *, attempt_timeout_s: float, coalesce: bool = True
+    ) -> None:
         self._router = router
         self._channels = channels
         self._attempt_timeout_s = attempt_timeout_s
+        self._coalesce = coalesce
+        self._coalescers: dict[str, Coalescer] = {}
+        self._coalescers_lock = threading.Lock()
         # Set by close(): wakes every backoff at once so close() does not wait them out.
         self._closing = threading.Event()
 
@@ -97,12 +103,14 @@ class Caller:
         leader_only: bool,
         timeout_s: float,
         lease: Renewable[_Req] | None = None,
+        batch_kind: str | None = None,
     ) -> _Resp:
         """Send `request` until a definite answer or the deadline; see the module docstring.
 
         `label` names the call in logs; it must not contain a token (a hash prefix is fine).
         `lease` is the mutation's request id (its `request` is `request`); without one, a
-        refusal for a forgotten request id cannot move to a fresh client id.
+        refusal for a forgotten request id cannot move to a fresh client id. `batch_kind`
+        (a BatchItem field name) lets the attempt travel in a Batch with concurrent calls.
         """
         deadline = time.monotonic() + timeout_s
         # A call any node may serve starts at the next node in turn: reads spread out.
@@ -118,7 +126,8 @@ class Caller:
             if remaining <= 0 or (attempts > 0 and self._closing.is_set()):
                 break
             try:
-                response = self._attempt(pick, endpoint, request, min(remaining, self._attempt_timeout_s))
+                attempt_s = min(remaining, self._attempt_timeout_s)
+                response = self._attempt(pick, endpoint, request, attempt_s, batch_kind)
             except ClientClosedError:
                 if attempts == 0:
                     raise
@@ -173,15 +182,31 @@ class Caller:
             return response
         raise self._gave_up(label, last, last_endpoint, attempts, timeout_s, maybe_applied) from last
 
-    def _attempt(self, pick: RpcPicker[_Req, _Resp], endpoint: str, request: _Req, timeout_s: float) -> _Resp:
+    def _attempt(
+        self, pick: RpcPicker[_Req, _Resp], endpoint: str, request: _Req, timeout_s: float, kind: str | None
+    ) -> _Resp:
         rpc = pick(self._channels.stub(endpoint))
-        try:
-            return rpc(request, timeout=timeout_s)
-        except ValueError as exc:
-            # gRPC refuses to start a call on a channel that close() shut a moment ago.
-            if self._closing.is_set():
-                raise ClientClosedError("the SessionClient is closed") from exc
-            raise
+
+        def direct() -> _Resp:
+            try:
+                return rpc(request, timeout=timeout_s)
+            except ValueError as exc:
+                # gRPC refuses to start a call on a channel that close() shut a moment ago.
+                if self._closing.is_set():
+                    raise ClientClosedError("the SessionClient is closed") from exc
+                raise
+
+        if kind is None or not self._coalesce:
+            return direct()
+        response: _Resp = self._coalescer(endpoint).call(kind, request, timeout_s, direct)
+        return response
+
+    def _coalescer(self, endpoint: str) -> Coalescer:
+        with self._coalescers_lock:
+            found = self._coalescers.get(endpoint)
+            if found is None:
+                found = self._coalescers[endpoint] = Coalescer(lambda: self._channels.stub(endpoint))
+            return found
 
     def _route(
         self, verdict: Verdict, endpoint: str, redirects: int, suspects: dict[str, float]

@@ -84,6 +84,11 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureResponse.FromString,
                 _registered_method=True)
+        self.Batch = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/Batch',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.FromString,
+                _registered_method=True)
 
 
 class SessionStoreServicer:
@@ -150,6 +155,12 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Batch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +213,11 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.Configure,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureResponse.SerializeToString,
+            ),
+            'Batch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Batch,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -474,6 +490,33 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/Configure',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.ConfigureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Batch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/Batch',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

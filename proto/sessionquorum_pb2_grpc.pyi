@@ -58,6 +58,7 @@ class SessionStoreStub:
     Status: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.StatusRequest, _sessionquorum_pb2.StatusResponse]
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]
+    Batch: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -73,6 +74,7 @@ class SessionStoreAsyncStub(SessionStoreStub):
     Status: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.StatusRequest, _sessionquorum_pb2.StatusResponse]  # type: ignore[assignment]
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]  # type: ignore[assignment]
+    Batch: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]  # type: ignore[assignment]
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -145,5 +147,12 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.ConfigureRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.ConfigureResponse, _abc.Awaitable[_sessionquorum_pb2.ConfigureResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Batch(
+        self,
+        request: _sessionquorum_pb2.BatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.BatchResponse, _abc.Awaitable[_sessionquorum_pb2.BatchResponse]]: ...
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -512,6 +512,7 @@ class ReplicatedLog:
             dynamicMembershipChange=False,
         )
         _cap_peer_messages()
+        # A read not confirmed within the apply timeout fails (NoLeader: nothing was read).
         self._reads = ReadIndex(timeout_s=config.cluster.server.apply_timeout_s)
         # Readers arriving before the tick thread takes the open batch share its future;
         # once taken (its round may already be on the wire) a new batch opens.
@@ -639,7 +640,7 @@ class ReplicatedLog:
                     "retry with the same request id"
                 )
 
-    async def read_index(self, timeout_s: float) -> int:
+    async def read_index(self) -> int:
         """Wait until this node's state includes every entry committed before this call.
 
         ReadIndex (store/_readindex.py): on the leader, one confirmation round shared by
@@ -651,7 +652,7 @@ class ReplicatedLog:
             if batch is None:
                 loop = asyncio.get_running_loop()
                 batch = self._open_batch = loop.create_future()
-                # Mark the outcome retrieved even if every reader timed out meanwhile.
+                # Mark the outcome retrieved even if every reader was cancelled meanwhile.
                 batch.add_done_callback(lambda f: f.cancelled() or f.exception())
 
                 def settle(index: int | None, reason: str | None, fut: asyncio.Future[int] = batch) -> None:
@@ -659,13 +660,10 @@ class ReplicatedLog:
                         loop.call_soon_threadsafe(_settle_read, fut, index, reason)
 
                 self._open_reads.append(settle)
-        self._sync.wake()
-        try:
-            return await asyncio.wait_for(asyncio.shield(batch), timeout_s)
-        except TimeoutError:
-            raise NoLeader(
-                f"no majority confirmed this node's read index within {timeout_s:g} s; nothing was read"
-            ) from None
+                self._sync.wake()
+        # No timer per reader: ReadIndex fails a batch after `timeout_s` on the tick thread.
+        # The shield keeps one reader's cancellation from cancelling the batch of all.
+        return await asyncio.shield(batch)
 
     # ---------------------------------------------------------------- reads
     def read(self, fn: Callable[[SessionMachine], _T]) -> _T:

@@ -22,6 +22,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
+from . import batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
@@ -307,7 +308,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             # local state without confirming it still leads, so stale reads are possible.
             self._require_leader()
             return self._now()
-        await self._raft.read_index(self._server.apply_timeout_s)
+        await self._raft.read_index()
         return self._now()
 
     async def Validate(self, request: pb.ValidateRequest, context: Any) -> pb.ValidateResponse:
@@ -406,3 +407,14 @@ class SessionService(pb_grpc.SessionStoreServicer):
             return pb.ConfigureResponse(limits_json=limits_json(self._limits))
 
         return await self._boundary(context, work())
+
+    async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
+        handlers: dict[str, batch.Handler] = {
+            "validate": self.Validate,
+            "create": self.Create,
+            "update": self.Update,
+            "touch": self.Touch,
+            "rotate": self.Rotate,
+            "delete": self.Delete,
+        }
+        return await self._boundary(context, batch.serve(handlers, request))

@@ -40,6 +40,9 @@ SAMPLES: dict[str, Message] = {
     "RevokePrincipal": pb.RevokePrincipalRequest(request_id=_RID, principal="alice"),
     "Status": pb.StatusRequest(digest=True),
     "Configure": pb.ConfigureRequest(request_id=_RID, limits_json='{"max_sessions": 10}'),
+    "Batch": pb.BatchRequest(
+        items=[pb.BatchItem(create=pb.CreateRequest(request_id=_RID, token_hash=_HASH, principal="alice"))]
+    ),
 }
 
 
