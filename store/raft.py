@@ -205,12 +205,14 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         pre_vote: PreVote | None,
         election_min_s: float,
         reads: ReadIndex,
+        take_reads: Callable[[], list[Waiter]] | None = None,
         **kwargs: Any,
     ) -> None:
         # Set before SyncObj.__init__, which starts the tick thread.
         self._busy_tick_s = busy_tick_s
         self._first_tick = True
         self._reads = reads
+        self._take_reads = take_reads
         # Wakes the tick thread out of its poll when a proposal or a read arrives (made on
         # the tick thread's first tick: the poller is not safe to change from another thread).
         self._notifier: PipeNotifier | None = None
@@ -243,7 +245,9 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             # The deadline was set before the journal was loaded (seconds, for a long one).
             self._first_tick = False
             self._renew_election_deadline()
-            self._notifier = PipeNotifier(self._poller)
+            # A wake-up runs the read step at once, inside the poll: a lone read's round
+            # goes out without waiting for a whole pysyncobj tick first.
+            self._notifier = PipeNotifier(self._poller, callback=self._on_wake)
         # Cleared before the tick reads its queues: a request queued after this line finds
         # the flag down and wakes the next poll; one queued before is seen by this tick.
         self._wake_pending = False
@@ -307,6 +311,10 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             leader=self._SyncObj__raftLeader,
             peers=tuple(self._SyncObj__otherNodes),
         )
+
+    def _on_wake(self) -> None:
+        if self._take_reads is not None:
+            self.read_tick(self._take_reads())
 
     def read_tick(self, incoming: list[Waiter]) -> None:
         self._reads.tick(raft_clock(), self.raft_view(), incoming, self._SyncObj__transport.send)
@@ -530,6 +538,7 @@ class ReplicatedLog:
             pre_vote=PreVote(len(config.peers) + 1, win_valid_s=r.election_min_s) if r.pre_vote else None,
             election_min_s=r.election_min_s,
             reads=self._reads,
+            take_reads=self._take_reads,
             transportClass=_DurableTransport,
         )
         members = sorted([config.node.raft_address, *(p.raft_address for p in config.peers)])
