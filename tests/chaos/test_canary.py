@@ -1,8 +1,9 @@
 """The suite must be able to fail: with reads served stale, the checker must say so.
 
 Every validate is turned into a STALE read from a random node (what a store without the
-read barrier would serve). Followers apply a commit one heartbeat after the leader answers,
-so some reads miss an acknowledged write, and the linearizability checker must flag them.
+ReadIndex confirmation would serve). Followers apply a commit a round trip after the leader
+answers, so some reads miss an acknowledged write, and the linearizability checker must
+flag them.
 A suite that found nothing here would prove nothing elsewhere.
 """
 
