@@ -1,6 +1,7 @@
 """Profile sessionquorum's nodes under the comparison workload: where the CPU goes, per node.
 
     python -m bench.profile_nodes [--mix mixed] [--clients 64] [--duration-s 10] [--reads any]
+                                  [--target sq-grpc|sq-client]
 
 Starts a 3-node cluster (tmpfs when there is one), fills a session pool, drives one cell
 of `bench.compare`'s workload through raw gRPC stubs (`sq-grpc`) and, meanwhile, samples
@@ -22,8 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .compare.driver import CellPlan, fill_pool_async, run_async_cell
-from .compare.sys_sessionquorum import SessionquorumServer, SqGrpcTarget
+from .compare.driver import CellPlan, fill_pool_async, run_async_cell, run_sync_cell
+from .compare.sys_sessionquorum import SessionquorumServer, SqClientTarget, SqGrpcTarget
 from .compare.workload import MIXES
 
 TOP = 18
@@ -99,11 +100,19 @@ async def _run(args: argparse.Namespace, root: Path) -> None:
             spies.append(
                 (node, out, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             )
-        sample = await run_async_cell(target, plan)
+        if args.target == "sq-client":
+            client = SqClientTarget(server, args.reads)
+            client.open()
+            try:
+                sample = await asyncio.to_thread(run_sync_cell, client, plan)
+            finally:
+                client.close()
+        else:
+            sample = await run_async_cell(target, plan)
         for _, _, proc in spies:
             proc.wait(timeout=60)
         print(
-            f"{args.mix}@{args.clients} reads={args.reads}: {sample.ops_per_s:.0f} ops/s, "
+            f"{args.target} {args.mix}@{args.clients} reads={args.reads}: {sample.ops_per_s:.0f} ops/s, "
             f"p50 {sample.p50_ms:.2f} ms, server CPU {sample.server_cpu_s:.2f} s in {sample.elapsed_s:.1f} s"
         )
         leader = server.leader_id
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--reads", choices=("leader", "any"), default="leader")
+    parser.add_argument("--target", choices=("sq-grpc", "sq-client"), default="sq-grpc")
     args = parser.parse_args(argv)
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(prefix="sq-profile-", dir=shm if shm.is_dir() else None) as tmp:

@@ -110,6 +110,11 @@ class ReadIndex:
         self.rounds_confirmed = 0
         self.reads_confirmed = 0
 
+    @property
+    def idle(self) -> bool:
+        """Nothing pending, in flight or waiting: a tick has nothing to do."""
+        return not (self._pending or self._rounds or self._remote_asks or self._asks or self._applying)
+
     # ------------------------------------------------------------------ tick
     def tick(self, now: float, view: RaftView, incoming: list[Waiter], send: Send) -> None:
         """Take new reads, start a round (leader) or ask the leader (follower), expire."""

@@ -317,6 +317,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             self.read_tick(self._take_reads())
 
     def read_tick(self, incoming: list[Waiter]) -> None:
+        if not incoming and self._reads.idle:
+            return  # most ticks under load: no view to build
         self._reads.tick(raft_clock(), self.raft_view(), incoming, self._SyncObj__transport.send)
 
     def _renew_election_deadline(self) -> None:
