@@ -39,6 +39,7 @@ log = logging.getLogger("sessionquorum.node")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SessionStore"]
 SERVICE_NAME = SERVICE.full_name
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
@@ -147,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     os.umask(0o077)  # every file this process creates: 0600, every folder: 0700
+    # Two busy threads share the GIL: the event loop (gRPC) and pysyncobj's tick thread. A
+    # thread woken by a socket waits for the other to release the GIL, up to the switch
+    # interval (5 ms by default), on every Raft hop of a busy node.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         config = load_node_config(args.config, args.node, args.data_dir, args.command_level)
         asyncio.run(serve(config))
