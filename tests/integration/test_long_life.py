@@ -196,6 +196,7 @@ def test_a_leader_with_its_clock_an_hour_ahead_expires_nothing_early(
         cluster.wait_for_leader(LEADER_TIMEOUT_S)
         client = make_client(cluster, timeout_s=20.0)
         tokens = [client.create(idle_timeout_s=1800, absolute_timeout_s=7200).token for _ in range(10)]
+        driver = client.create(idle_timeout_s=1800, absolute_timeout_s=7200).token
         api, _ = leader_stub(cluster)
         counter = create(api, b"maker", idle_timeout_ms=1_800_000, absolute_timeout_ms=7_200_000)
         bump = pb.UpdateRequest(
@@ -220,11 +221,12 @@ def test_a_leader_with_its_clock_an_hour_ahead_expires_nothing_early(
         first = cluster.status(victim)
         assert first is not None
 
-        # Drive the cluster's time with reads (each read barrier carries the leader's stamp)
-        # until 2 s of it passed under the skewed leader; its sweeper looks every 0.2 s.
+        # Drive the cluster's time with writes (each carries the leader's stamp; reads write
+        # nothing since ReadIndex) until 2 s of it passed under the skewed leader; its
+        # sweeper looks every 0.2 s. A session of its own, so the sessions counted stay idle.
         def advanced() -> bool:
             with contextlib.suppress(NotFound):
-                client.validate(tokens[0], stale=False)
+                client.touch(driver)
             status = cluster.status(victim)
             return status is not None and status.replicated_now_ms >= first.replicated_now_ms + 2_000
 
