@@ -40,7 +40,7 @@ lint: $(VENV)/.stamp
 
 typecheck: $(VENV)/.stamp
 	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster
-	$(PY) -m mypy tests/soak
+	$(PY) -m mypy tests/chaos tests/soak
 
 proto: $(VENV)/.stamp
 	$(PY) proto/generate.py
@@ -70,10 +70,10 @@ bench-compare: $(VENV)/.bench-stamp
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server redis-server >/dev/null; }
 	$(PY) -m bench.compare $(BENCH_ARGS)
 
-# The full fault-injection matrix (minutes; partitions need root, iproute2 and iptables).
+# The full fault-injection matrix (tests/chaos/; minutes; partitions need root, iproute2 and iptables).
 # SEED=N replays a run; reports (JSON + PNG timeline) go to chaos-results/.
 chaos: $(VENV)/.stamp
-	$(PY) -m sessionquorum.cluster chaos --matrix full --out chaos-results $(if $(SEED),--seed $(SEED))
+	$(PY) -m tests.chaos --matrix full --out chaos-results $(if $(SEED),--seed $(SEED))
 
 # A bounded soak (default 30 min; SOAK_MINUTES=3 for a quick one): mixed load, low compaction
 # thresholds, a follower killed, a node down until it needs a snapshot, the leader's clock +1 h.

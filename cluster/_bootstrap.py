@@ -124,7 +124,8 @@ def _host_of(address: str) -> str:
 
 def _fresh_config(nodes: int, overrides: dict[str, dict[str, Any]], hosts: tuple[str, ...]) -> dict[str, Any]:
     # Ports are chosen on 127.0.0.1 even for other hosts: those are fresh network namespaces
-    # of our own (cluster/_netns.py), where nothing else listens, so any distinct ports do.
+    # of our own (tests/chaos/framework/_netns.py), where nothing else listens, so any distinct
+    # ports do.
     ports = free_ports(2 * nodes)
     node_entries = []
     for i in range(nodes):
@@ -199,7 +200,8 @@ def prepare_cluster_dir(
     accepts whatever is stored.
 
     `hosts` gives node i its Raft and gRPC addresses on hosts[i] instead of 127.0.0.1
-    (e.g. its network namespace's IP, see _netns.py); its certificate covers that IP too.
+    (e.g. its network namespace's IP, see tests/chaos/framework/_netns.py); its certificate
+    covers that IP too.
     On reuse, hosts that differ from the stored ones are refused; None accepts them.
     """
     if nodes < 1:

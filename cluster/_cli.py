@@ -9,7 +9,6 @@
     node    --config F --node ID     exec one node (a multi-machine deployment's entry point)
     config  get | set NAME=VALUE ... the cluster's replicated limits; `set` takes effect at one
                                      log index on every node
-    chaos   [--matrix full|short] [--seed N] [--only NAME ...]   fault-injection runs with checks
 
 A user's mistake (unknown node, wrong node count, nothing running) is one line on stderr
 and exit status 2, never a traceback. A cluster that fails to elect a leader in time is
@@ -291,12 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, node_command: NodeCommand = default_node_command) -> int:
     """Run one command; returns the exit status. `node_command` is replaceable for tests."""
     raw = list(sys.argv[1:] if argv is None else argv)
-    if raw[:1] == ["chaos"]:
-        # The fault-injection matrix has its own options (cluster/_matrix.py).
-        from ._matrix import main as chaos_main
-
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        return chaos_main(raw[1:])
     args = build_parser().parse_args(raw)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace, NodeCommand], int] = args.func

@@ -1,6 +1,6 @@
 """The pure parts of network partitions: which links a shape cuts, the rules, the names, the hosts.
 
-Nothing here needs root: partitions are values (cluster/_partition.py), the namespace
+Nothing here needs root: partitions are values (tests/chaos/framework/_partition.py), the namespace
 layout is names and addresses (NetnsLayout), and the per-node hosts of a cluster directory
 are files. tests/integration/test_netns_partition.py applies them to real namespaces.
 """
@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from sessionquorum.cluster import ClusterError, LocalCluster, _local, _netns, _pidfiles, prepare_cluster_dir
-from sessionquorum.cluster._netns import IFNAME_MAX, NetnsLayout, netns_unavailable_reason, new_prefix
-from sessionquorum.cluster._partition import Partition, bridge, healed, iptables_rules, isolate, ring, split
+from sessionquorum.cluster import ClusterError, LocalCluster, _local, _pidfiles, prepare_cluster_dir
+from tests.chaos.framework import _netns
+from tests.chaos.framework._netns import IFNAME_MAX, NetnsLayout, netns_unavailable_reason, new_prefix
+from tests.chaos.framework._partition import Partition, bridge, healed, iptables_rules, isolate, ring, split
 
 N3 = ("n1", "n2", "n3")
 N5 = ("n1", "n2", "n3", "n4", "n5")
