@@ -99,6 +99,7 @@ def test_cli_as_module_node_without_config_exit_2(tmp_path: Path) -> None:
             "-m",
             "sessionquorum.cluster",
             "node",
+            "run",
             "--config",
             str(tmp_path / "x.json"),
             "--node",
@@ -141,7 +142,7 @@ def test_cli_node_execs_node_command_with_config_and_default_data_dir(tmp_path: 
     )
 
     result = subprocess.run(
-        [sys.executable, "-c", launcher, "node", "--config", str(config), "--node", "n2"],
+        [sys.executable, "-c", launcher, "node", "run", "--config", str(config), "--node", "n2"],
         capture_output=True,
         text=True,
         timeout=60,
