@@ -12,7 +12,7 @@ SOAK_MINUTES ?= 30
 # mapped package names; a new module file needs a re-link, hence the source list.
 SOURCES := $(shell find store client cluster proto -name '*.py' -o -name '*.pyi' 2>/dev/null)
 
-.PHONY: run test test-slow check lint typecheck proto proto-check bench bench-compare chaos soak clean install
+.PHONY: run test test-slow check lint typecheck proto proto-check bench bench-compare chaos soak clean install wheel-check
 
 $(VENV)/.stamp: pyproject.toml $(SOURCES)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -82,5 +82,10 @@ chaos: $(VENV)/.stamp
 soak: $(VENV)/.stamp
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m tests.soak --out soak-results
 
+# Build the sdist and wheel, install the wheel into a fresh venv and use it: `sessionquorum
+# --version`, a local cluster, a client round trip (.ci/wheel-check). Not part of `make test`.
+wheel-check: $(VENV)/.stamp
+	PYTHON=$(PYTHON) .ci/wheel-check
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
