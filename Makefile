@@ -40,7 +40,7 @@ lint: $(VENV)/.stamp
 
 typecheck: $(VENV)/.stamp
 	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster
-	$(PY) -m mypy tests/chaos tests/soak
+	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py
 
 proto: $(VENV)/.stamp
 	$(PY) proto/generate.py

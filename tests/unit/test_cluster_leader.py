@@ -1,4 +1,4 @@
-"""Who leads (a pure rule), the package's public names, and CLI mistakes that need no node."""
+"""Who leads (a pure rule), and CLI mistakes that need no node (public names: test_cluster_package)."""
 
 from __future__ import annotations
 
@@ -61,14 +61,6 @@ def test_agreed_leader_followers_not_caught_up_returns_none() -> None:
 
 def test_agreed_leader_nobody_answers_returns_none() -> None:
     assert agreed_leader(dict.fromkeys(_addresses(3)), _addresses(3)) is None
-
-
-def test_all_lists_every_public_name_sorted() -> None:
-    public = {name for name in vars(cluster_pkg) if not name.startswith("_")}
-    modules = {"annotations"} | {n for n in public if type(getattr(cluster_pkg, n)).__name__ == "module"}
-
-    assert cluster_pkg.__all__ == sorted(cluster_pkg.__all__)
-    assert set(cluster_pkg.__all__) == public - modules
 
 
 def test_cli_no_cluster_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
