@@ -243,7 +243,7 @@ def test_prepare_reuse_with_other_hosts_refused_and_none_accepted(tmp_path: Path
     assert not prepare_cluster_dir(tmp_path, 3, hosts=["10.213.7.11", "10.213.7.12", "10.213.7.13"]).created
 
 
-@pytest.mark.parametrize("hosts", [["10.213.7.11"], ["10.213.7.11", "n2", "10.213.7.13"], "10.213.7.11"])
+@pytest.mark.parametrize("hosts", [["10.213.7.11"], ["10.213.7.11", "no host", "10.213.7.13"], "10.213.7.11"])
 def test_prepare_bad_hosts_refused_before_writing(tmp_path: Path, hosts: list[str]) -> None:
     with pytest.raises(ClusterError, match="hosts"):
         prepare_cluster_dir(tmp_path / "c", 3, hosts=hosts)
