@@ -12,7 +12,7 @@ SOAK_MINUTES ?= 30
 # mapped package names; a new module file needs a re-link, hence the source list.
 SOURCES := $(shell find store client cluster proto -name '*.py' -o -name '*.pyi' 2>/dev/null)
 
-.PHONY: run test test-slow check lint typecheck proto proto-check bench bench-compare chaos soak clean install
+.PHONY: run test test-slow check lint typecheck proto proto-check bench bench-compare chaos soak clean install wheel-check
 
 $(VENV)/.stamp: pyproject.toml $(SOURCES)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -40,7 +40,7 @@ lint: $(VENV)/.stamp
 
 typecheck: $(VENV)/.stamp
 	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster
-	$(PY) -m mypy tests/soak
+	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py
 
 proto: $(VENV)/.stamp
 	$(PY) proto/generate.py
@@ -70,10 +70,10 @@ bench-compare: $(VENV)/.bench-stamp
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server redis-server >/dev/null; }
 	$(PY) -m bench.compare $(BENCH_ARGS)
 
-# The full fault-injection matrix (minutes; partitions need root, iproute2 and iptables).
+# The full fault-injection matrix (tests/chaos/; minutes; partitions need root, iproute2 and iptables).
 # SEED=N replays a run; reports (JSON + PNG timeline) go to chaos-results/.
 chaos: $(VENV)/.stamp
-	$(PY) -m sessionquorum.cluster chaos --matrix full --out chaos-results $(if $(SEED),--seed $(SEED))
+	$(PY) -m tests.chaos --matrix full --out chaos-results $(if $(SEED),--seed $(SEED))
 
 # A bounded soak (default 30 min; SOAK_MINUTES=3 for a quick one): mixed load, low compaction
 # thresholds, a follower killed, a node down until it needs a snapshot, the leader's clock +1 h.
@@ -82,5 +82,10 @@ chaos: $(VENV)/.stamp
 soak: $(VENV)/.stamp
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m tests.soak --out soak-results
 
+# Build the sdist and wheel, install the wheel into a fresh venv and use it: `sessionquorum
+# --version`, a local cluster, a client round trip (.ci/wheel-check). Not part of `make test`.
+wheel-check: $(VENV)/.stamp
+	PYTHON=$(PYTHON) .ci/wheel-check
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,8 @@
-"""`python -m sessionquorum.cluster ...`: see _cli.py."""
+"""`python -m sessionquorum.cluster ...`: the `sessionquorum` command (see _cli.py)."""
 
 from __future__ import annotations
 
-from ._cli import main
+from ._cli import console
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

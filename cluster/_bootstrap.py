@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,10 @@ OVERRIDE_SECTIONS = ("limits", "raft", "server")
 CLIENT_NAME = "sessionquorum-client"
 
 Overrides = Mapping[str, Mapping[str, object]]
+# RFC 1123 names: labels of letters, digits and inner hyphens, dot-separated.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,17 +106,41 @@ def _normalized(overrides: Overrides | None) -> dict[str, dict[str, Any]]:
 
 
 def _checked_hosts(hosts: Sequence[str] | None, nodes: int) -> tuple[str, ...]:
-    """One IP address per node (default: all 127.0.0.1), validated before anything is written."""
+    """One address per node (default: all 127.0.0.1), validated before anything is written.
+
+    An IP address or a DNS name: it goes into the node's certificate as an IP or DNS SAN.
+    """
     if hosts is None:
         return (HOST,) * nodes
     if isinstance(hosts, str) or len(hosts) != nodes:
-        raise ClusterError(f"hosts must list one IP address per node ({nodes}), got {hosts!r}")
+        raise ClusterError(f"hosts must list one address per node ({nodes}), got {hosts!r}")
     for host in hosts:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise ClusterError(f"hosts must be IP addresses, got {host!r}") from None
+            if not _HOSTNAME.fullmatch(host):
+                raise ClusterError(f"hosts must be IP addresses or DNS names, got {host!r}") from None
     return tuple(hosts)
+
+
+def _node_ports(hosts: tuple[str, ...], base_ports: tuple[int, int] | None) -> list[tuple[int, int]]:
+    """(raft, grpc) per node: from the kernel, or base + k for the k-th node on the same host."""
+    if base_ports is None:
+        # Chosen on 127.0.0.1 even for other hosts: those are fresh network namespaces of our
+        # own (tests/chaos/framework/_netns.py), where nothing else listens.
+        ports = free_ports(2 * len(hosts))
+        return [(ports[2 * i], ports[2 * i + 1]) for i in range(len(hosts))]
+    raft, grpc_port = base_ports
+    result = []
+    for i, host in enumerate(hosts):
+        k = hosts[:i].count(host)
+        result.append((raft + k, grpc_port + k))
+    every = [port for pair in result for port in pair]
+    if len(set(every)) != len(every) and len(set(hosts)) == 1:
+        raise ClusterError(f"raft and grpc port ranges overlap for {len(hosts)} nodes on one host")
+    if not all(0 < port < 65536 for port in every):
+        raise ClusterError(f"ports must lie in 1..65535, got {sorted(every)}")
+    return result
 
 
 def _join(host: str, port: int) -> str:
@@ -122,18 +151,21 @@ def _host_of(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]")
 
 
-def _fresh_config(nodes: int, overrides: dict[str, dict[str, Any]], hosts: tuple[str, ...]) -> dict[str, Any]:
-    # Ports are chosen on 127.0.0.1 even for other hosts: those are fresh network namespaces
-    # of our own (cluster/_netns.py), where nothing else listens, so any distinct ports do.
-    ports = free_ports(2 * nodes)
+def _port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def _fresh_config(
+    overrides: dict[str, dict[str, Any]], hosts: tuple[str, ...], ports: list[tuple[int, int]]
+) -> dict[str, Any]:
     node_entries = []
-    for i in range(nodes):
+    for i, (host, (raft_port, grpc_port)) in enumerate(zip(hosts, ports, strict=True)):
         node_id = f"n{i + 1}"
         node_entries.append(
             {
                 "id": node_id,
-                "raft": _join(hosts[i], ports[2 * i]),
-                "grpc": _join(hosts[i], ports[2 * i + 1]),
+                "raft": _join(host, raft_port),
+                "grpc": _join(host, grpc_port),
                 "tls_cert": f"tls/{node_id}.pem",
                 "tls_key": f"tls/{node_id}.key",
             }
@@ -190,7 +222,11 @@ def open_cluster_dir(data_dir: Path) -> PreparedCluster:
 
 
 def prepare_cluster_dir(
-    data_dir: Path, nodes: int = 3, overrides: Overrides | None = None, hosts: Sequence[str] | None = None
+    data_dir: Path,
+    nodes: int = 3,
+    overrides: Overrides | None = None,
+    hosts: Sequence[str] | None = None,
+    base_ports: tuple[int, int] | None = None,
 ) -> PreparedCluster:
     """Create a cluster directory for `nodes` nodes, or reuse the one already there.
 
@@ -199,13 +235,18 @@ def prepare_cluster_dir(
     accepts whatever is stored.
 
     `hosts` gives node i its Raft and gRPC addresses on hosts[i] instead of 127.0.0.1
-    (e.g. its network namespace's IP, see _netns.py); its certificate covers that IP too.
-    On reuse, hosts that differ from the stored ones are refused; None accepts them.
+    (e.g. its network namespace's IP, see tests/chaos/framework/_netns.py); its certificate
+    covers that IP too. Hosts may be DNS names (for machines, `sessionquorum init --hosts`).
+
+    `base_ports` (raft, grpc) fixes the ports: node i listens on base + k, k counting the
+    nodes before it on the same host; None lets the kernel choose free ones on this machine.
+    On reuse, hosts or ports that differ from the stored ones are refused; None accepts them.
     """
     if nodes < 1:
         raise ClusterError(f"a cluster needs at least 1 node, got {nodes}")
     wanted = _normalized(overrides)
     wanted_hosts = _checked_hosts(hosts, nodes)
+    wanted_ports = None if base_ports is None else _node_ports(wanted_hosts, base_ports)
     data_dir = data_dir.resolve()
     path = data_dir / CONFIG_NAME
     if path.exists():
@@ -231,8 +272,15 @@ def prepare_cluster_dir(
                     f"{path} was made for hosts {list(stored_hosts)}, not {list(wanted_hosts)}: "
                     "use another data dir"
                 )
+        if wanted_ports is not None:
+            stored_ports = [
+                (_port_of(n.raft_address), _port_of(n.grpc_address)) for n in prepared.config.nodes
+            ]
+            if stored_ports != wanted_ports:
+                raise ClusterError(f"{path} was made with other ports ({stored_ports}): use another data dir")
         return prepared
-    raw = _fresh_config(nodes, wanted, wanted_hosts)
+    ports = wanted_ports if wanted_ports is not None else _node_ports(wanted_hosts, None)
+    raw = _fresh_config(wanted, wanted_hosts, ports)
     try:
         # Validate before writing anything, so a typo in an override leaves no half-made dir.
         config = parse_cluster_config(raw, data_dir)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sessionquorum.client import Session, SessionClient
-from sessionquorum.cluster import Scenario, run_scenario
+from tests.chaos.framework import Scenario, run_scenario
 
 pytestmark = pytest.mark.cluster
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sessionquorum.cluster._chaos import Scenario, run_scenario, unavailable_reason
-from sessionquorum.cluster._matrix import SHORT, summary_row
+from tests.chaos.framework._chaos import Scenario, run_scenario, unavailable_reason
+from tests.chaos.framework._matrix import SHORT, summary_row
 
 pytestmark = pytest.mark.cluster
 

@@ -11,7 +11,7 @@ import pytest
 
 from sessionquorum.client import SessionClient, SessionQuorumError, TLSConfig
 from sessionquorum.cluster import ClusterTimeout
-from sessionquorum.cluster._netns import netns_cluster, netns_unavailable_reason
+from tests.chaos.framework._netns import netns_cluster, netns_unavailable_reason
 
 pytestmark = pytest.mark.cluster
 

@@ -17,7 +17,7 @@ import pytest
 
 from sessionquorum.client import NotFound
 from sessionquorum.cluster import LocalCluster
-from sessionquorum.cluster._nemesis import LIBFAKETIME, ClockWrapper
+from tests.chaos.framework._nemesis import LIBFAKETIME, ClockWrapper
 
 from .conftest import LEADER_TIMEOUT_S, ClientFactory, ClusterFactory
 from .helpers import leader_stub, pb, stub, wait_converged

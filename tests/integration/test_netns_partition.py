@@ -18,7 +18,7 @@ import pytest
 
 from sessionquorum.client import Created, SessionClient, TLSConfig
 from sessionquorum.cluster import ClusterError, LocalCluster
-from sessionquorum.cluster._netns import NetnsNetwork, leftovers, netns_cluster, netns_unavailable_reason
+from tests.chaos.framework._netns import NetnsNetwork, leftovers, netns_cluster, netns_unavailable_reason
 
 from .helpers import local_read, wait_converged
 

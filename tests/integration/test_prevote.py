@@ -23,7 +23,7 @@ import pytest
 
 from sessionquorum.client import SessionClient, TLSConfig
 from sessionquorum.cluster import LocalCluster
-from sessionquorum.cluster._netns import netns_cluster, netns_unavailable_reason
+from tests.chaos.framework._netns import netns_cluster, netns_unavailable_reason
 
 pytestmark = pytest.mark.cluster
 

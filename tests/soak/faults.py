@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sessionquorum.cluster import FaultWindow, LocalCluster
-from sessionquorum.cluster._nemesis import LIBFAKETIME, ClockWrapper
+from sessionquorum.cluster import LocalCluster
+from tests.chaos.framework import FaultWindow
+from tests.chaos.framework._nemesis import LIBFAKETIME, ClockWrapper
 
 from .observe import Sampler
 from .plan import SoakPlan

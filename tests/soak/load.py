@@ -31,7 +31,7 @@ from sessionquorum.client import (
     SessionQuorumError,
     VersionConflict,
 )
-from sessionquorum.cluster import CounterModel, History, Invocation, Op, RegisterModel, check_all
+from tests.chaos.framework import CounterModel, History, Invocation, Op, RegisterModel, check_all
 
 from .plan import SoakPlan
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sessionquorum.cluster import FaultWindow
+from tests.chaos.framework import FaultWindow
 
 from .observe import Sample
 

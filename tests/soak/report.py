@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sessionquorum.cluster import History
-from sessionquorum.cluster._report import count_ops
+from tests.chaos.framework import History
+from tests.chaos.framework._report import count_ops
 
 from . import verdicts as v
 from .faults import Faults

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from sessionquorum.client import SessionClient, SessionQuorumError, TLSConfig
-from sessionquorum.cluster import ClusterTimeout, ClusterView, History, LocalCluster
-from sessionquorum.cluster._nemesis import ClockWrapper
+from sessionquorum.cluster import ClusterTimeout, ClusterView, LocalCluster
+from tests.chaos.framework import History
+from tests.chaos.framework._nemesis import ClockWrapper
 
 from . import verdicts as v
 from .faults import Faults

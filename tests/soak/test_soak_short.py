@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionquorum.cluster._nemesis import LIBFAKETIME
+from tests.chaos.framework._nemesis import LIBFAKETIME
 
 from .plan import SoakPlan
 from .report import summary

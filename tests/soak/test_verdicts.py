@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sessionquorum.cluster import FaultWindow, Op
+from tests.chaos.framework import FaultWindow, Op
 
 from .observe import NodeSample, Sample, raft_files
 from .verdicts import (

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sessionquorum.cluster import FaultWindow, Op
+from tests.chaos.framework import FaultWindow, Op
 
 from .observe import Sample
 

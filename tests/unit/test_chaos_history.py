@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from sessionquorum.cluster._history import FaultWindow, History, Op
+from tests.chaos.framework._history import FaultWindow, History, Op
 
 
 class _Timeout(Exception):

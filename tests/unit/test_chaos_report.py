@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sessionquorum.cluster._history import FaultWindow, History, Op
-from sessionquorum.cluster._linearizability import check_all
-from sessionquorum.cluster._models import RegisterModel
-from sessionquorum.cluster._report import (
+from tests.chaos.framework._history import FaultWindow, History, Op
+from tests.chaos.framework._linearizability import check_all
+from tests.chaos.framework._models import RegisterModel
+from tests.chaos.framework._report import (
     WriteGap,
     count_ops,
     longest_write_gap,

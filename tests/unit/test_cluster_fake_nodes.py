@@ -8,6 +8,7 @@ PKI, the channel settings and the CLI end to end without the real node.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -192,3 +193,31 @@ def test_cli_up_foreground_reports_dead_node_and_stops_on_sigint(
     assert "node n3 exited unexpectedly (killed by SIGKILL)" in captured.err
     assert captured.out.rstrip().endswith("n1: exit 0, n2: exit 0")
     assert not any(view.pid_path(n).exists() for n in view.node_ids)
+
+
+def test_cli_json_up_status_kill_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "c")
+
+    assert (
+        main(["up", "--detach", "--json", "--data-dir", data, "--timeout", "20"], node_command=fake_node) == 0
+    )
+    captured = capsys.readouterr()
+    (up,) = [json.loads(line) for line in captured.out.splitlines()]
+    assert "created 3-node cluster" in captured.err  # notes for people go to stderr
+    pids = [n["pid"] for n in up["nodes"]]
+    assert up["leader"] == "n1" and all(isinstance(p, int) for p in pids)
+    assert up["tls"]["key"].endswith("client.key")
+    try:
+        assert main(["status", "--json", "--data-dir", data]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["agreed_leader"] == "n1"
+        assert status["nodes"][0] | {"grpc": None} == {
+            "id": "n1", "pid": pids[0], "alive": "yes", "grpc": None, "answers": True, "leader": True,
+            "term": 7, "commit_index": 11, "last_applied": 10, "sessions": 3,
+        }  # fmt: skip
+        assert main(["kill", "n3", "--json", "--data-dir", data]) == 0
+        assert json.loads(capsys.readouterr().out) == {"node": "n3", "action": "killed", "pid": pids[2]}
+    finally:
+        assert main(["down", "--json", "--data-dir", data]) == 0
+        _reap_all(pids)
+    assert json.loads(capsys.readouterr().out) == {"stopped": {"n1": "stopped", "n2": "stopped"}}

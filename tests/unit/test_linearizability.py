@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from sessionquorum.cluster._history import Op, Outcome
-from sessionquorum.cluster._linearizability import HOPELESS, ILLEGAL, Model, check, check_all, overall
-from sessionquorum.cluster._models import CounterModel, RegisterModel
+from tests.chaos.framework._history import Op, Outcome
+from tests.chaos.framework._linearizability import HOPELESS, ILLEGAL, Model, check, check_all, overall
+from tests.chaos.framework._models import CounterModel, RegisterModel
 
 INITIAL = (1, "0")
 

@@ -1,6 +1,6 @@
 """The pure parts of network partitions: which links a shape cuts, the rules, the names, the hosts.
 
-Nothing here needs root: partitions are values (cluster/_partition.py), the namespace
+Nothing here needs root: partitions are values (tests/chaos/framework/_partition.py), the namespace
 layout is names and addresses (NetnsLayout), and the per-node hosts of a cluster directory
 are files. tests/integration/test_netns_partition.py applies them to real namespaces.
 """
@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from sessionquorum.cluster import ClusterError, LocalCluster, _local, _netns, _pidfiles, prepare_cluster_dir
-from sessionquorum.cluster._netns import IFNAME_MAX, NetnsLayout, netns_unavailable_reason, new_prefix
-from sessionquorum.cluster._partition import Partition, bridge, healed, iptables_rules, isolate, ring, split
+from sessionquorum.cluster import ClusterError, LocalCluster, _local, _pidfiles, prepare_cluster_dir
+from tests.chaos.framework import _netns
+from tests.chaos.framework._netns import IFNAME_MAX, NetnsLayout, netns_unavailable_reason, new_prefix
+from tests.chaos.framework._partition import Partition, bridge, healed, iptables_rules, isolate, ring, split
 
 N3 = ("n1", "n2", "n3")
 N5 = ("n1", "n2", "n3", "n4", "n5")
@@ -242,7 +243,7 @@ def test_prepare_reuse_with_other_hosts_refused_and_none_accepted(tmp_path: Path
     assert not prepare_cluster_dir(tmp_path, 3, hosts=["10.213.7.11", "10.213.7.12", "10.213.7.13"]).created
 
 
-@pytest.mark.parametrize("hosts", [["10.213.7.11"], ["10.213.7.11", "n2", "10.213.7.13"], "10.213.7.11"])
+@pytest.mark.parametrize("hosts", [["10.213.7.11"], ["10.213.7.11", "no host", "10.213.7.13"], "10.213.7.11"])
 def test_prepare_bad_hosts_refused_before_writing(tmp_path: Path, hosts: list[str]) -> None:
     with pytest.raises(ClusterError, match="hosts"):
         prepare_cluster_dir(tmp_path / "c", 3, hosts=hosts)

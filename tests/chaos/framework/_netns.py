@@ -3,7 +3,7 @@
 On plain loopback every node shares one network stack, and pysyncobj keeps one TCP
 connection per node pair, so port-based rules cut only half the flows. Here each node gets
 its own stack, and a partition is a set of DROP rules by peer IP *inside* the namespaces
-(see _partition.py for what is cut, cluster/DESIGN.md for the layout):
+(see _partition.py for what is cut, tests/chaos/DESIGN.md for the layout):
 
     root namespace (the test process, clients)
       bridge <prefix>br  10.213.K.1/24 ---- veth <prefix>n1h ==== eth0 10.213.K.11  netns <prefix>-n1
@@ -43,10 +43,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from sessionquorum.cluster import ClusterError, LocalCluster, Overrides
+
 from . import _partition
-from ._bootstrap import Overrides
-from ._errors import ClusterError
-from ._local import LocalCluster
 from ._partition import Partition
 
 logger = logging.getLogger(__name__)

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from sessionquorum.client import SessionClient, TLSConfig
+from sessionquorum.cluster import ClusterTimeout, LocalCluster
 
-from ._errors import ClusterTimeout
 from ._history import FaultWindow, History
-from ._local import LocalCluster
 from ._nemesis import PARTITIONS, ClockSkew, ClockWrapper, Nemesis, Partitioner, process_nemesis
 from ._netns import netns_cluster, netns_unavailable_reason
 from ._report import plot_timeline, summarise, write_report

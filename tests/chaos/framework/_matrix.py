@@ -1,6 +1,6 @@
-"""The chaos matrix, and `python -m sessionquorum.cluster chaos` that runs it.
+"""The chaos matrix, and `python -m tests.chaos` (`make chaos`) that runs it.
 
-    chaos [--matrix full|short] [--only NAME ...] [--seed N] [--out DIR] [--duration S]
+    python -m tests.chaos [--matrix full|short] [--only NAME ...] [--seed N] [--out DIR] [--duration S]
 
 The seed is printed first and written into every report, so `--seed N` replays a run's
 choices (which node, which split, which skew; workers' operations). The exit status is 1 if
@@ -86,7 +86,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sessionquorum.cluster chaos")
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos")
     parser.add_argument("--matrix", choices=sorted(MATRICES), default="full")
     parser.add_argument("--only", nargs="*", default=None, help="scenario names to run")
     parser.add_argument("--seed", type=int, default=None, help="replay a run (printed at the start)")

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ._local import LocalCluster
+from sessionquorum.cluster import LocalCluster
+
 from ._netns import NetnsNetwork
 
 RecoveryFrom = Literal["inject", "heal"]
