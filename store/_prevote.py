@@ -248,6 +248,13 @@ class PreVoteGate:
             self._sync._SyncObj__raftElectionDeadline = self._hidden
         self._hidden = None
 
+    def note_leader_contact(self) -> None:
+        """A message only the current leader sends arrived (a read round of our term)."""
+        self._leader_contact = self._clock()
+
+    def heard_from_leader_within(self, seconds: float) -> bool:
+        return self._leader_contact is not None and self._clock() - self._leader_contact < seconds
+
     def on_message(self, node: Any, message: dict[str, Any]) -> bool:
         """Handle a pre-vote message (True), or note a leader's contact and pass it on (False)."""
         kind = message.get("type")

@@ -65,6 +65,8 @@ class RaftView:
     leader_ready: bool
     leader: Hashable | None
     peers: tuple[Hashable, ...]
+    # How long a confirmed round lets the leader answer reads without another (0: never).
+    lease_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -100,6 +102,9 @@ class ReadIndex:
         self._acked: dict[Hashable, int] = {}
         self._acked_term = -1
         self._remote_asks: list[tuple[Hashable, int]] = []
+        # Leader lease: until when (and in which term) reads need no round.
+        self._lease_until = float("-inf")
+        self._lease_term = -1
         # Follower side.
         self._asks: dict[int, _Ask] = {}
         self._next_ask = 1
@@ -109,6 +114,7 @@ class ReadIndex:
         self.rounds_sent = 0
         self.rounds_confirmed = 0
         self.reads_confirmed = 0
+        self.reads_by_lease = 0
 
     @property
     def idle(self) -> bool:
@@ -117,7 +123,11 @@ class ReadIndex:
 
     # ------------------------------------------------------------------ tick
     def tick(self, now: float, view: RaftView, incoming: list[Waiter], send: Send) -> None:
-        """Take new reads, start a round (leader) or ask the leader (follower), expire."""
+        """Take new reads, start a round (leader) or ask the leader (follower), expire.
+
+        `now` must be read after `view`: a lease read takes `view.commit_index` as its index
+        and is valid only if the lease still held at a moment after that index was read.
+        """
         self._pending.extend((now, w) for w in incoming)
         self._release_applied(view)
         if view.is_leader:
@@ -135,11 +145,33 @@ class ReadIndex:
             _fail(stale.waiters, NOT_LEADER)
             for node, ask_id in stale.asks:
                 send(node, {"type": GRANT, "ask": ask_id, "error": NOT_LEADER})
-        if not view.leader_ready or len(self._rounds) >= MAX_ROUNDS_IN_FLIGHT:
+        if not view.leader_ready:
+            return
+        if self._lease_term == view.term and now < self._lease_until:
+            self._serve_by_lease(now, view, send)
+        if len(self._rounds) >= MAX_ROUNDS_IN_FLIGHT:
             return
         resend = bool(self._rounds) and now - self._rounds[-1].started >= RESEND_S
         if not (self._pending or self._remote_asks or resend):
             return
+        self._start_round(now, view, send)
+
+    def _serve_by_lease(self, now: float, view: RaftView, send: Send) -> None:
+        """Within the lease no other leader can exist (store/DESIGN.md, "Leases"): the commit
+        index is the read index, no round needed. A lease past its half is renewed by an
+        empty round, so steady reads never wait for one."""
+        if self._pending:
+            self.reads_by_lease += len(self._pending)
+            self._applying.append((view.commit_index, now, self._pending))
+            self._pending = []
+            self._release_applied(view)
+        for node, ask_id in self._remote_asks:
+            send(node, {"type": GRANT, "ask": ask_id, "index": view.commit_index})
+        self._remote_asks = []
+        if not self._rounds and self._lease_until - now < view.lease_s / 2:
+            self._start_round(now, view, send)
+
+    def _start_round(self, now: float, view: RaftView, send: Send) -> None:
         round_ = _Round(self._next_round, view.term, view.commit_index, now, self._pending, self._remote_asks)
         self._next_round += 1
         self._pending, self._remote_asks = [], []
@@ -234,6 +266,13 @@ class ReadIndex:
                 return
             self._rounds.popleft()
             self.rounds_confirmed += 1
+            if view.lease_s > 0:
+                # Every peer that acknowledged refuses votes for at least election_min_s
+                # after it received the round, which was after `started`.
+                if self._lease_term != round_.term:
+                    self._lease_until = float("-inf")
+                self._lease_term = round_.term
+                self._lease_until = max(self._lease_until, round_.started + view.lease_s)
             for node, ask_id in round_.asks:
                 send(node, {"type": GRANT, "ask": ask_id, "index": round_.index})
             if round_.waiters:

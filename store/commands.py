@@ -29,8 +29,11 @@ COMMAND_VERSION = 1
 
 # Level 1: the operations below up to Barrier, plus MemberLevel (the gate itself).
 # Level 2: Configure (replicated limits) and the client epoch ("cep", honest exactly-once).
+# Level 3: no new command; a behaviour: the node refuses votes while it hears from a leader,
+# which leader leases rely on (store/DESIGN.md, "Leases").
 BASE_LEVEL = 1
-SUPPORTED_LEVEL = 2
+SUPPORTED_LEVEL = 3
+LEASE_LEVEL = 3
 
 Attributes = tuple[tuple[str, bytes], ...]
 

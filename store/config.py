@@ -133,6 +133,9 @@ class RaftSettings:
     # PreVote (store/DESIGN.md): a node that cannot win an election does not raise its term.
     # Off only to measure what it prevents.
     pre_vote: bool = True
+    # Leader leases for reads (store/DESIGN.md, "Leases"): a leader whose read round a
+    # majority confirmed answers reads without a round for 3/4 of election_min_s after it.
+    lease_reads: bool = True
 
     def validate(self) -> None:
         if not 0 < self.election_min_s < self.election_max_s:

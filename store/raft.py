@@ -38,7 +38,7 @@ from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 from . import _readindex
 from ._prevote import PreVote, PreVoteGate
 from ._readindex import RaftView, ReadIndex, Waiter
-from .commands import UndecodableEntry
+from .commands import LEASE_LEVEL, UndecodableEntry
 from .config import NodeConfig, read_secret
 from .errors import ConfigError, NoLeader, OutcomeUnknown, StoreError
 from .journal import RaftJournal
@@ -50,6 +50,11 @@ from .state import SessionMachine
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+# A leader's read lease lasts this share of election_min_s after its round was sent; the
+# peers that acknowledged it refuse votes for all of election_min_s after receiving it.
+# The rest is the margin for clock rates (store/DESIGN.md, "Leases").
+LEASE_FRACTION = 0.75
 
 # How often a proposer waiting for apply checks that this node is still the leader.
 LEADERSHIP_CHECK_S = 0.05
@@ -186,6 +191,7 @@ FIX_COUNTS = (
     "matching_entries_kept",
     "next_index_rewinds_refused",
     "election_deadlines_renewed",
+    "votes_refused_while_led",
 )
 COUNTS_LOG_EVERY_S = 5.0
 
@@ -206,6 +212,7 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         election_min_s: float,
         reads: ReadIndex,
         take_reads: Callable[[], list[Waiter]] | None = None,
+        lease_s: Callable[[], float] = lambda: 0.0,
         **kwargs: Any,
     ) -> None:
         # Set before SyncObj.__init__, which starts the tick thread.
@@ -213,6 +220,11 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         self._first_tick = True
         self._reads = reads
         self._take_reads = take_reads
+        self._lease_s = lease_s
+        self._election_min_s = election_min_s
+        # A restarted node does not know when it last heard from a leader: it refuses votes
+        # for the first election_min_s as if it just had (a lease may still count on it).
+        self._started_at = raft_clock()
         # Wakes the tick thread out of its poll when a proposal or a read arrives (made on
         # the tick thread's first tick: the poller is not safe to change from another thread).
         self._notifier: PipeNotifier | None = None
@@ -310,6 +322,13 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             leader_ready=leader and commit >= getattr(self, "_SyncObj__noopIDx", 2**62),
             leader=self._SyncObj__raftLeader,
             peers=tuple(self._SyncObj__otherNodes),
+            lease_s=self._lease_s() if leader else 0.0,
+        )
+
+    def _led_recently(self) -> bool:
+        return (
+            self._gate.heard_from_leader_within(self._election_min_s)
+            or raft_clock() - self._started_at < self._election_min_s
         )
 
     def _on_wake(self) -> None:
@@ -319,7 +338,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
     def read_tick(self, incoming: list[Waiter]) -> None:
         if not incoming and self._reads.idle:
             return  # most ticks under load: no view to build
-        self._reads.tick(raft_clock(), self.raft_view(), incoming, self._SyncObj__transport.send)
+        view = self.raft_view()  # before the clock: see ReadIndex.tick
+        self._reads.tick(raft_clock(), view, incoming, self._SyncObj__transport.send)
 
     def _renew_election_deadline(self) -> None:
         now = raft_clock()
@@ -337,10 +357,18 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         if self._gate.on_message(node, message):
             return
-        if isinstance(message.get("type"), str) and message["type"].startswith("sq_read_"):
-            self._reads.on_message(node, message, self.raft_view(), self._SyncObj__transport.send)
-            return
         kind = message.get("type")
+        if isinstance(kind, str) and kind.startswith("sq_read_"):
+            view = self.raft_view()
+            if kind == _readindex.ROUND and message.get("term") == view.term and not view.is_leader:
+                self._gate.note_leader_contact()
+            self._reads.on_message(node, message, view, self._SyncObj__transport.send)
+            return
+        if kind == "request_vote" and not self._isLeader() and self._led_recently():
+            # Raft thesis 4.2.3: a node that hears from a leader neither votes nor raises its
+            # term for another; a leader's lease counts on it (store/DESIGN.md, "Leases").
+            self.count("votes_refused_while_led")
+            return
         if (
             kind == "append_entries"
             and "transmission" not in message
@@ -541,6 +569,7 @@ class ReplicatedLog:
             election_min_s=r.election_min_s,
             reads=self._reads,
             take_reads=self._take_reads,
+            lease_s=self._lease_s,
             transportClass=_DurableTransport,
         )
         members = sorted([config.node.raft_address, *(p.raft_address for p in config.peers)])
@@ -568,6 +597,19 @@ class ReplicatedLog:
             # lagging followers, and pysyncobj's loader needs the log to start at its boundary.
             log.info("dropped journal entries before the snapshot at index %d on load", snap.last[1])
         return (snap.last, snap.prev, list(snap.members))
+
+    def _lease_s(self) -> float:
+        """On the tick thread (the only writer of the state): the lease a read round gives.
+
+        Only once every member advertised LEASE_LEVEL, i.e. runs code that refuses votes
+        while it hears from a leader: a member of an older release would vote at once.
+        """
+        r = self._config.cluster.raft
+        if not r.lease_reads:
+            return 0.0
+        if self._machine.lowest_level(n.id for n in self._config.cluster.nodes) < LEASE_LEVEL:
+            return 0.0
+        return r.election_min_s * LEASE_FRACTION
 
     def _take_reads(self) -> list[Waiter]:
         with self._reads_lock:
@@ -718,11 +760,20 @@ class ReplicatedLog:
         return str(leader.address) if leader is not None else None
 
     @property
-    def read_counts(self) -> tuple[int, int, int]:
-        """(rounds sent, rounds confirmed, reads confirmed) by ReadIndex on this node."""
-        return self._reads.rounds_sent, self._reads.rounds_confirmed, self._reads.reads_confirmed
+    def read_counts(self) -> tuple[int, int, int, int]:
+        """(rounds sent, rounds confirmed, reads confirmed, of them by lease) on this node."""
+        r = self._reads
+        return r.rounds_sent, r.rounds_confirmed, r.reads_confirmed, r.reads_by_lease
 
     def close(self) -> None:
         counts = " ".join(f"{k}={v}" for k, v in self._sync.counts.items())
         log.info("raft fix counts at stop: %s", counts)
+        sent, confirmed, reads, by_lease = self.read_counts
+        log.info(
+            "read index at stop: %d rounds sent, %d confirmed, %d reads (%d by lease)",
+            sent,
+            confirmed,
+            reads,
+            by_lease,
+        )
         self._sync.destroy()

@@ -68,7 +68,7 @@ def _ok(reply: Reply) -> Reply:
 
 def cluster_level(machine: SessionMachine, config: NodeConfig) -> int:
     """The lowest command level any member advertised: what the leader may propose."""
-    return min(machine.member_levels.get(n.id, c.BASE_LEVEL) for n in config.cluster.nodes)
+    return machine.lowest_level(n.id for n in config.cluster.nodes)
 
 
 def accepting_writes(machine: SessionMachine, config: NodeConfig) -> bool:

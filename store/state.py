@@ -237,6 +237,10 @@ class SessionMachine:
             return Reply(*problem)
         return merged, counters
 
+    def lowest_level(self, node_ids: Iterable[str]) -> int:
+        """The lowest command level these members advertised (BASE_LEVEL for a silent one)."""
+        return min((self.member_levels.get(n, c.BASE_LEVEL) for n in node_ids), default=c.BASE_LEVEL)
+
     def precheck(self, op: c.Op) -> Reply | None:
         """Read-only: a size refusal apply would certainly give, so the proposer can skip the log.
 

@@ -19,6 +19,7 @@ import pytest
 
 from sessionquorum.client import OutcomeUnknown, SessionClient, TLSConfig
 from sessionquorum.cluster import LocalCluster
+from sessionquorum.store.commands import SUPPORTED_LEVEL
 
 from .conftest import LEADER_TIMEOUT_S
 from .helpers import leader_stub, pb, wait_converged
@@ -80,7 +81,7 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
         try:
             for step, node_id in enumerate(cluster.node_ids):
                 before = len(done)
-                levels[node_id] = 2
+                levels[node_id] = SUPPORTED_LEVEL
                 cluster.restart(node_id)
                 cluster.wait_until(
                     lambda n=node_id: (s := cluster.status(n)) is not None and s.ready,
@@ -99,10 +100,10 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
             cluster.wait_until(
                 lambda: (
                     (s := cluster.status(cluster.wait_for_leader())) is not None
-                    and s.cluster_command_level == 2
+                    and s.cluster_command_level == SUPPORTED_LEVEL
                 ),
                 30.0,
-                "every member to advertise level 2",
+                "every member to advertise this release's level",
             )
             reply = configure(cluster, 10)
             assert json.loads(reply.limits_json)["max_sessions_per_principal"] == 7

@@ -299,3 +299,60 @@ def test_pysyncobj_handler_pre_vote_messages_ignored_as_by_a_node_without_prevot
         assert after == before
     finally:
         sync.destroy()
+
+
+# ------------------------------------------------- votes while led (leases rely on it)
+
+
+@pytest.mark.parametrize("rule", ["on", "canary-off"])
+def test_a_node_that_hears_from_its_leader_ignores_a_vote_request(rule: str) -> None:
+    # A real pysyncobj SyncObj (no tick thread): a vote request for a newer term from a
+    # peer, right after this node heard from its leader (a read round of its term).
+    sync = _GuardedSyncObj(
+        "127.0.0.1:1",
+        ["127.0.0.1:2", "127.0.0.1:3"],
+        conf=SyncObjConf(autoTick=False),
+        busy_tick_s=0.2,
+        pre_vote=None,
+        election_min_s=MIN_ELECTION_S,
+        reads=ReadIndex(timeout_s=1.0),
+    )
+    try:
+        leader, candidate = sorted(sync._SyncObj__otherNodes, key=str)
+        sync._SyncObj__onMessageReceived(leader, {"type": ROUND, "round": 1, "term": sync._getTerm()})
+        if rule == "canary-off":
+            sync._started_at -= 10 * MIN_ELECTION_S  # as if started long ago ...
+            contact = sync._gate._leader_contact
+            assert contact is not None
+            sync._gate._leader_contact = contact - 10 * MIN_ELECTION_S  # ... and the leader went quiet
+        term = sync._getTerm()
+        vote = {"type": "request_vote", "term": term + 1, "last_log_index": 99, "last_log_term": 99}
+        sync._SyncObj__onMessageReceived(candidate, vote)
+        if rule == "on":
+            assert sync._getTerm() == term and sync._SyncObj__votedForNodeId is None
+            assert sync.counts["votes_refused_while_led"] == 1
+        else:
+            # Without the rule pysyncobj takes the newer term and votes: a new leader could be
+            # elected while the old one still answered reads from its lease.
+            assert sync._getTerm() == term + 1 and sync._SyncObj__votedForNodeId is not None
+    finally:
+        sync.destroy()
+
+
+def test_a_restarted_node_ignores_vote_requests_for_the_first_election_timeout() -> None:
+    sync = _GuardedSyncObj(
+        "127.0.0.1:1",
+        ["127.0.0.1:2", "127.0.0.1:3"],
+        conf=SyncObjConf(autoTick=False),
+        busy_tick_s=0.2,
+        pre_vote=None,
+        election_min_s=MIN_ELECTION_S,
+        reads=ReadIndex(timeout_s=1.0),
+    )
+    try:
+        candidate = sorted(sync._SyncObj__otherNodes, key=str)[1]
+        vote = {"type": "request_vote", "term": sync._getTerm() + 1, "last_log_index": 9, "last_log_term": 9}
+        sync._SyncObj__onMessageReceived(candidate, vote)
+        assert sync.counts["votes_refused_while_led"] == 1  # it may have acknowledged a lease
+    finally:
+        sync.destroy()

@@ -258,3 +258,79 @@ def test_a_grant_for_an_unknown_ask_is_ignored() -> None:
         "a", {"type": GRANT, "ask": 77, "index": 3}, net.views["b"], net.sender("b")
     )
     assert not net.reads["b"].on_message("a", {"type": "append_entries"}, net.views["b"], net.sender("b"))
+
+
+# ----------------------------------------------------------------------- leases
+
+LEASE_S = 0.3
+
+
+def _leased(net: Net) -> None:
+    net.views["a"] = replace(net.views["a"], lease_s=LEASE_S)
+
+
+def test_a_confirmed_round_lets_the_leader_answer_reads_without_one_until_the_lease_ends() -> None:
+    net = Net()
+    _leased(net)
+    first = Outcome()
+    net.tick("a", first)
+    net.deliver()
+    assert first.results == [(10, None)] and net.reads["a"].rounds_sent == 1
+    net.now += LEASE_S / 4
+    net.views["a"] = replace(net.views["a"], commit_index=12, last_applied=12)
+    second = Outcome()
+    net.tick("a", second)
+    assert second.results == [(12, None)]  # at once, at the commit index: no round
+    assert net.wire == [] and net.reads["a"].reads_by_lease == 1
+    net.now += LEASE_S  # past the lease: a read needs a round again
+    third = Outcome()
+    net.tick("a", third)
+    assert third.results == [] and net.reads["a"].rounds_sent == 2
+
+
+def test_a_lease_past_its_half_is_renewed_by_an_empty_round() -> None:
+    net = Net()
+    _leased(net)
+    net.tick("a", Outcome())
+    net.deliver()
+    net.now += LEASE_S * 0.6
+    served = Outcome()
+    net.tick("a", served)
+    assert served.results == [(10, None)]
+    assert net.reads["a"].rounds_sent == 2  # the renewal went out with no reader waiting on it
+    net.deliver()
+    net.now += LEASE_S * 0.6  # beyond the first lease, within the renewed one
+    later = Outcome()
+    net.tick("a", later)
+    assert later.results == [(10, None)]
+
+
+def test_no_lease_without_lease_s_or_in_a_later_term() -> None:
+    net = Net()
+    net.tick("a", Outcome())
+    net.deliver()
+    unleased = Outcome()
+    net.tick("a", unleased)
+    assert unleased.results == []  # lease_s 0: every read waits for a round
+    net = Net()
+    _leased(net)
+    net.tick("a", Outcome())
+    net.deliver()
+    net.views["a"] = replace(net.views["a"], term=6)  # leader again, in a new term
+    later_term = Outcome()
+    net.tick("a", later_term)
+    assert later_term.results == []
+
+
+def test_a_follower_read_is_granted_at_once_under_the_leaders_lease() -> None:
+    net = Net()
+    _leased(net)
+    net.tick("a", Outcome())
+    net.deliver()
+    read = Outcome()
+    net.tick("b", read)
+    net.deliver()  # the ask reaches a
+    rounds = net.reads["a"].rounds_sent
+    net.tick("a")  # granted from the lease, no round
+    net.deliver()
+    assert read.results == [(10, None)] and net.reads["a"].rounds_sent == rounds
