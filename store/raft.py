@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +30,10 @@ from pysyncobj import syncobj as pysyncobj_syncobj
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.pipe_notifier import PipeNotifier
-from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
-from . import _readindex
+from . import _peerguard, _readindex
 from ._prevote import PreVote, PreVoteGate
 from ._readindex import RaftView, ReadIndex, Waiter
 from .commands import LEASE_LEVEL, UndecodableEntry
@@ -393,37 +391,6 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             next_index[node] = max(before, after)
 
 
-# The largest peer message we accept. pysyncobj sends append batches of 64 KiB and splits
-# bigger entries and snapshots into 64 KiB chunks, so 16 MiB leaves a wide margin.
-MAX_PEER_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-def _cap_peer_messages() -> None:
-    """Refuse a peer message whose length prefix is negative or over the cap, at once.
-
-    pysyncobj reads the 4-byte length prefix before authenticating anything, and buffers
-    until that many bytes arrived: anyone who reaches the Raft port could make a node hold
-    up to 2 GiB (shared/reference/raft-pitfalls.md). The connection is dropped instead.
-    Patched on the class because pysyncobj's transport and server construct it by name.
-    """
-    original = TcpConnection._TcpConnection__processParseMessage
-    if getattr(original, "_sq_capped", False):
-        return
-
-    def parse(self: Any) -> Any:
-        buffer = self._TcpConnection__readBuffer
-        if len(buffer) >= 4:
-            (length,) = struct.unpack("i", buffer[:4])
-            if not 0 <= length <= MAX_PEER_MESSAGE_BYTES:
-                log.warning("dropping a Raft peer connection: message length %d is out of bounds", length)
-                self.disconnect()
-                return None
-        return original(self)
-
-    parse._sq_capped = True  # type: ignore[attr-defined]
-    TcpConnection._TcpConnection__processParseMessage = parse
-
-
 # The pysyncobj release the journal, transport and snapshot hooks below were written for:
 # they replace a module-level name and rely on private attributes of that release.
 PYSYNCOBJ_PINNED = "0.3.17"
@@ -463,11 +430,38 @@ class _DurableTransport(TCPTransport):  # type: ignore[misc]
     (store/DESIGN.md, "Durability").
     """
 
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        # Before TCPTransport.__init__, which may already accept connections.
+        self._sq_guard = _peerguard.PeerGuard(_peerguard.resolve(n.address for n in otherNodes))
+        self._sq_swept_at = 0.0
+        TCPTransport.__init__(self, syncObj, selfNode, otherNodes)
+
     def send(self, node: Any, message: Any) -> bool:
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
         if isinstance(journal, RaftJournal) and message.get("type") != "append_entries":
             journal.before_send()
         return bool(TCPTransport.send(self, node, message))
+
+    # The Raft port before authentication (store/_peerguard.py).
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        if self._sq_guard.admit(conn, len(self._unknownConnections)):
+            TCPTransport._onNewIncomingConnection(self, conn)
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
+        TCPTransport._onIncomingMessageReceived(self, conn, message)
+        if conn not in self._unknownConnections:
+            self._sq_guard.authenticated(conn)
+
+    def _onDisconnected(self, conn: Any) -> None:
+        self._sq_guard.forget(conn)
+        TCPTransport._onDisconnected(self, conn)
+
+    def sweep_unauthenticated(self) -> None:
+        """On the tick thread, a few times a second: close handshakes that took too long."""
+        now = raft_clock()
+        if now - self._sq_swept_at >= _peerguard.UNAUTHENTICATED_DEADLINE_S / 4:
+            self._sq_swept_at = now
+            self._sq_guard.sweep(self._unknownConnections)
 
 
 _PROGRESS = {
@@ -549,7 +543,7 @@ class ReplicatedLog:
             commandsQueueSize=r.commands_queue_size,
             dynamicMembershipChange=False,
         )
-        _cap_peer_messages()
+        _peerguard.install()
         # A read not confirmed within the apply timeout fails (NoLeader: nothing was read).
         self._reads = ReadIndex(timeout_s=config.cluster.server.apply_timeout_s)
         # Readers arriving before the tick thread takes the open batch share its future;
@@ -618,6 +612,9 @@ class ReplicatedLog:
 
     def _after_tick(self) -> None:
         self._sync.read_tick(self._take_reads())
+        transport = getattr(self._sync, "_SyncObj__transport", None)
+        if isinstance(transport, _DurableTransport):
+            transport.sweep_unauthenticated()
         # A leader's appends of this tick are sent (and synced) next tick anyway; syncing
         # now costs nothing more and covers a single-node cluster, which sends nothing.
         self._journal.before_send()
