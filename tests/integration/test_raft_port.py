@@ -80,7 +80,8 @@ def test_strangers_announcing_16_mib_frames_cost_no_memory_and_no_leadership(
         assert _closed_by_node(sock)
     grown_mib = (_rss_kib(pid) - before) / 1024
     print(
-        f"raft-port probe: RSS +{grown_mib:.1f} MiB over {before / 1024:.1f}; {closed} of 32 closed; term {term}"
+        f"raft-port probe: RSS +{grown_mib:.1f} MiB over {before / 1024:.1f};"
+        f" {closed} of 32 closed; term {term}"
     )
     assert closed == 32, f"only {closed} of 32 connections were closed by the node"
     assert grown_mib < 16, f"the node's RSS grew by {grown_mib:.1f} MiB"
