@@ -68,10 +68,17 @@ class _Run:
     watchers: list[threading.Thread] = field(default_factory=list)
 
 
+# Where the workers' linearizable reads go ("leader" or "any": follower reads); `--read-from`.
+READ_FROM = {"value": "leader"}
+
+
 def _client(cluster: LocalCluster, timeout_s: float = CLIENT_TIMEOUT_S) -> SessionClient:
     tls = cluster.tls_files
     return SessionClient(
-        list(cluster.endpoints), tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key), timeout_s=timeout_s
+        list(cluster.endpoints),
+        tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key),
+        timeout_s=timeout_s,
+        read_from=READ_FROM["value"],
     )
 
 

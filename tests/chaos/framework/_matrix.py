@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import _chaos
 from ._chaos import Scenario, run_scenario, unavailable_reason
 
 FULL: tuple[Scenario, ...] = (
@@ -92,7 +93,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=None, help="replay a run (printed at the start)")
     parser.add_argument("--out", type=Path, default=Path("chaos-results"))
     parser.add_argument("--duration", type=float, default=None, help="override each scenario's seconds")
+    parser.add_argument(
+        "--read-from",
+        choices=("leader", "any"),
+        default="leader",
+        help="any: linearizable reads on followers too",
+    )
     args = parser.parse_args(argv)
+    _chaos.READ_FROM["value"] = args.read_from
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     print(f"chaos seed {seed} (replay with --seed {seed})", flush=True)
     scenarios = [s for s in MATRICES[args.matrix] if args.only is None or s.name in args.only]
