@@ -14,6 +14,10 @@ so the retry loop classifies it like any other attempt. A whole batch that fails
 each item the batch's status (a mutation's outcome is then as unknown as its own failed
 RPC's would be). A node without the Batch RPC (UNIMPLEMENTED: an older release during a
 rolling upgrade) turns coalescing off for that endpoint.
+
+The pure parts (`batch_request`, `item_outcomes`, `item_error`, `batch_unsupported`,
+`never_answered`) are shared with the asyncio coalescer in _async_coalesce.py, so a batch
+is built and read one way; `Coalescer` below is the one for threads.
 """
 
 from __future__ import annotations
