@@ -26,10 +26,8 @@ from ._calls import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     READ_FROM_LEADER,
-    positive_seconds,
 )
 from ._channels import DEFAULT_MAX_MESSAGE_BYTES, AsyncChannelPool, ClientClosedError, TLSConfig
-from ._routing import Router
 from ._session import Created, Rotated, Session
 
 logger = logging.getLogger(__name__)
@@ -37,7 +35,7 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-class AsyncSessionClient:
+class AsyncSessionClient(calls.ClientCore):
     """An asyncio client for a sessionquorum cluster; share one per event loop.
 
     Same arguments, methods, return values and errors as SessionClient; each method is a
@@ -56,27 +54,23 @@ class AsyncSessionClient:
         read_from: str = READ_FROM_LEADER,
         coalesce: bool = True,
     ) -> None:
-        self._reads_anywhere = calls.check_options(
-            read_from, tls=tls, insecure=insecure, max_message_bytes=max_message_bytes
+        super().__init__(
+            endpoints,
+            tls=tls,
+            insecure=insecure,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            max_message_bytes=max_message_bytes,
+            read_from=read_from,
         )
-        self._timeout_s = positive_seconds("timeout_s", timeout_s)
-        self._router = Router(endpoints)
         self._channels = AsyncChannelPool(tls, max_message_bytes)
         self._caller = AsyncCaller(
-            self._router,
-            self._channels,
-            attempt_timeout_s=positive_seconds("attempt_timeout_s", attempt_timeout_s),
-            coalesce=coalesce,
+            self._router, self._channels, attempt_timeout_s=self._attempt_timeout_s, coalesce=coalesce
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        """The known endpoints: those given, plus any learned from leader hints."""
-        return self._router.endpoints
 
     async def close(self) -> None:
         """Close all channels; idempotent. Calls still running end with an error."""
@@ -103,8 +97,7 @@ class AsyncSessionClient:
             self._loop = loop
         if self._closed:
             raise ClientClosedError("the AsyncSessionClient is closed")
-        deadline_s = self._timeout_s if timeout_s is None else positive_seconds("timeout_s", timeout_s)
-        return await self._caller.run(call, deadline_s)
+        return await self._caller.run(call, self._deadline(timeout_s))
 
     # -- mutations: each carries a request id leased for the whole call --------------------
 

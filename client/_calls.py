@@ -1,5 +1,7 @@
 """What each public method sends and how its answer is read: one `Call` per method.
 
+Also `ClientCore`, the options, leader guess and deadline both clients hold.
+
 `SessionClient` and `AsyncSessionClient` differ only in how they wait; both turn their
 arguments into the same `Call` here and convert the answer with the same `read`, so a
 request field or a conversion cannot drift between them. A `Call` names the RPC by its
@@ -12,12 +14,13 @@ this library only ever see hashes. Labels name calls in logs and never contain a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sessionquorum.proto import sessionquorum_pb2 as pb
 
+from ._routing import Router
 from ._session import (
     Created,
     Rotated,
@@ -73,25 +76,55 @@ def positive_seconds(name: str, value: float) -> float:
     return float(value)
 
 
-def check_options(read_from: str, *, tls: object | None, insecure: bool, max_message_bytes: int) -> bool:
-    """Validate the constructor options both clients share; return whether reads go anywhere.
+class ClientCore:
+    """What both clients hold: checked options, the shared leader guess, the default deadline.
 
     Plaintext must be asked for (`insecure=True`): the token hashes a client sends are
     credentials against the store, so the default is to refuse to run without TLS.
     """
-    if read_from not in (READ_FROM_LEADER, READ_FROM_ANY):
-        raise ValueError(f"read_from must be {READ_FROM_LEADER!r} or {READ_FROM_ANY!r}: {read_from!r}")
-    if tls is None and not insecure:
-        raise ValueError("pass tls=TLSConfig(...), or insecure=True to use plaintext deliberately")
-    if tls is not None and insecure:
-        raise ValueError("tls and insecure=True contradict each other; pass one")
-    if max_message_bytes <= 0:
-        raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
-    return read_from == READ_FROM_ANY
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        tls: object | None,
+        insecure: bool,
+        timeout_s: float,
+        attempt_timeout_s: float,
+        max_message_bytes: int,
+        read_from: str,
+    ) -> None:
+        if read_from not in (READ_FROM_LEADER, READ_FROM_ANY):
+            raise ValueError(f"read_from must be {READ_FROM_LEADER!r} or {READ_FROM_ANY!r}: {read_from!r}")
+        if tls is None and not insecure:
+            raise ValueError("pass tls=TLSConfig(...), or insecure=True to use plaintext deliberately")
+        if tls is not None and insecure:
+            raise ValueError("tls and insecure=True contradict each other; pass one")
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
+        self._reads_anywhere = read_from == READ_FROM_ANY
+        self._timeout_s = positive_seconds("timeout_s", timeout_s)
+        self._attempt_timeout_s = positive_seconds("attempt_timeout_s", attempt_timeout_s)
+        self._router = Router(endpoints)
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The known endpoints: those given, plus any learned from leader hints."""
+        return self._router.endpoints
+
+    def _deadline(self, timeout_s: float | None) -> float:
+        return self._timeout_s if timeout_s is None else positive_seconds("timeout_s", timeout_s)
 
 
-def _mutation(label: str, method: str, request: Any, read: Callable[[Any], _T], kind: str | None) -> Call[_T]:
-    return Call(label, method, request, read, mutation=True, leader_only=True, batch_kind=kind)
+def _mutation(
+    label: str,
+    method: str,
+    request: Any,
+    read: Callable[[Any], _T],
+    kind: str | None,
+    token: str | None = None,
+) -> Call[_T]:
+    return Call(label, method, request, read, mutation=True, leader_only=True, batch_kind=kind, token=token)
 
 
 def _session(response: Any) -> Session:
@@ -117,16 +150,7 @@ def create(
     def read(response: pb.CreateResponse) -> Created:
         return Created(token, session_from_pb(response.session), tuple(response.evicted_handles))
 
-    return Call(
-        f"create {hash_prefix(token_hash)}",
-        "Create",
-        request,
-        read,
-        mutation=True,
-        leader_only=True,
-        batch_kind="create",
-        token=token,
-    )
+    return _mutation(f"create {hash_prefix(token_hash)}", "Create", request, read, "create", token)
 
 
 def update(
@@ -164,16 +188,7 @@ def rotate(token: str, principal: str | None) -> Call[Rotated]:
     def read(response: pb.RotateResponse) -> Rotated:
         return Rotated(fresh, session_from_pb(response.session), tuple(response.evicted_handles))
 
-    return Call(
-        f"rotate {hash_prefix(token_hash)}",
-        "Rotate",
-        request,
-        read,
-        mutation=True,
-        leader_only=True,
-        batch_kind="rotate",
-        token=fresh,
-    )
+    return _mutation(f"rotate {hash_prefix(token_hash)}", "Rotate", request, read, "rotate", fresh)
 
 
 def _existed(response: pb.DeleteResponse) -> bool:

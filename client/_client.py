@@ -20,17 +20,15 @@ from ._calls import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     READ_FROM_LEADER,
-    positive_seconds,
 )
 from ._channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, TLSConfig
 from ._retry import Caller
-from ._routing import Router
 from ._session import Created, Rotated, Session
 
 logger = logging.getLogger(__name__)
 
 
-class SessionClient:
+class SessionClient(calls.ClientCore):
     """A thread-safe client for a sessionquorum cluster; share one per process.
 
     Plaintext must be asked for (`insecure=True`): the token hashes this client sends are
@@ -49,25 +47,21 @@ class SessionClient:
         read_from: str = READ_FROM_LEADER,
         coalesce: bool = True,
     ) -> None:
-        self._reads_anywhere = calls.check_options(
-            read_from, tls=tls, insecure=insecure, max_message_bytes=max_message_bytes
+        super().__init__(
+            endpoints,
+            tls=tls,
+            insecure=insecure,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            max_message_bytes=max_message_bytes,
+            read_from=read_from,
         )
-        self._timeout_s = positive_seconds("timeout_s", timeout_s)
-        self._router = Router(endpoints)
         self._channels = ChannelPool(tls, max_message_bytes)
         self._caller = Caller(
-            self._router,
-            self._channels,
-            attempt_timeout_s=positive_seconds("attempt_timeout_s", attempt_timeout_s),
-            coalesce=coalesce,
+            self._router, self._channels, attempt_timeout_s=self._attempt_timeout_s, coalesce=coalesce
         )
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        """The known endpoints: those given, plus any learned from leader hints."""
-        return self._router.endpoints
 
     def close(self) -> None:
         """Close all channels; idempotent. Calls still running end with an error."""
@@ -84,9 +78,6 @@ class SessionClient:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _deadline(self, timeout_s: float | None) -> float:
-        return self._timeout_s if timeout_s is None else positive_seconds("timeout_s", timeout_s)
 
     # -- mutations: each carries a request id leased for the whole call --------------------
 

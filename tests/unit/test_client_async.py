@@ -75,12 +75,14 @@ def test_async_client_has_every_public_method_of_the_sync_client_with_the_same_s
     def public(cls: type) -> dict[str, inspect.Signature]:
         return {
             name: inspect.signature(member)
-            for name, member in vars(cls).items()
+            for name, member in inspect.getmembers(cls)
             if not name.startswith("_") and callable(member)
         }
 
     sync, asynchronous = public(SessionClient), public(AsyncSessionClient)
     assert set(sync) == set(asynchronous)
+    assert {"create", "validate", "update", "touch", "rotate", "delete", "list_sessions"} <= set(sync)
+    assert AsyncSessionClient.endpoints is SessionClient.endpoints  # one implementation
     for name, signature in sync.items():
         assert str(asynchronous[name]) == str(signature).replace(
             "-> 'SessionClient'", "-> 'AsyncSessionClient'"

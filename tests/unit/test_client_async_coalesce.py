@@ -11,20 +11,7 @@ import pytest
 from sessionquorum.client._async_coalesce import AsyncCoalescer
 from sessionquorum.client._coalesce import MAX_IN_FLIGHT, ItemError
 from sessionquorum.proto import sessionquorum_pb2 as pb
-
-
-class FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return "fake"
-
-    def trailing_metadata(self) -> tuple[Any, ...]:
-        return ()
+from tests.unit.test_client_coalesce import FakeRpcError
 
 
 class FakeStub:
