@@ -14,6 +14,7 @@ import pytest
 
 from sessionquorum.client import AsyncSessionClient, NotFound, OutcomeUnknown, TLSConfig, Unavailable
 from sessionquorum.cluster import LocalCluster
+from tests.aio import run_async
 
 from .conftest import ClusterFactory
 from .helpers import wait_converged
@@ -54,7 +55,7 @@ def test_async_concurrent_calls_travel_in_batches_and_each_gets_its_own_answer(
             await asyncio.gather(*(work(client, n) for n in range(TASKS)))
             return client._caller.batches_sent
 
-    batches = asyncio.run(main())
+    batches = run_async(main())
     assert problems == []
     assert batches > 0, "no call was coalesced: this run proves nothing about batches"
     wait_converged(cluster)
@@ -101,7 +102,7 @@ def test_async_leader_kill_during_a_burst_loses_no_acknowledged_create_or_increm
                 await client.validate(secrets.token_urlsafe(32))
             return before_kill, client._caller.batches_sent, acked_before_kill, hits
 
-    before_kill, batches, acked_before_kill, hits = asyncio.run(main())
+    before_kill, batches, acked_before_kill, hits = run_async(main())
     # The hazard happened: calls were acknowledged and coalesced after the kill, by a new leader.
     assert batches > before_kill, (before_kill, batches)
     assert acked["ok"] > acked_before_kill, acked

@@ -27,6 +27,7 @@ from sessionquorum.client import (
     hash_token,
 )
 from sessionquorum.proto import sessionquorum_pb2 as pb
+from tests.aio import run_async
 from tests.unit.test_client_server import (  # noqa: F401 - start_node and dead_endpoint are fixtures
     CLUSTER_NOW_MS,
     FAST,
@@ -51,7 +52,7 @@ def run(coroutine: Awaitable[_T]) -> _T:
     async def main() -> _T:
         return await coroutine
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 @pytest.fixture
@@ -251,7 +252,7 @@ def test_async_close_during_retries_ends_mutation_with_outcome_unknown(
         assert done, "close() did not end the call"
         return call.exception()
 
-    error = asyncio.run(main())
+    error = run_async(main())
     assert isinstance(error, OutcomeUnknown)
     assert "closed" in error.message
 
@@ -274,7 +275,7 @@ def test_async_definite_answers_are_raised_without_retry(
                 await client.update("t", set={"k": b"v"}, expected_version=3)
             assert info.value.current_version == 9
 
-    asyncio.run(main())
+    run_async(main())
     assert len(node.calls) == 1
 
 
@@ -392,7 +393,7 @@ def test_async_closed_client_refuses_new_calls(
         with pytest.raises(RuntimeError, match="closed"):
             await client.touch("t")
 
-    asyncio.run(main())
+    run_async(main())
     assert len(node.calls) == 1
 
 
@@ -402,9 +403,9 @@ def test_async_client_made_outside_a_loop_serves_one_loop_and_refuses_another(
     address, _ = start_node(leader_script)
     client = AsyncSessionClient([address], insecure=True)
 
-    assert asyncio.run(client.touch("t")).handle == "h1"
+    assert run_async(client.touch("t")).handle == "h1"
     with pytest.raises(RuntimeError, match="event loop of its first call"):
-        asyncio.run(client.touch("t"))
+        run_async(client.touch("t"))
 
 
 def test_async_node_without_batch_turns_coalescing_off_and_every_call_succeeds(

@@ -11,6 +11,7 @@ import pytest
 from sessionquorum.client._async_coalesce import AsyncCoalescer
 from sessionquorum.client._coalesce import MAX_IN_FLIGHT, ItemError
 from sessionquorum.proto import sessionquorum_pb2 as pb
+from tests.aio import run_async
 from tests.unit.test_client_coalesce import FakeRpcError
 
 
@@ -98,7 +99,7 @@ def test_queued_calls_leave_together_when_a_slot_frees_and_each_gets_its_own_ans
         releases[1].set()
         await asyncio.gather(*holders)
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_unimplemented_batch_sends_the_queued_calls_alone_and_stops_coalescing() -> None:
@@ -122,7 +123,7 @@ def test_unimplemented_batch_sends_the_queued_calls_alone_and_stops_coalescing()
         await asyncio.gather(*holders)
         assert len(stub.sent) == 1
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_a_failed_batch_fails_each_item_with_its_own_copy_of_the_status() -> None:
@@ -143,7 +144,7 @@ def test_a_failed_batch_fails_each_item_with_its_own_copy_of_the_status() -> Non
         releases[1].set()
         await asyncio.gather(*holders)
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_queued_call_past_its_timeout_fails_as_never_sent_and_leaves_the_queue() -> None:
@@ -163,4 +164,4 @@ def test_queued_call_past_its_timeout_fails_as_never_sent_and_leaves_the_queue()
         await asyncio.gather(*holders)
         assert stub.sent == []  # neither the expired nor the cancelled call was sent
 
-    asyncio.run(main())
+    run_async(main())
