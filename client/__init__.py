@@ -12,8 +12,22 @@ Mutations are exactly-once across retries and leader changes (request ids, see _
 a retry never applies twice. When that cannot be confirmed in time, or the cluster forgot a
 retried request's deduplication state, they raise OutcomeUnknown, never a guess; after
 create or rotate, `validate(exc.token)` tells whether the new token took effect.
+
+For asyncio (ASGI applications), `AsyncSessionClient` has the same arguments, methods,
+return values and errors, as coroutines, with the same routing, retries and request ids:
+
+    from sessionquorum.client import AsyncSessionClient
+
+    async with AsyncSessionClient(endpoints, tls=tls) as client:
+        created = await client.create(principal=None, attributes={"cart": b"[]"})
+        session = await client.validate(created.token)
+
+It may be made outside a running loop (e.g. at start-up), but is then used from the event
+loop of its first call only, and closed with `await client.close()` (or `async with`).
+Concurrent calls of that loop to one node travel together in Batch RPCs, as with threads.
 """
 
+from ._async_client import AsyncSessionClient
 from ._channels import TLSConfig
 from ._client import SessionClient
 from ._errors import (
@@ -33,6 +47,7 @@ from ._tokens import hash_token, new_token
 
 __all__ = [
     "AlreadyExists",
+    "AsyncSessionClient",
     "Created",
     "InvalidArgument",
     "NotFound",

@@ -1,5 +1,10 @@
 """TLS settings and the client's gRPC channels: one per endpoint, made on first use.
 
+`ChannelPool` holds grpc channels for SessionClient's threads; `AsyncChannelPool` holds
+grpc.aio channels for AsyncSessionClient, with the same options and credentials. An aio
+channel belongs to the event loop it was made in, so that pool opens each channel at the
+first call, inside the loop, never at construction.
+
 A gRPC channel already multiplexes any number of concurrent calls over one HTTP/2
 connection and reconnects by itself, so the client keeps exactly one per node and lets
 gRPC do connection management; it adds only leader routing on top (see _routing.py).
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
@@ -68,27 +74,35 @@ class TLSConfig:
         )
 
 
+def _channel_options(tls: TLSConfig | None, max_message_bytes: int) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.initial_reconnect_backoff_ms", _INITIAL_RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
+    ]
+    if tls is not None and tls.server_name_override:
+        options.append(("grpc.ssl_target_name_override", tls.server_name_override))
+    return options
+
+
+def _credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.root_certificates,
+        private_key=tls.private_key,
+        certificate_chain=tls.certificate_chain,
+    )
+
+
 class ChannelPool:
     """Thread-safe map endpoint -> (channel, stub), filled lazily, closed all at once."""
 
     def __init__(self, tls: TLSConfig | None, max_message_bytes: int) -> None:
         self._tls = tls
-        self._options = self._channel_options(tls, max_message_bytes)
+        self._options = _channel_options(tls, max_message_bytes)
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[grpc.Channel, pb_grpc.SessionStoreStub]] = {}
         self._closed = False
-
-    @staticmethod
-    def _channel_options(tls: TLSConfig | None, max_message_bytes: int) -> list[tuple[str, Any]]:
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.initial_reconnect_backoff_ms", _INITIAL_RECONNECT_BACKOFF_MS),
-            ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
-        ]
-        if tls is not None and tls.server_name_override:
-            options.append(("grpc.ssl_target_name_override", tls.server_name_override))
-        return options
 
     def stub(self, endpoint: str) -> pb_grpc.SessionStoreStub:
         with self._lock:
@@ -102,16 +116,10 @@ class ChannelPool:
             return entry[1]
 
     def _open(self, endpoint: str) -> grpc.Channel:
+        logger.debug("opening %s channel to %s", "plaintext" if self._tls is None else "TLS", endpoint)
         if self._tls is None:
-            logger.debug("opening plaintext channel to %s", endpoint)
             return grpc.insecure_channel(endpoint, options=self._options)
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=self._tls.root_certificates,
-            private_key=self._tls.private_key,
-            certificate_chain=self._tls.certificate_chain,
-        )
-        logger.debug("opening TLS channel to %s", endpoint)
-        return grpc.secure_channel(endpoint, credentials, options=self._options)
+        return grpc.secure_channel(endpoint, _credentials(self._tls), options=self._options)
 
     def close(self) -> None:
         """Close every channel; calls still running on them end with CANCELLED."""
@@ -121,3 +129,39 @@ class ChannelPool:
             self._channels.clear()
         for channel in channels:
             channel.close()
+
+
+class AsyncChannelPool:
+    """Map endpoint -> (grpc.aio channel, stub) for one event loop; filled lazily, closed at once.
+
+    No lock: every method runs on the loop's thread, and none awaits while it holds state.
+    """
+
+    def __init__(self, tls: TLSConfig | None, max_message_bytes: int) -> None:
+        self._tls = tls
+        self._options = _channel_options(tls, max_message_bytes)
+        self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.SessionStoreAsyncStub]] = {}
+        self._closed = False
+
+    def stub(self, endpoint: str) -> pb_grpc.SessionStoreAsyncStub:
+        entry = self._channels.get(endpoint)
+        if entry is None:
+            if self._closed:
+                raise ClientClosedError("the AsyncSessionClient is closed")
+            logger.debug(
+                "opening %s aio channel to %s", "plaintext" if self._tls is None else "TLS", endpoint
+            )
+            if self._tls is None:
+                channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            else:
+                channel = grpc.aio.secure_channel(endpoint, _credentials(self._tls), options=self._options)
+            entry = self._channels[endpoint] = (channel, pb_grpc.SessionStoreStub(channel))
+        return entry[1]
+
+    async def close(self) -> None:
+        """Close every channel; calls still running on them end with CANCELLED."""
+        self._closed = True
+        channels = [channel for channel, _ in self._channels.values()]
+        self._channels.clear()
+        for channel in channels:
+            await channel.close()

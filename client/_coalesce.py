@@ -14,6 +14,10 @@ so the retry loop classifies it like any other attempt. A whole batch that fails
 each item the batch's status (a mutation's outcome is then as unknown as its own failed
 RPC's would be). A node without the Batch RPC (UNIMPLEMENTED: an older release during a
 rolling upgrade) turns coalescing off for that endpoint.
+
+The pure parts (`batch_request`, `item_outcomes`, `item_error`, `batch_unsupported`,
+`never_answered`) are shared with the asyncio coalescer in _async_coalesce.py, so a batch
+is built and read one way; `Coalescer` below is the one for threads.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import grpc
@@ -67,6 +71,52 @@ class ItemError(grpc.RpcError):
         return cls(exc.code(), exc.details() or "", trailers(exc))
 
 
+def batch_request(items: Iterable[tuple[str, Any]]) -> pb.BatchRequest:
+    """One Batch of (kind, request) items, in order (kind: a BatchItem field name)."""
+    return pb.BatchRequest(items=[pb.BatchItem(**{kind: request}) for kind, request in items])
+
+
+def item_outcomes(kinds: Sequence[str], answer: pb.BatchResponse) -> list[tuple[Any, ItemError | None]]:
+    """Each item's (response, None) or (None, error), in the order of `kinds`."""
+    outcomes: list[tuple[Any, ItemError | None]] = []
+    for kind, result in zip(kinds, answer.results, strict=False):
+        answered = result.WhichOneof("outcome")
+        if answered == "error":
+            e = result.error
+            code = _CODES.get(e.code, grpc.StatusCode.UNKNOWN)
+            outcomes.append((None, ItemError(code, e.message, dict(e.trailers))))
+        elif answered == kind:
+            outcomes.append((getattr(result, kind), None))
+        else:
+            outcomes.append(
+                (None, ItemError(grpc.StatusCode.INTERNAL, f"batch answered {answered} to {kind}", {}))
+            )
+    for _ in kinds[len(outcomes) :]:
+        outcomes.append((None, ItemError(grpc.StatusCode.INTERNAL, "the batch answer lacks this item", {})))
+    return outcomes
+
+
+def batch_unsupported(exc: BaseException) -> bool:
+    """The node has no Batch RPC (an older release): coalescing is off for it."""
+    return isinstance(exc, grpc.RpcError) and exc.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def item_error(exc: BaseException) -> ItemError:
+    """A whole batch's failure as one item's own copy (each waiting caller raises its own)."""
+    if isinstance(exc, grpc.RpcError):
+        return ItemError.of(exc)
+    return ItemError(grpc.StatusCode.UNKNOWN, str(exc), {})
+
+
+def never_answered(queued: bool) -> ItemError:
+    """The error of a queued call whose attempt timeout passed before its batch answered."""
+    return ItemError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "no answer within the attempt timeout" + (" (never sent)" if queued else ""),
+        {},
+    )
+
+
 class _Waiting:
     __slots__ = ("deadline", "direct", "done", "error", "kind", "request", "response")
 
@@ -108,11 +158,7 @@ class Coalescer:
                 queued = waiting in self._queue
                 if queued:
                     self._queue.remove(waiting)
-            raise ItemError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                "no answer within the attempt timeout" + (" (never sent)" if queued else ""),
-                {},
-            )
+            raise never_answered(queued)
         if waiting.direct:
             return direct()
         if waiting.error is not None:
@@ -128,7 +174,7 @@ class Coalescer:
         self._send(items)  # the freed slot passes to the batch
 
     def _send(self, items: list[_Waiting]) -> None:
-        request = pb.BatchRequest(items=[pb.BatchItem(**{w.kind: w.request}) for w in items])
+        request = batch_request((w.kind, w.request) for w in items)
         timeout_s = max(0.001, max(w.deadline for w in items) - time.monotonic())
         try:
             future = self._stub().Batch.future(request, timeout=timeout_s)
@@ -144,44 +190,22 @@ class Coalescer:
         try:
             exc = future.exception()
             if exc is None:
-                results = future.result().results
-                for waiting, result in zip(items, results, strict=False):
-                    self._settle(waiting, result)
-                for waiting in items[len(results) :]:
-                    waiting.error = ItemError(
-                        grpc.StatusCode.INTERNAL, "the batch answer lacks this item", {}
-                    )
+                outcomes = item_outcomes([w.kind for w in items], future.result())
+                for waiting, (response, error) in zip(items, outcomes, strict=True):
+                    waiting.response, waiting.error = response, error
                     waiting.done.set()
-            elif isinstance(exc, grpc.RpcError) and exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+            elif batch_unsupported(exc):
                 self._batch_unsupported = True
                 for waiting in items:
                     waiting.direct = True
                     waiting.done.set()
-            elif isinstance(exc, grpc.RpcError):
-                self._settle_all(items, exc)
             else:
-                self._settle_all(items, ItemError(grpc.StatusCode.UNKNOWN, str(exc), {}))
+                self._settle_all(items, exc)
         finally:
             self._slot_freed()
 
     @staticmethod
-    def _settle(waiting: _Waiting, result: pb.BatchResult) -> None:
-        kind = result.WhichOneof("outcome")
-        if kind == "error":
-            e = result.error
-            waiting.error = ItemError(
-                _CODES.get(e.code, grpc.StatusCode.UNKNOWN), e.message, dict(e.trailers)
-            )
-        elif kind == waiting.kind:
-            waiting.response = getattr(result, kind)
-        else:
-            waiting.error = ItemError(
-                grpc.StatusCode.INTERNAL, f"batch answered {kind} to {waiting.kind}", {}
-            )
-        waiting.done.set()
-
-    @staticmethod
-    def _settle_all(items: list[_Waiting], exc: grpc.RpcError) -> None:
+    def _settle_all(items: list[_Waiting], exc: BaseException) -> None:
         for waiting in items:
-            waiting.error = ItemError.of(exc)
+            waiting.error = item_error(exc)
             waiting.done.set()

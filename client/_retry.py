@@ -1,5 +1,12 @@
 """The retry loop: one logical call, many attempts, one overall deadline.
 
+The loop's decisions live in `RetryState`, which neither sends nor waits: a driver makes
+an attempt, reports a failure with `on_error` and gets back the next `Step` (raise this
+error, or attempt again after this pause, at `state.endpoint` with `state.request`), and
+at the deadline asks `give_up` for the error. `Caller` below is the driver for threads
+(blocking calls, an Event wait for backoff); `_async_retry.AsyncCaller` is the one for
+asyncio. Both therefore route, retry, classify and report exactly alike.
+
 Every attempt of a call sends the very same request message, so a mutation keeps its
 request id (see _lanes.py) and the node deduplicates any repeat. The loop therefore never
 has to guess whether retrying is safe; it only has to report honestly when it gives up:
@@ -30,15 +37,16 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
-
+from ._calls import Call
 from ._channels import ChannelPool, ClientClosedError
 from ._coalesce import Coalescer
-from ._errors import SessionQuorumError, error_for_status
+from ._errors import OutcomeUnknown, SessionQuorumError, error_for_status
+from ._lanes import LanePool
 from ._routing import DEDUP_EXPIRED_PREFIX, Action, Router, Verdict, classify, trailers
 
 logger = logging.getLogger(__name__)
@@ -50,17 +58,15 @@ BACKOFF_MAX_S = 0.500
 SUSPECT_S = 1.0
 MAX_IMMEDIATE_REDIRECTS = 3
 
-_Req = TypeVar("_Req")
+_T = TypeVar("_T")
 _Req_co = TypeVar("_Req_co", covariant=True)
-_Resp = TypeVar("_Resp")
-if TYPE_CHECKING:
-    # Picks the method off a stub, e.g. `lambda stub: stub.Create`. Only for the type
-    # checker: grpc's runtime classes are not generic.
-    RpcPicker: TypeAlias = Callable[[pb_grpc.SessionStoreStub], grpc.UnaryUnaryMultiCallable[_Req, _Resp]]
 
 
 class Renewable(Protocol[_Req_co]):
     """A mutation's request id as the loop needs it (_lanes.Lease is the implementation)."""
+
+    @property
+    def request(self) -> _Req_co: ...
 
     @property
     def renewed(self) -> bool: ...
@@ -75,180 +81,145 @@ def backoff_delay_s(retries: int) -> float:
     return random.uniform(0.0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0 ** min(retries, 16)))
 
 
-class Caller:
-    """Runs calls against the cluster; shared by all threads of one client."""
+@dataclass(frozen=True, slots=True)
+class Step:
+    """After a failed attempt: raise `error` (from that attempt's exception) and stop, or
+    attempt again after `pause_s` (0: at once; a driver wakes early when the client closes)."""
+
+    error: SessionQuorumError | None = None
+    pause_s: float = 0.0
+
+
+class RetryState:
+    """The decisions of one call's retry loop; see the module docstring. Not thread-safe:
+    one per call, used by the driver running that call."""
 
     def __init__(
-        self, router: Router, channels: ChannelPool, *, attempt_timeout_s: float, coalesce: bool = True
+        self,
+        router: Router,
+        call: Call[Any],
+        *,
+        timeout_s: float,
+        attempt_timeout_s: float,
+        lease: Renewable[Any] | None,
+        closing: Callable[[], bool],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._router = router
-        self._channels = channels
+        self._call = call
+        self._timeout_s = timeout_s
         self._attempt_timeout_s = attempt_timeout_s
-        self._coalesce = coalesce
-        self._coalescers: dict[str, Coalescer] = {}
-        self._coalescers_lock = threading.Lock()
-        # Set by close(): wakes every backoff at once so close() does not wait them out.
-        self._closing = threading.Event()
-
-    def close(self) -> None:
-        self._closing.set()
-
-    def call(
-        self,
-        label: str,
-        pick: RpcPicker[_Req, _Resp],
-        request: _Req,
-        *,
-        mutation: bool,
-        leader_only: bool,
-        timeout_s: float,
-        lease: Renewable[_Req] | None = None,
-        batch_kind: str | None = None,
-    ) -> _Resp:
-        """Send `request` until a definite answer or the deadline; see the module docstring.
-
-        `label` names the call in logs; it must not contain a token (a hash prefix is fine).
-        `lease` is the mutation's request id (its `request` is `request`); without one, a
-        refusal for a forgotten request id cannot move to a fresh client id. `batch_kind`
-        (a BatchItem field name) lets the attempt travel in a Batch with concurrent calls.
-        """
-        deadline = time.monotonic() + timeout_s
+        self._lease = lease
+        self._closing = closing
+        self._clock = clock
+        self._deadline = clock() + timeout_s
         # A call any node may serve starts at the next node in turn: reads spread out.
-        endpoint = self._router.leader() if leader_only else self._router.spread()
-        maybe_applied = False
-        attempts = retries = redirects = 0
-        last: grpc.RpcError | None = None
-        last_endpoint = endpoint
+        self.endpoint = router.leader() if call.leader_only else router.spread()
+        self.request: Any = call.request if lease is None else lease.request
+        self.attempts = 0
+        self.last: grpc.RpcError | None = None
+        self._last_endpoint = self.endpoint
+        self._maybe_applied = False
+        self._retries = self._redirects = 0
         # Endpoints whose attempt timed out in this call, until when they are distrusted.
-        suspects: dict[str, float] = {}
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (attempts > 0 and self._closing.is_set()):
-                break
-            try:
-                attempt_s = min(remaining, self._attempt_timeout_s)
-                response = self._attempt(pick, endpoint, request, attempt_s, batch_kind)
-            except ClientClosedError:
-                if attempts == 0:
-                    raise
-                break
-            except grpc.RpcError as exc:
-                attempts += 1
-                last, last_endpoint = exc, endpoint
-                verdict = classify(exc, mutation=mutation)
-                logger.debug(
-                    "%s: attempt %d at %s failed: %s %s (node=%s, leader hint=%s)",
-                    label,
-                    attempts,
-                    endpoint,
-                    exc.code().name,
-                    exc.details(),
-                    verdict.node,
-                    verdict.leader_hint,
-                )
-                if verdict.action is Action.ANSWER:
-                    raise error_for_status(exc.code(), exc.details(), trailers=trailers(exc)) from exc
-                if verdict.action is Action.EXPIRED:
-                    if lease is not None:
-                        lease.forgotten(verdict.epoch_ms)
-                    if maybe_applied or lease is None or lease.renewed or deadline - time.monotonic() <= 0:
-                        raise self._expired(label, endpoint, attempts, maybe_applied) from exc
-                    # Nothing of this call can exist anywhere: the same call under a client
-                    # id that the cluster cannot have forgotten. At once and to the same
-                    # node, which just answered as the leader.
-                    request = lease.renew()
-                    logger.info("%s: deduplication state expired; resent under a fresh client id", label)
-                    continue
-                maybe_applied = maybe_applied or verdict.maybe_applied
-                if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-                    suspects[endpoint] = time.monotonic() + SUSPECT_S
-                if deadline - time.monotonic() <= 0:
-                    # Out of time. Stop here so that an attempt cut short by the caller's
-                    # deadline does not move the leader guess shared with other threads.
-                    break
-                endpoint, redirects, immediate = self._route(verdict, endpoint, redirects, suspects)
-                if immediate:
-                    continue
-                pause = min(backoff_delay_s(retries), max(0.0, deadline - time.monotonic()))
-                retries += 1
-                if self._closing.wait(pause):
-                    break
-                continue
-            attempts += 1
-            if leader_only:
-                self._router.confirm(endpoint)
-            if attempts > 1:
-                logger.debug("%s: succeeded at %s after %d attempts", label, endpoint, attempts)
-            return response
-        raise self._gave_up(label, last, last_endpoint, attempts, timeout_s, maybe_applied) from last
+        self._suspects: dict[str, float] = {}
 
-    def _attempt(
-        self, pick: RpcPicker[_Req, _Resp], endpoint: str, request: _Req, timeout_s: float, kind: str | None
-    ) -> _Resp:
-        rpc = pick(self._channels.stub(endpoint))
+    def _remaining_s(self) -> float:
+        return self._deadline - self._clock()
 
-        def direct() -> _Resp:
-            try:
-                return rpc(request, timeout=timeout_s)
-            except ValueError as exc:
-                # gRPC refuses to start a call on a channel that close() shut a moment ago.
-                if self._closing.is_set():
-                    raise ClientClosedError("the SessionClient is closed") from exc
-                raise
+    def next_attempt_s(self) -> float | None:
+        """The next attempt's timeout, or None: out of time or closing, call give_up()."""
+        remaining = self._remaining_s()
+        if remaining <= 0 or (self.attempts > 0 and self._closing()):
+            return None
+        return min(remaining, self._attempt_timeout_s)
 
-        if kind is None or not self._coalesce:
-            return direct()
-        response: _Resp = self._coalescer(endpoint).call(kind, request, timeout_s, direct)
-        return response
+    def succeeded(self) -> None:
+        self.attempts += 1
+        if self._call.leader_only:
+            self._router.confirm(self.endpoint)
+        if self.attempts > 1:
+            label = self._call.label
+            logger.debug("%s: succeeded at %s after %d attempts", label, self.endpoint, self.attempts)
 
-    def _coalescer(self, endpoint: str) -> Coalescer:
-        with self._coalescers_lock:
-            found = self._coalescers.get(endpoint)
-            if found is None:
-                found = self._coalescers[endpoint] = Coalescer(lambda: self._channels.stub(endpoint))
-            return found
+    def on_error(self, exc: grpc.RpcError) -> Step:
+        """What the failed attempt `exc` (at `endpoint`, sending `request`) means for the call."""
+        label, endpoint = self._call.label, self.endpoint
+        self.attempts += 1
+        self.last, self._last_endpoint = exc, endpoint
+        verdict = classify(exc, mutation=self._call.mutation)
+        logger.debug(
+            "%s: attempt %d at %s failed: %s %s (node=%s, leader hint=%s)",
+            label,
+            self.attempts,
+            endpoint,
+            exc.code().name,
+            exc.details(),
+            verdict.node,
+            verdict.leader_hint,
+        )
+        if verdict.action is Action.ANSWER:
+            return Step(error_for_status(exc.code(), exc.details(), trailers=trailers(exc)))
+        lease = self._lease
+        if verdict.action is Action.EXPIRED:
+            if lease is not None:
+                lease.forgotten(verdict.epoch_ms)
+            if self._maybe_applied or lease is None or lease.renewed or self._remaining_s() <= 0:
+                return Step(self._expired())
+            # Nothing of this call can exist anywhere: the same call under a client id that
+            # the cluster cannot have forgotten. At once and to the same node, which just
+            # answered as the leader.
+            self.request = lease.renew()
+            logger.info("%s: deduplication state expired; resent under a fresh client id", label)
+            return Step()
+        self._maybe_applied = self._maybe_applied or verdict.maybe_applied
+        if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            self._suspects[endpoint] = self._clock() + SUSPECT_S
+        if self._remaining_s() <= 0:
+            # Out of time. Stop here so that an attempt cut short by the caller's deadline
+            # does not move the leader guess shared with other calls.
+            return Step(self.give_up())
+        self.endpoint, immediate = self._route(verdict)
+        if immediate:
+            return Step()
+        pause = min(backoff_delay_s(self._retries), max(0.0, self._remaining_s()))
+        self._retries += 1
+        return Step(pause_s=pause)
 
-    def _route(
-        self, verdict: Verdict, endpoint: str, redirects: int, suspects: dict[str, float]
-    ) -> tuple[str, int, bool]:
-        """Where the next attempt goes: (endpoint, consecutive redirects, go without pause)."""
+    def _route(self, verdict: Verdict) -> tuple[str, bool]:
+        """Where the next attempt goes: (endpoint, go without pause)."""
+        endpoint, suspects, now = self.endpoint, self._suspects, self._clock()
         hint = verdict.leader_hint
-        if hint and suspects.get(hint, 0.0) > time.monotonic():
+        if hint and suspects.get(hint, 0.0) > now:
             # The followers still name a leader that just timed out (paused, or cut off):
             # they have not elected a new one yet. Ask around with backoff instead of waiting
             # out another attempt timeout on it.
             hint = None
         if verdict.action is Action.REDIRECT and hint and hint != endpoint:
-            redirects += 1
-            return self._router.follow_hint(hint), redirects, redirects <= MAX_IMMEDIATE_REDIRECTS
+            self._redirects += 1
+            return self._router.follow_hint(hint), self._redirects <= MAX_IMMEDIATE_REDIRECTS
         if verdict.action is Action.SAME:
-            return endpoint, 0, False
+            self._redirects = 0
+            return endpoint, False
         # NEXT, or a redirect without a usable hint. A redirect keeps counting, so nodes
         # pointing at each other during an election are visited with backoff.
-        redirects = redirects if verdict.action is Action.REDIRECT else 0
+        if verdict.action is not Action.REDIRECT:
+            self._redirects = 0
         nxt = self._router.after_failure(endpoint)
         for _ in range(len(self._router.endpoints)):
-            if suspects.get(nxt, 0.0) <= time.monotonic():
+            if suspects.get(nxt, 0.0) <= now:
                 break
             nxt = self._router.after_failure(nxt)
-        return nxt, redirects, False
+        return nxt, False
 
-    def _gave_up(
-        self,
-        label: str,
-        last: grpc.RpcError | None,
-        endpoint: str,
-        attempts: int,
-        timeout_s: float,
-        maybe_applied: bool,
-    ) -> SessionQuorumError:
+    def give_up(self) -> SessionQuorumError:
+        """The error for a call that ran out of time or was closed; raise it from `last`."""
+        label, last, endpoint, attempts = self._call.label, self.last, self._last_endpoint, self.attempts
         why = (
-            "the client was closed"
-            if self._closing.is_set()
-            else f"no definite answer within {timeout_s:g} s"
+            "the client was closed" if self._closing() else f"no definite answer within {self._timeout_s:g} s"
         )
         code = grpc.StatusCode.DEADLINE_EXCEEDED if last is None else last.code()
-        if maybe_applied:
+        if self._maybe_applied:
             # Not the last node's own words: they describe only the last attempt ("nothing
             # was applied" by it) and would contradict the verdict. They stay on __cause__.
             last_seen = "" if last is None else f", last {code.name} from {endpoint}"
@@ -260,12 +231,12 @@ class Caller:
             details = "" if last is None else f"; last from {endpoint}: {code.name}: {last.details()}"
             message = f"{label}: {why} ({attempts} attempts){details}"
         logger.info("%s", message)
-        return error_for_status(code, message, maybe_applied=maybe_applied)
+        return self._with_token(error_for_status(code, message, maybe_applied=self._maybe_applied))
 
-    @staticmethod
-    def _expired(label: str, endpoint: str, attempts: int, maybe_applied: bool) -> SessionQuorumError:
+    def _expired(self) -> SessionQuorumError:
         """The error for a refusal that cannot go on under a fresh client id."""
-        if maybe_applied:
+        label, endpoint, attempts = self._call.label, self.endpoint, self.attempts
+        if self._maybe_applied:
             message = (
                 f"{label}: {DEDUP_EXPIRED_PREFIX}: the cluster may have forgotten this call's request "
                 f"id, so it refused a retry instead of risking a second apply; an earlier attempt may "
@@ -278,4 +249,89 @@ class Caller:
                 f"attempts, last from {endpoint})"
             )
         logger.info("%s", message)
-        return error_for_status(grpc.StatusCode.UNKNOWN, message, maybe_applied=maybe_applied)
+        error = error_for_status(grpc.StatusCode.UNKNOWN, message, maybe_applied=self._maybe_applied)
+        return self._with_token(error)
+
+    def _with_token(self, error: SessionQuorumError) -> SessionQuorumError:
+        # A create or rotate that may have applied: without its token that session could
+        # be reached by no one (see OutcomeUnknown.token).
+        if isinstance(error, OutcomeUnknown):
+            error.token = self._call.token
+        return error
+
+
+class Caller:
+    """The driver for threads: runs calls against the cluster; shared by all threads of a client."""
+
+    def __init__(
+        self, router: Router, channels: ChannelPool, *, attempt_timeout_s: float, coalesce: bool = True
+    ) -> None:
+        self._router = router
+        self._channels = channels
+        self._lanes = LanePool()
+        self._attempt_timeout_s = attempt_timeout_s
+        self._coalesce = coalesce
+        self._coalescers: dict[str, Coalescer] = {}
+        self._coalescers_lock = threading.Lock()
+        # Set by close(): wakes every backoff at once so close() does not wait them out.
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        self._closing.set()
+
+    def run(self, call: Call[_T], timeout_s: float) -> _T:
+        """Run `call` until a definite answer or the deadline; a mutation under a leased request id."""
+        if not call.mutation:
+            return call.read(self._attempts(call, timeout_s, None))
+        with self._lanes.lease(call.request) as lease:
+            return call.read(self._attempts(call, timeout_s, lease))
+
+    def _attempts(self, call: Call[Any], timeout_s: float, lease: Renewable[Any] | None) -> Any:
+        state = RetryState(
+            self._router,
+            call,
+            timeout_s=timeout_s,
+            attempt_timeout_s=self._attempt_timeout_s,
+            lease=lease,
+            closing=self._closing.is_set,
+        )
+        while (attempt_s := state.next_attempt_s()) is not None:
+            try:
+                response = self._attempt(call, state.endpoint, state.request, attempt_s)
+            except ClientClosedError:
+                if state.attempts == 0:
+                    raise
+                break
+            except grpc.RpcError as exc:
+                step = state.on_error(exc)
+                if step.error is not None:
+                    raise step.error from exc
+                if step.pause_s > 0:
+                    self._closing.wait(step.pause_s)
+                continue
+            state.succeeded()
+            return response
+        raise state.give_up() from state.last
+
+    def _attempt(self, call: Call[Any], endpoint: str, request: Any, timeout_s: float) -> Any:
+        rpc = getattr(self._channels.stub(endpoint), call.method)
+
+        def direct() -> Any:
+            try:
+                return rpc(request, timeout=timeout_s)
+            except ValueError as exc:
+                # gRPC refuses to start a call on a channel that close() shut a moment ago.
+                if self._closing.is_set():
+                    raise ClientClosedError("the SessionClient is closed") from exc
+                raise
+
+        if call.batch_kind is None or not self._coalesce:
+            return direct()
+        return self._coalescer(endpoint).call(call.batch_kind, request, timeout_s, direct)
+
+    def _coalescer(self, endpoint: str) -> Coalescer:
+        with self._coalescers_lock:
+            found = self._coalescers.get(endpoint)
+            if found is None:
+                found = self._coalescers[endpoint] = Coalescer(lambda: self._channels.stub(endpoint))
+            return found

@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 
@@ -62,13 +63,14 @@ class Verdict:
 def trailers(exc: grpc.RpcError) -> dict[str, str]:
     """The node's trailing metadata as text; empty values are left out."""
     # trailing_metadata() is None for errors gRPC made before any response arrived. Items
-    # are (key, value) named tuples; values are str except for "-bin" keys.
+    # are (key, value) pairs (named tuples in grpc, plain tuples in grpc.aio's Metadata);
+    # values are str except for "-bin" keys.
     found: dict[str, str] = {}
     for item in exc.trailing_metadata() or ():
-        value: object = item.value
+        key, value = cast("tuple[str, object]", item)  # the stubs know only the named tuple
         text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
         if text:
-            found[item.key] = text
+            found[key] = text
     return found
 
 
@@ -121,7 +123,7 @@ def classify(exc: grpc.RpcError, *, mutation: bool) -> Verdict:
 
 
 class Router:
-    """Thread-safe endpoint list plus the current leader guess."""
+    """Thread-safe endpoint list plus the current leader guess (shared by sync and async calls)."""
 
     def __init__(self, endpoints: Sequence[str]) -> None:
         if isinstance(endpoints, str):

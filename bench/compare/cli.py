@@ -25,11 +25,11 @@ from types import FrameType
 
 from . import report
 from .driver import CellPlan, Sample, fill_pool_async, fill_pool_sync, run_async_cell, run_sync_cell
-from .sys_sessionquorum import SessionquorumServer, SqClientTarget, SqGrpcTarget
+from .sys_sessionquorum import SessionquorumServer, SqAsyncClientTarget, SqClientTarget, SqGrpcTarget
 from .tls import borrow_tls
 from .workload import MIXES, AsyncTarget, Server, SyncTarget, cell_order
 
-TARGETS = ("sq-grpc", "sq-client", "etcd", "redis")
+TARGETS = ("sq-grpc", "sq-client", "sq-async", "etcd", "redis")
 DEFAULT_REPETITIONS = 3
 DEFAULT_DURATION_S = 10.0
 DEFAULT_WARMUP_S = 1.0
@@ -167,7 +167,7 @@ class _Run:
         # The cluster directory holds the CA and certificates the anchors borrow.
         self.sq.prepare()
         tls = None if self.args.plaintext_anchors else borrow_tls(self.sq.cluster)
-        if {"sq-grpc", "sq-client"} & set(targets):
+        if {"sq-grpc", "sq-client", "sq-async"} & set(targets):
             _say("starting sessionquorum (3 nodes)")
             self.servers[self.sq.name] = self.sq
             self.sq.start()
@@ -175,6 +175,8 @@ class _Run:
                 self.async_targets["sq-grpc"] = SqGrpcTarget(self.sq, self.args.sq_reads)
             if "sq-client" in targets:
                 self.sync_targets["sq-client"] = SqClientTarget(self.sq, self.args.sq_reads)
+            if "sq-async" in targets:
+                self.async_targets["sq-async"] = SqAsyncClientTarget(self.sq, self.args.sq_reads)
         if "etcd" in targets:
             from .sys_etcd import EtcdServer, EtcdTarget
 

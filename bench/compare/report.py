@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .driver import Sample
 
-SUBJECTS = ("sq-grpc", "sq-client")
+SUBJECTS = ("sq-grpc", "sq-client", "sq-async")
 ANCHORS = ("etcd", "redis")
 
 
@@ -92,10 +92,10 @@ def _div(a: float, b: float) -> float:
 
 
 def ratios(rows: Sequence[Median]) -> list[Ratio]:
-    """Each subject against each anchor, and the public client against raw gRPC, per cell."""
+    """Each subject against each anchor, and the public clients against raw gRPC, per cell."""
     by_cell = {(m.target, m.mix, m.clients): m for m in rows}
     cells = list(dict.fromkeys((m.mix, m.clients) for m in rows))
-    pairs = [(s, a) for s in SUBJECTS for a in ANCHORS] + [("sq-client", "sq-grpc")]
+    pairs = [(s, a) for s in SUBJECTS for a in ANCHORS] + [("sq-client", "sq-grpc"), ("sq-async", "sq-grpc")]
     result = []
     for mix, clients in cells:
         for subject, anchor in pairs:

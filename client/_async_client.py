@@ -1,0 +1,167 @@
+"""AsyncSessionClient: SessionClient for asyncio, on grpc.aio.
+
+Every method builds the very `Call` that SessionClient's method of the same name builds
+(_calls.py) and runs it through `AsyncCaller`, which drives the same `RetryState`: the
+two clients share routing, classification, request ids, errors and the Batch rules, and
+differ only in how they wait.
+
+One client belongs to one event loop: it may be made outside a running loop (at import
+or in a framework's start-up hook), but its channels open at the first call, inside the
+loop, and every later call must come from that loop (grpc.aio channels are loop-bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+from . import _calls as calls
+from ._async_retry import AsyncCaller
+from ._calls import (
+    DEFAULT_ABSOLUTE_TIMEOUT_S,
+    DEFAULT_ATTEMPT_TIMEOUT_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    READ_FROM_LEADER,
+)
+from ._channels import DEFAULT_MAX_MESSAGE_BYTES, AsyncChannelPool, ClientClosedError, TLSConfig
+from ._session import Created, Rotated, Session
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class AsyncSessionClient(calls.ClientCore):
+    """An asyncio client for a sessionquorum cluster; share one per event loop.
+
+    Same arguments, methods, return values and errors as SessionClient; each method is a
+    coroutine. Use `async with AsyncSessionClient(...) as client:` or `await client.close()`.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        tls: TLSConfig | None = None,
+        insecure: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        read_from: str = READ_FROM_LEADER,
+        coalesce: bool = True,
+    ) -> None:
+        super().__init__(
+            endpoints,
+            tls=tls,
+            insecure=insecure,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            max_message_bytes=max_message_bytes,
+            read_from=read_from,
+        )
+        self._channels = AsyncChannelPool(tls, max_message_bytes)
+        self._caller = AsyncCaller(
+            self._router, self._channels, attempt_timeout_s=self._attempt_timeout_s, coalesce=coalesce
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close all channels; idempotent. Calls still running end with an error."""
+        self._closed = True
+        self._caller.close()
+        await self._channels.close()
+
+    async def __aenter__(self) -> AsyncSessionClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _run(self, call: calls.Call[_T], timeout_s: float | None) -> _T:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                raise RuntimeError("an AsyncSessionClient is used from the event loop of its first call only")
+            self._loop = loop
+        if self._closed:
+            raise ClientClosedError("the AsyncSessionClient is closed")
+        return await self._caller.run(call, self._deadline(timeout_s))
+
+    # -- mutations: each carries a request id leased for the whole call --------------------
+
+    async def create(
+        self,
+        *,
+        principal: str | None = None,
+        attributes: Mapping[str, bytes] | None = None,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        absolute_timeout_s: float = DEFAULT_ABSOLUTE_TIMEOUT_S,
+        timeout_s: float | None = None,
+    ) -> Created:
+        """Start a session under a fresh token; see SessionClient.create."""
+        return await self._run(
+            calls.create(principal, attributes, idle_timeout_s, absolute_timeout_s), timeout_s
+        )
+
+    async def update(
+        self,
+        token: str,
+        *,
+        set: Mapping[str, bytes] | None = None,
+        delete: Iterable[str] | None = None,
+        increment: Mapping[str, int] | None = None,
+        expected_version: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Session:
+        """Delete, set and increment attributes in one step; see SessionClient.update."""
+        return await self._run(calls.update(token, set, delete, increment, expected_version), timeout_s)
+
+    async def touch(self, token: str, *, timeout_s: float | None = None) -> Session:
+        """Refresh the session's last access now (never extends its absolute deadline)."""
+        return await self._run(calls.touch(token), timeout_s)
+
+    async def rotate(
+        self, token: str, *, principal: str | None = None, timeout_s: float | None = None
+    ) -> Rotated:
+        """Move the session to a new token (do this at login); see SessionClient.rotate."""
+        return await self._run(calls.rotate(token, principal), timeout_s)
+
+    async def delete(self, token: str, *, timeout_s: float | None = None) -> bool:
+        """End the session (logout); returns whether it existed. Idempotent."""
+        return await self._run(calls.delete(token), timeout_s)
+
+    async def delete_handle(self, handle: str, *, timeout_s: float | None = None) -> bool:
+        """End a session by its non-secret handle (e.g. from list_sessions)."""
+        return await self._run(calls.delete_handle(handle), timeout_s)
+
+    async def revoke_principal(
+        self, principal: str, *, except_handle: str | None = None, timeout_s: float | None = None
+    ) -> list[str]:
+        """End all of a principal's sessions, optionally but one; returns the ended handles."""
+        return await self._run(calls.revoke_principal(principal, except_handle), timeout_s)
+
+    # -- reads: no request id; retried freely ----------------------------------------------
+
+    async def validate(
+        self, token: str, *, touch: bool = False, stale: bool = False, timeout_s: float | None = None
+    ) -> Session:
+        """Return the session with its attributes, or raise NotFound; see SessionClient.validate."""
+        return await self._run(
+            calls.validate(token, touch, stale, reads_anywhere=self._reads_anywhere), timeout_s
+        )
+
+    async def list_sessions(self, principal: str, *, timeout_s: float | None = None) -> list[Session]:
+        """The principal's live sessions, metadata only (for a "your devices" page)."""
+        return await self._run(calls.list_sessions(principal, reads_anywhere=self._reads_anywhere), timeout_s)
