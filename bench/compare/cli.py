@@ -95,7 +95,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sq-reads",
         choices=("leader", "any"),
-        default=os.environ.get("BENCH_SQ_READS", "any"),
+        default=os.environ.get("BENCH_SQ_READS", "leader"),
         help="where sessionquorum's linearizable reads go: the leader, or each node in turn",
     )
     parser.add_argument(
