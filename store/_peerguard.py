@@ -114,10 +114,14 @@ def _parse(self: Any) -> Any:
 
 
 _said: dict[str, float] = {}
+# Keys include refused addresses: a bound, so many sources cannot grow it for months.
+_SAID_MAX = 1024
 
 
 def _say(key: str, text: str, *args: object) -> None:
     now = raft_clock()
+    if len(_said) >= _SAID_MAX:
+        _said.clear()
     if now - _said.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
         _said[key] = now
         log.warning(text, *args)
