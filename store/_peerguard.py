@@ -16,6 +16,12 @@ CPU and, in 2 of 6 trials, its leadership. This module bounds each of those:
 - at most `MAX_UNAUTHENTICATED` connections may be unauthenticated at once, each for at
   most `UNAUTHENTICATED_DEADLINE_S`, swept on the tick thread whether or not it has events.
 
+The send side gets the same treatment for speed: a bytearray write buffer drained from the
+front in place (pysyncobj copies the rest of the buffer after every partial send) and zlib
+level 1 instead of 3 (any level decodes everywhere, so mixed releases still talk). Measured
+with `python -m bench.compare --targets sq-client --mixes write --clients 64`, two
+alternating pairs: the busiest node's CPU per write 0.383/0.369 -> 0.340/0.333 ms.
+
 `install()` patches pysyncobj's `TcpConnection` (its transport and server construct it by
 name); `PeerGuard` is what `raft._DurableTransport` calls. Everything runs on the tick thread.
 """
@@ -92,7 +98,8 @@ def _parse(self: Any) -> Any:
         return None
     if len(buffer) - 4 < length:
         return None
-    data = bytes(buffer[4 : 4 + length])
+    with memoryview(buffer) as view:
+        data = bytes(view[4 : 4 + length])  # one copy
     del buffer[: 4 + length]
     try:
         if self.encryptor:
@@ -127,6 +134,49 @@ def _say(key: str, text: str, *args: object) -> None:
         log.warning(text, *args)
 
 
+# zlib level for what this node sends: any level is valid zlib for every peer's decoder.
+# pysyncobj's 3 cost the leader more CPU than the bytes it saved on a LAN.
+SEND_ZLIB_LEVEL = 1
+
+
+def _send(self: Any, message: Any) -> None:
+    """TcpConnection.send with a bytearray write buffer (pysyncobj's `bytes +=` copies it)."""
+    if self.sendRandKey:
+        message = (self.sendRandKey, message)
+    data = zlib.compress(pickle.dumps(message), SEND_ZLIB_LEVEL)
+    if self.encryptor:
+        data = self.encryptor.encrypt_at_time(data, int(raft_clock()))
+    buffer = self._TcpConnection__writeBuffer
+    if not isinstance(buffer, bytearray):
+        buffer = self._TcpConnection__writeBuffer = bytearray(buffer)
+    buffer += struct.pack("i", len(data))
+    buffer += data
+    self._TcpConnection__trySendBuffer()
+
+
+def _write(self: Any) -> bool:
+    """TcpConnection.__processSend, dropping what was sent from the front in place."""
+    buffer = self._TcpConnection__writeBuffer
+    if not buffer:
+        return False
+    try:
+        sent = self._TcpConnection__socket.send(buffer)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            self.disconnect()
+        return False
+    if sent < 0:
+        self.disconnect()
+        return False
+    if sent == 0:
+        return False
+    if isinstance(buffer, bytearray):
+        del buffer[:sent]
+    else:
+        self._TcpConnection__writeBuffer = buffer[sent:]
+    return True
+
+
 # pysyncobj's own, kept for the canary in tests/unit/test_peerguard.py.
 ORIGINAL_PARSE = TcpConnection._TcpConnection__processParseMessage
 ORIGINAL_READ = TcpConnection._TcpConnection__processRead
@@ -138,6 +188,8 @@ def install() -> None:
         return
     TcpConnection._TcpConnection__processRead = _read
     TcpConnection._TcpConnection__processParseMessage = _parse
+    TcpConnection.send = _send
+    TcpConnection._TcpConnection__processSend = _write
     TcpConnection._sq_guarded = True
 
 
