@@ -4,8 +4,7 @@ A web server that uses the client at start-up and then forks its workers (gunico
 `--preload`) hands every worker a copy of the client (issue 9, finding 1). These tests fork
 the test process itself while it shares a client with an in-process server (the fake nodes
 of test_client_server.py, which keep running in the parent and record what both halves
-sent). The child reports through a pipe and always leaves with os._exit, so it never runs
-pytest's own teardown; a child that hangs is killed and fails the test.
+sent); the child runs through tests.forking.in_child.
 """
 
 # start_node, imported from test_client_server, is a fixture that pytest passes by name.
@@ -13,13 +12,7 @@ pytest's own teardown; a child that hangs is killed and fails the test.
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import signal
 import threading
-import time
-import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,6 +24,7 @@ from sessionquorum.client import AsyncSessionClient, SessionClient, hash_token
 from sessionquorum.client._lanes import LanePool
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from tests.aio import run_async
+from tests.forking import in_child
 from tests.unit.test_client_server import (  # noqa: F401
     CLUSTER_NOW_MS,
     FAST,
@@ -40,50 +34,6 @@ from tests.unit.test_client_server import (  # noqa: F401
     ok,
     start_node,
 )
-
-CHILD_TIMEOUT_S = 20.0
-
-
-def in_child(work: Callable[[], Any]) -> Any:
-    """Fork; run `work` in the child and return its JSON result here; its error fails the test."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, then leave without running anything of pytest's
-        code = 0
-        try:
-            os.close(read_end)
-            try:
-                message = {"result": work()}
-            except BaseException:
-                message = {"error": traceback.format_exc()}
-            with os.fdopen(write_end, "w") as out:
-                json.dump(message, out)
-        except BaseException:
-            code = 70
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + CHILD_TIMEOUT_S
-    try:
-        while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([read_end], [], [], remaining)
-            if not readable:
-                continue
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            pytest.fail(f"the forked child did not finish within {CHILD_TIMEOUT_S} s (killed)")
-    finally:
-        os.close(read_end)
-        _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    message = json.loads(b"".join(chunks))
-    assert "error" not in message, message["error"]
-    return message["result"]
 
 
 @pytest.fixture

@@ -1,0 +1,80 @@
+"""A SessionClient shared across os.fork() on real nodes: no acknowledged increment is lost.
+
+This is what gunicorn `--preload` does: the parent uses the client, then forks a worker,
+and both go on calling. Without fresh client ids in the child, both halves would send the
+same (client id, sequence). For the same increment of the same counter the node's
+fingerprint check cannot help (the bodies are equal): it would apply one and answer both,
+so the counter would fall short of what was acknowledged. Here both halves create their
+own session and increment one shared counter concurrently, from several threads each.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from sessionquorum.client import OutcomeUnknown, SessionClient, Unavailable
+from tests.forking import in_child
+
+from .conftest import ClientFactory, ClusterFactory
+from .helpers import wait_converged
+
+pytestmark = pytest.mark.cluster
+
+THREADS = 4
+INCREMENTS_PER_THREAD = 15
+
+
+def increment_concurrently(client: SessionClient, counter: str) -> dict[str, Any]:
+    """Create this half's own session, then increment it and the shared counter; count outcomes."""
+    own = client.create(attributes={"mine": b"0"})
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(INCREMENTS_PER_THREAD):
+            try:
+                client.update(counter, increment={"hits": 1})
+                client.update(own.token, increment={"mine": 1})
+                outcome = "ok"
+            except OutcomeUnknown:
+                outcome = "unknown"
+            except Unavailable:
+                outcome = "unavailable"
+            with lock:
+                outcomes[outcome] += 1
+
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    mine = int(client.validate(own.token).attributes["mine"])
+    return {"outcomes": dict(outcomes), "own_token": own.token, "mine": mine}
+
+
+def test_parent_and_forked_child_sharing_a_client_lose_no_acknowledged_increment(
+    make_cluster: ClusterFactory, make_client: ClientFactory
+) -> None:
+    cluster = make_cluster(3)
+    client = make_client(cluster)
+    # Leaves the parent an idle lane (the one a child would copy), an open channel and a leader guess.
+    counter = client.create(attributes={"hits": b"0"}).token
+
+    parent: dict[str, Any] = {}
+    parent_half = threading.Thread(target=lambda: parent.update(increment_concurrently(client, counter)))
+    parent_half.start()  # the parent keeps calling while the child runs
+    child: dict[str, Any] = in_child(lambda: increment_concurrently(client, counter), timeout_s=120.0)
+    parent_half.join()
+
+    acknowledged = parent["outcomes"].get("ok", 0) + child["outcomes"].get("ok", 0)
+    hits = int(client.validate(counter).attributes["hits"])
+    # A healthy cluster gives every call a definite answer, and each one applied exactly once.
+    assert parent["outcomes"] == child["outcomes"] == {"ok": THREADS * INCREMENTS_PER_THREAD}
+    assert hits == acknowledged == 2 * THREADS * INCREMENTS_PER_THREAD
+    assert parent["mine"] == child["mine"] == THREADS * INCREMENTS_PER_THREAD
+    assert client.validate(child["own_token"]).attributes["mine"] == str(child["mine"]).encode()
+    wait_converged(cluster)
