@@ -12,7 +12,9 @@ sent); the child runs through tests.forking.in_child.
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
-from sessionquorum.client import AsyncSessionClient, SessionClient, hash_token
+from sessionquorum.client import AsyncSessionClient, SessionClient, _fork, hash_token
 from sessionquorum.client._lanes import LanePool
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from tests.aio import run_async
@@ -76,6 +78,16 @@ def test_lane_pool_after_fork_makes_fresh_ids_with_learned_epoch_and_drops_lease
     # Learned before the fork, so before these ids' first use: the node's rule holds.
     assert first.request_id.client_epoch_ms == CLUSTER_NOW_MS
     assert (first.request_id.sequence, second.request_id.sequence) == (1, 1)
+
+
+def test_fork_registry_keeps_no_client_alive() -> None:
+    client = SessionClient(["127.0.0.1:1"], insecure=True)
+    alive = weakref.ref(client)
+    assert client in _fork._live
+    client.close()
+    del client
+    gc.collect()
+    assert alive() is None
 
 
 # -- a SessionClient shared across a fork -------------------------------------------------
