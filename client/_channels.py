@@ -14,7 +14,7 @@ its own on first use. Each channel keeps its connections in a subchannel pool of
 (`grpc.use_local_subchannel_pool`): with gRPC's default global pool, a channel the child
 opens to the same address would pick up the parent's connection, whose socket the parent
 still uses (measured with grpcio 1.85: the child's call fails UNAVAILABLE "Wrong file
-descriptor generation"). This needs no GRPC_ENABLE_FORK_SUPPORT.
+descriptor generation"). This needs no GRPC_ENABLE_FORK_SUPPORT (see client/DESIGN.md).
 """
 
 from __future__ import annotations
