@@ -20,8 +20,14 @@ import pytest
 CHILD_TIMEOUT_S = 20.0
 
 
-def in_child(work: Callable[[], Any], timeout_s: float = CHILD_TIMEOUT_S) -> Any:
-    """Fork; run `work` in the child and return its JSON result here; its error fails the test."""
+def in_child(
+    work: Callable[[], Any], timeout_s: float = CHILD_TIMEOUT_S, *, then: Callable[[], None] | None = None
+) -> Any:
+    """Fork; run `work` in the child and return its JSON result here; its error fails the test.
+
+    `then` runs in the parent right after the fork, while the child works: both halves then
+    start from the very same state.
+    """
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report, then leave without running anything of pytest's
@@ -39,6 +45,8 @@ def in_child(work: Callable[[], Any], timeout_s: float = CHILD_TIMEOUT_S) -> Any
         finally:
             os._exit(code)
     os.close(write_end)
+    if then is not None:
+        then()
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     try:

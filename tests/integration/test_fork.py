@@ -65,9 +65,13 @@ def test_parent_and_forked_child_sharing_a_client_lose_no_acknowledged_increment
 
     parent: dict[str, Any] = {}
     parent_half = threading.Thread(target=lambda: parent.update(increment_concurrently(client, counter)))
-    parent_half.start()  # the parent keeps calling while the child runs
-    child: dict[str, Any] = in_child(lambda: increment_concurrently(client, counter), timeout_s=120.0)
-    parent_half.join()
+    # The parent starts calling right after the fork, from the same idle lane the child inherited.
+    try:
+        child: dict[str, Any] = in_child(
+            lambda: increment_concurrently(client, counter), timeout_s=120.0, then=parent_half.start
+        )
+    finally:
+        parent_half.join()
 
     each = THREADS * INCREMENTS_PER_THREAD
     hits = int(client.validate(counter).attributes["hits"])

@@ -112,9 +112,10 @@ def test_forked_child_and_parent_both_succeed_under_distinct_request_ids(
 
     parent_half: list[str] = []
     parent = threading.Thread(target=lambda: parent_half.extend(create_many()))
-    parent.start()  # the parent keeps calling while the child runs
-    child_half: list[str] = in_child(create_many)
-    parent.join()
+    try:  # the parent calls while the child runs, both from the lanes they had at the fork
+        child_half: list[str] = in_child(create_many, then=parent.start)
+    finally:
+        parent.join()
 
     creates = node.requests("Create")
     by_hash = {r.token_hash: r for r in creates}
