@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from . import _calls as calls
+from . import _fork
 from ._async_retry import AsyncCaller
 from ._calls import (
     DEFAULT_ABSOLUTE_TIMEOUT_S,
@@ -69,6 +70,9 @@ class AsyncSessionClient(calls.ClientCore):
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # A worker forked from a process that made this client gets fresh request ids,
+        # channels and loop binding before it runs (_fork.py).
+        _fork.track(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -77,6 +81,13 @@ class AsyncSessionClient(calls.ClientCore):
         self._closed = True
         self._caller.close()
         await self._channels.close()
+
+    def _reset_after_fork(self) -> None:
+        # The parent's loop does not run in the child: the child's first call binds anew.
+        self._loop = None
+        self._router.reset_after_fork()
+        self._channels.reset_after_fork()
+        self._caller.reset_after_fork()
 
     async def __aenter__(self) -> AsyncSessionClient:
         return self

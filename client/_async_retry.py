@@ -52,6 +52,19 @@ class AsyncCaller:
         for coalescer in self._coalescers.values():
             coalescer.close()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh request ids, no coalescer, a new closing event.
+
+        The inherited coalescers hold futures of the parent's loop, and the event may be
+        bound to that loop; neither runs in the child (see _fork.py).
+        """
+        self._lanes.reset_after_fork()
+        self._coalescers = {}
+        closing = asyncio.Event()
+        if self._closing.is_set():
+            closing.set()
+        self._closing = closing
+
     async def run(self, call: Call[_T], timeout_s: float) -> _T:
         """Run `call` until a definite answer or the deadline; a mutation under a leased request id."""
         if not call.mutation:

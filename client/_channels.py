@@ -8,6 +8,13 @@ first call, inside the loop, never at construction.
 A gRPC channel already multiplexes any number of concurrent calls over one HTTP/2
 connection and reconnects by itself, so the client keeps exactly one per node and lets
 gRPC do connection management; it adds only leader routing on top (see _routing.py).
+
+After a fork (_fork.py) a child drops its parent's channels without closing them and opens
+its own on first use. Each channel keeps its connections in a subchannel pool of its own
+(`grpc.use_local_subchannel_pool`): with gRPC's default global pool, a channel the child
+opens to the same address would pick up the parent's connection, whose socket the parent
+still uses (measured with grpcio 1.85: the child's call fails UNAVAILABLE "Wrong file
+descriptor generation"). This needs no GRPC_ENABLE_FORK_SUPPORT (see client/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import grpc.aio
 
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
+from . import _fork
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -32,6 +41,15 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # a second, so reconnecting at least once a second keeps the channel as fresh as the cluster.
 _INITIAL_RECONNECT_BACKOFF_MS = 100
 _MAX_RECONNECT_BACKOFF_MS = 1000
+
+
+# Measured with grpcio 1.85: in a child forked after the parent made grpc.aio calls, the
+# child's first grpc.aio call hangs (with GRPC_ENABLE_FORK_SUPPORT=1 it crashes, SIGSEGV),
+# however new its channel. A child forked before any call works normally.
+_AIO_AFTER_FORK = (
+    "this AsyncSessionClient made calls before the process forked, and grpc.aio cannot be used "
+    "in a child forked after it ran; make the client in the worker, or call it only after the fork"
+)
 
 
 class ClientClosedError(RuntimeError):
@@ -80,6 +98,8 @@ def _channel_options(tls: TLSConfig | None, max_message_bytes: int) -> list[tupl
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.initial_reconnect_backoff_ms", _INITIAL_RECONNECT_BACKOFF_MS),
         ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
+        # Never share a connection with another channel, or a forked child with its parent.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
     if tls is not None and tls.server_name_override:
         options.append(("grpc.ssl_target_name_override", tls.server_name_override))
@@ -130,6 +150,13 @@ class ChannelPool:
         for channel in channels:
             channel.close()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's channels (never closed here); reopen lazily."""
+        self._lock = threading.Lock()
+        for channel, _ in self._channels.values():
+            _fork.abandon(channel)
+        self._channels = {}
+
 
 class AsyncChannelPool:
     """Map endpoint -> (grpc.aio channel, stub) for one event loop; filled lazily, closed at once.
@@ -142,12 +169,15 @@ class AsyncChannelPool:
         self._options = _channel_options(tls, max_message_bytes)
         self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.SessionStoreAsyncStub]] = {}
         self._closed = False
+        self._forked_after_use = False
 
     def stub(self, endpoint: str) -> pb_grpc.SessionStoreAsyncStub:
         entry = self._channels.get(endpoint)
         if entry is None:
             if self._closed:
                 raise ClientClosedError("the AsyncSessionClient is closed")
+            if self._forked_after_use:
+                raise RuntimeError(_AIO_AFTER_FORK)
             logger.debug(
                 "opening %s aio channel to %s", "plaintext" if self._tls is None else "TLS", endpoint
             )
@@ -165,3 +195,15 @@ class AsyncChannelPool:
         self._channels.clear()
         for channel in channels:
             await channel.close()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's channels (never closed here).
+
+        They belong to the parent's event loop, which does not run in the child anyway. If
+        the parent had opened any, grpc.aio itself is unusable here (see _AIO_AFTER_FORK),
+        so every later call fails at once with that explanation instead of hanging.
+        """
+        for channel, _ in self._channels.values():
+            _fork.abandon(channel)
+            self._forked_after_use = True
+        self._channels = {}

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
 from . import _calls as calls
+from . import _fork
 from ._calls import (
     DEFAULT_ABSOLUTE_TIMEOUT_S,
     DEFAULT_ATTEMPT_TIMEOUT_S,
@@ -60,6 +61,9 @@ class SessionClient(calls.ClientCore):
         self._caller = Caller(
             self._router, self._channels, attempt_timeout_s=self._attempt_timeout_s, coalesce=coalesce
         )
+        # A worker forked from a process that made this client gets fresh request ids,
+        # channels and locks before it runs (_fork.py).
+        _fork.track(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -67,6 +71,11 @@ class SessionClient(calls.ClientCore):
         """Close all channels; idempotent. Calls still running end with an error."""
         self._caller.close()
         self._channels.close()
+
+    def _reset_after_fork(self) -> None:
+        self._router.reset_after_fork()
+        self._channels.reset_after_fork()
+        self._caller.reset_after_fork()
 
     def __enter__(self) -> SessionClient:
         return self

@@ -22,6 +22,13 @@ node refuses an unknown id whose epoch is not after the latest entry it forgot. 
 keeps the latest cluster time it learned (from such refusals) and every new lane takes it.
 A refused lane is retired; `Lease.renew` moves a call to a brand-new lane (not a free one:
 a free lane's older epoch could be refused too), which the node cannot have forgotten.
+
+A forked child (`reset_after_fork`, via _fork.py) drops every lane it inherited: the parent
+keeps using those client ids, and two processes sending one request id for different
+requests is exactly what deduplication cannot survive. The child's lanes are made on demand
+with fresh random ids and the pool's learned epoch, which is still a cluster time learned
+before their first use (it was learned before the fork), so no Status round is needed. A
+lane leased before the fork and released in the child is retired, never handed out.
 """
 
 from __future__ import annotations
@@ -81,6 +88,8 @@ class _Lane:
     next_sequence: int
     # The cluster time learned before this client id was first used (0: none yet).
     epoch_ms: int
+    # The pool's fork generation when the lane was made (see LanePool.reset_after_fork).
+    generation: int = 0
 
     def request_id(self) -> pb.RequestId:
         return pb.RequestId(
@@ -147,6 +156,7 @@ class LanePool:
         self._free: list[_Lane] = []
         self._created = 0
         self._epoch_ms = 0
+        self._generation = 0
 
     @contextmanager
     def lease(self, request: _M) -> Iterator[Lease[_M]]:
@@ -172,15 +182,31 @@ class LanePool:
     def new_lane(self) -> _Lane:
         with self._lock:
             self._created += 1
-            epoch_ms = self._epoch_ms
+            epoch_ms, generation = self._epoch_ms, self._generation
         # The contract starts sequences at 1 (sessionquorum.proto, RequestId).
-        return _Lane(client_id=self._new_client_id(), next_sequence=1, epoch_ms=epoch_ms)
+        return _Lane(self._new_client_id(), next_sequence=1, epoch_ms=epoch_ms, generation=generation)
 
     def give_back(self, lane: _Lane) -> None:
         # Advance even when the call failed: a sequence is never reused for another request.
         lane.next_sequence += 1
         with self._lock:
-            self._free.append(lane)
+            if lane.generation == self._generation:
+                self._free.append(lane)
+                return
+        # Made before a fork: the other process may use the same client id.
+        self.retire(lane)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget every inherited lane; keep the learned epoch.
+
+        The lock is new because a parent thread may have held it at the fork. The lanes
+        (free ones, and any a parent thread had leased) carry client ids the parent goes on
+        using. The epoch stays: it was learned from the cluster before the fork, hence
+        before the first use of any lane the child makes, which is all the node's rule asks.
+        """
+        self._lock = threading.Lock()
+        self._free = []
+        self._generation += 1
 
     def retire(self, lane: _Lane) -> None:
         logger.debug("retiring client id %s at sequence %d", lane.client_id[:4].hex(), lane.next_sequence)

@@ -279,6 +279,21 @@ class Caller:
     def close(self) -> None:
         self._closing.set()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh request ids, no coalescer, fresh locks (see _fork.py).
+
+        The inherited coalescers count the parent's calls in their slots and queues (the
+        child would wait for answers that go to the parent), and any lock or event here
+        may have been held by a parent thread at the fork.
+        """
+        self._lanes.reset_after_fork()
+        self._coalescers = {}
+        self._coalescers_lock = threading.Lock()
+        closing = threading.Event()
+        if self._closing.is_set():
+            closing.set()
+        self._closing = closing
+
     def run(self, call: Call[_T], timeout_s: float) -> _T:
         """Run `call` until a definite answer or the deadline; a mutation under a leased request id."""
         if not call.mutation:

@@ -138,6 +138,10 @@ class Router:
         self._leader = unique[0]
         self._turn = 0
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock; the guess stays valid."""
+        self._lock = threading.Lock()
+
     @property
     def endpoints(self) -> tuple[str, ...]:
         with self._lock:
