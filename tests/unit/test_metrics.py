@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sessionquorum.cluster import prepare_cluster_dir
 from sessionquorum.store import commands as c
 from sessionquorum.store.config import Limits, parse_cluster_config
 from sessionquorum.store.errors import ConfigError
@@ -231,3 +232,11 @@ def test_machine_tallies_what_it_applied_and_a_snapshot_does_not_carry_them() ->
     before = m.event_counts()
     m.restore(m.snapshot())
     assert m.event_counts() == before
+
+
+def test_a_local_cluster_dir_gives_every_node_its_own_metrics_port(tmp_path: Path) -> None:
+    nodes = prepare_cluster_dir(tmp_path / "cl", 3).config.nodes
+    metrics = [n.metrics_address for n in nodes]
+    assert all(a is not None and a.startswith("127.0.0.1:") for a in metrics)
+    every = metrics + [n.grpc_address for n in nodes] + [n.raft_address for n in nodes]
+    assert len(set(every)) == 9
