@@ -142,6 +142,10 @@ async def sweep_expired(
             log.info("expiry sweep not confirmed: %s", exc.message)
 
 
+def leaderless_window_s(config: NodeConfig) -> float:
+    return LEADERLESS_ELECTION_TIMEOUTS * config.cluster.raft.election_max_s
+
+
 async def watch_leader(
     config: NodeConfig, raft: ReplicatedLog, stop: asyncio.Event, on_change: Callable[[bool], Awaitable[None]]
 ) -> None:
@@ -149,7 +153,7 @@ async def watch_leader(
 
     Starts from False: a node has heard no leader when it starts (readiness waits anyway).
     """
-    window_s = LEADERLESS_ELECTION_TIMEOUTS * config.cluster.raft.election_max_s
+    window_s = leaderless_window_s(config)
     heard = False
     while not stop.is_set():
         now = raft.leader_heard_within(window_s)

@@ -156,6 +156,8 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
 
     async def on_ready() -> None:
         service.ready = state.ready = True
+        # Catching up meant hearing the leader: do not wait for watch_leader's next look.
+        state.leader_heard |= raft.leader_heard_within(duties.leaderless_window_s(config))
         await state.publish()
 
     async def on_leader(heard: bool) -> None:
