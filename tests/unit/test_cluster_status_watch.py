@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sessionquorum.cluster import prepare_cluster_dir
 from sessionquorum.cluster import _cli_local as cli_local
+from sessionquorum.cluster import prepare_cluster_dir
 from sessionquorum.cluster._cli import main
 
 
