@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,7 +24,7 @@ def test_status_watch_repeats_until_ctrl_c_and_exits_with_the_last_status(
         if len(naps) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_local.time, "sleep", sleep)
+    monkeypatch.setattr(cli_local, "time", SimpleNamespace(sleep=sleep))
     # No node runs: every round says so, and no leader is agreed on (exit 3).
     assert main(["status", "--data-dir", str(tmp_path), "--json", "--watch", "0.5"]) == 3
     rounds = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
