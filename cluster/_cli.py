@@ -154,6 +154,12 @@ def _add_local(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the node's data dir (default: <config dir>/<node id>)",
     )
     run.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ...")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="default: server.log_format in the config",
+    )
     run.set_defaults(func=_cli_local.node_run)
 
 

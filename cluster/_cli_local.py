@@ -247,6 +247,8 @@ def node_run(args: argparse.Namespace, node_command: NodeCommand) -> int:
     argv = list(node_command(config, args.node, data_dir))
     if args.log_level:
         argv += ["--log-level", args.log_level]
+    if getattr(args, "log_format", None):
+        argv += ["--log-format", args.log_format]
     os.execv(argv[0], argv)  # noqa: S606 - argv is our own node command, no shell involved
 
 

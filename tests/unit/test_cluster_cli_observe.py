@@ -1,4 +1,4 @@
-"""`sessionquorum status --watch SECONDS`: the status again every SECONDS until Ctrl-C."""
+"""What an operator watches: `status --watch SECONDS`, and `node run --log-format json`."""
 
 from __future__ import annotations
 
@@ -36,3 +36,17 @@ def test_status_watch_needs_a_positive_interval(tmp_path: Path, capsys: pytest.C
     prepare_cluster_dir(tmp_path, 3)
     assert main(["status", "--data-dir", str(tmp_path), "--watch", "0"]) == 2
     assert "--watch" in capsys.readouterr().err
+
+
+def test_node_run_passes_the_log_format_to_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = prepare_cluster_dir(tmp_path, 3).config_path
+    execs: list[list[str]] = []
+
+    def execv(path: str, argv: list[str]) -> None:
+        execs.append(argv)
+
+    monkeypatch.setattr("os.execv", execv)
+    main(["node", "run", "--config", str(config), "--node", "n1", "--log-format", "json"])
+    main(["node", "run", "--config", str(config), "--node", "n1"])
+    assert execs[0][-2:] == ["--log-format", "json"]
+    assert "--log-format" not in execs[1]
