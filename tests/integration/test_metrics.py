@@ -42,9 +42,7 @@ def requests(samples: Samples, method: str, code: str = "OK") -> float:
     return samples.get(("sessionquorum_requests_total", (("code", code), ("method", method))), 0.0)
 
 
-def health(cluster: LocalCluster, node_id: str) -> int:
-    channel = cluster.channel(node_id)
-    stub = health_pb2_grpc.HealthStub(channel)
+def health(stub: health_pb2_grpc.HealthStub) -> int:
     return int(stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status)
 
 
@@ -110,18 +108,20 @@ def test_a_node_cut_off_from_the_majority_goes_not_serving_and_back_after_resume
     lone = next(n for n in cluster.node_ids if n != leader)
     majority = [n for n in cluster.node_ids if n != lone]
     serving = health_pb2.HealthCheckResponse.SERVING
-    cluster.wait_until(lambda: health(cluster, lone) == serving, HEALTH_TIMEOUT_S, f"{lone} SERVING")
-    for node_id in majority:
-        cluster.pause(node_id)
-    try:
-        cluster.wait_until(
-            lambda: health(cluster, lone) == health_pb2.HealthCheckResponse.NOT_SERVING,
-            HEALTH_TIMEOUT_S,
-            f"{lone} NOT_SERVING without a majority",
-        )
-        assert scrape(cluster, lone)[("sessionquorum_serving", ())] == 0
-    finally:
+    with cluster.channel(lone) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        cluster.wait_until(lambda: health(stub) == serving, HEALTH_TIMEOUT_S, f"{lone} SERVING")
         for node_id in majority:
-            cluster.resume(node_id)
-    cluster.wait_until(lambda: health(cluster, lone) == serving, HEALTH_TIMEOUT_S, f"{lone} SERVING again")
+            cluster.pause(node_id)
+        try:
+            cluster.wait_until(
+                lambda: health(stub) == health_pb2.HealthCheckResponse.NOT_SERVING,
+                HEALTH_TIMEOUT_S,
+                f"{lone} NOT_SERVING without a majority",
+            )
+            assert scrape(cluster, lone)[("sessionquorum_serving", ())] == 0
+        finally:
+            for node_id in majority:
+                cluster.resume(node_id)
+        cluster.wait_until(lambda: health(stub) == serving, HEALTH_TIMEOUT_S, f"{lone} SERVING again")
     assert scrape(cluster, lone)[("sessionquorum_serving", ())] == 1
