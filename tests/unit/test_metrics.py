@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import urllib.request
 from dataclasses import replace
@@ -13,11 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sessionquorum.cluster import prepare_cluster_dir
 from sessionquorum.store import commands as c
-from sessionquorum.store.config import Limits, parse_cluster_config
+from sessionquorum.store import duties
+from sessionquorum.store.config import Limits, load_node_config, parse_cluster_config
 from sessionquorum.store.errors import ConfigError
 from sessionquorum.store.metrics import MetricsServer, NodeMetrics, ScrapeView
 from sessionquorum.store.raft import RaftStatus
 from sessionquorum.store.state import SessionMachine
+from tests.aio import run_async
 
 RAFT = RaftStatus(
     is_leader=True,
@@ -240,3 +243,39 @@ def test_a_local_cluster_dir_gives_every_node_its_own_metrics_port(tmp_path: Pat
     assert all(a is not None and a.startswith("127.0.0.1:") for a in metrics)
     every = metrics + [n.grpc_address for n in nodes] + [n.raft_address for n in nodes]
     assert len(set(every)) == 9
+
+
+# ------------------------------------------------------------ health: the leader watch
+class _FakeLog:
+    """Answers leader_heard_within from a script of answers, one per look."""
+
+    def __init__(self, answers: list[bool], stop: asyncio.Event) -> None:
+        self.answers, self.stop = answers, stop
+        self.windows: list[float] = []
+
+    def leader_heard_within(self, seconds: float) -> bool:
+        self.windows.append(seconds)
+        if len(self.answers) == 1:
+            self.stop.set()
+        return self.answers.pop(0)
+
+    def term(self) -> int:
+        return 3
+
+
+def test_watch_leader_reports_only_flips_with_a_window_of_two_election_timeouts(tmp_path: Path) -> None:
+    config = load_node_config(prepare_cluster_dir(tmp_path, 3).config_path, "n1")
+    changes: list[bool] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        fake = _FakeLog([False, True, True, False, False, True], stop)
+
+        async def on_change(heard: bool) -> None:
+            changes.append(heard)
+
+        await duties.watch_leader(config, fake, stop, on_change)  # type: ignore[arg-type]
+        assert set(fake.windows) == {2 * config.cluster.raft.election_max_s}
+
+    run_async(main())
+    assert changes == [True, False, True]
