@@ -14,13 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sessionquorum.client import hash_token
 from sessionquorum.cluster import LocalCluster
+from sessionquorum.store.node import SERVICE_NAME
 
 from .conftest import ClientFactory, ClusterFactory
 from .helpers import wait_converged
 
 pytestmark = pytest.mark.cluster
 
-SERVICE = "sessionquorum.SessionStore"
 HEALTH_TIMEOUT_S = 30.0
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -43,7 +43,7 @@ def requests(samples: Samples, method: str, code: str = "OK") -> float:
 
 
 def health(stub: health_pb2_grpc.HealthStub) -> int:
-    return int(stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status)
+    return int(stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5).status)
 
 
 def test_metrics_count_client_calls_and_raft_gauges_agree_with_status(
