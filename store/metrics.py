@@ -136,7 +136,9 @@ class _NodeCollector(Collector):
         sent, confirmed, reads, by_lease = v.read_counts
         yield _counter("read_index_rounds_sent", "ReadIndex confirmation rounds sent (leader).", sent)
         yield _counter("read_index_rounds_confirmed", "ReadIndex rounds a majority confirmed.", confirmed)
-        yield _counter("read_index_reads", "Linearizable reads given a confirmed read index.", reads)
+        # Per read batch (the readers that arrived together share one index), not per read:
+        # read_index_duration_seconds counts every read.
+        yield _counter("read_index_reads", "Read batches given a confirmed read index.", reads)
         yield _counter("read_index_lease_reads", "Of those, confirmed by the leader's lease.", by_lease)
         yield _gauge("sessions_live", "Sessions in this node's state (expired ones until swept).", v.sessions)
         yield _gauge(
