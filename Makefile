@@ -40,7 +40,8 @@ lint: $(VENV)/.stamp
 
 typecheck: $(VENV)/.stamp
 	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster
-	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py
+	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py \
+		tests/unit/test_metrics.py tests/unit/test_logs.py tests/integration/test_metrics.py
 
 proto: $(VENV)/.stamp
 	$(PY) proto/generate.py

@@ -179,6 +179,14 @@ def _fresh_config(
     }
 
 
+def _add_metrics_addresses(raw: dict[str, Any], taken: set[int]) -> None:
+    """A local cluster's nodes serve /metrics on 127.0.0.1, on ports the kernel says are free."""
+    nodes = raw["nodes"]
+    ports = [p for p in free_ports(len(nodes) + len(taken)) if p not in taken][: len(nodes)]
+    for node, port in zip(nodes, ports, strict=True):
+        node["metrics"] = _join(HOST, port)
+
+
 def _write_material(data_dir: Path, config: ClusterConfig) -> None:
     _mkdir_private(data_dir / "secrets")
     _mkdir_private(data_dir / "tls")
@@ -281,6 +289,8 @@ def prepare_cluster_dir(
         return prepared
     ports = wanted_ports if wanted_ports is not None else _node_ports(wanted_hosts, None)
     raw = _fresh_config(wanted, wanted_hosts, ports)
+    if hosts is None and base_ports is None:
+        _add_metrics_addresses(raw, {port for pair in ports for port in pair})
     try:
         # Validate before writing anything, so a typo in an override leaves no half-made dir.
         config = parse_cluster_config(raw, data_dir)

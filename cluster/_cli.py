@@ -120,13 +120,16 @@ def _add_local(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument("--nodes", type=int, choices=(3, 5), default=3)
     up.add_argument("--detach", action="store_true", help="exit once a leader is elected, nodes keep running")
     up.add_argument("--timeout", type=float, default=LEADER_TIMEOUT_S, help="seconds to wait for a leader")
-    _add(
+    status = _add(
         commands,
         "status",
         "one row per node: pid, leader?, term, indexes, sessions",
         _cli_local.status,
         description="Ask every node for its status (in parallel). Exit 3 when no leader is "
         "agreed on by a quorum (an isolated old leader may still claim to lead).",
+    )
+    status.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="ask again every SECONDS until Ctrl-C (exit: the last)"
     )
     _add(commands, "down", "stop every node of the directory (SIGTERM, then SIGKILL)", _cli_local.down)
     for action, (what, _, _) in _cli_local.SIGNAL_ACTIONS.items():
@@ -151,6 +154,12 @@ def _add_local(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the node's data dir (default: <config dir>/<node id>)",
     )
     run.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ...")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="default: server.log_format in the config",
+    )
     run.set_defaults(func=_cli_local.node_run)
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -148,7 +149,25 @@ def up(args: argparse.Namespace, node_command: NodeCommand) -> int:
 
 
 def status(args: argparse.Namespace, node_command: NodeCommand) -> int:
-    """One row per node; exit 3 when no leader is agreed on by a quorum."""
+    """One row per node; exit 3 when no leader is agreed on by a quorum. `--watch S`: every S seconds."""
+    watch: float | None = getattr(args, "watch", None)
+    if watch is None:
+        return _status(args, node_command)
+    if watch <= 0:
+        raise ClusterError("--watch needs a positive number of seconds")
+    code = 0
+    try:
+        while True:
+            if sys.stdout.isatty() and not args.json:
+                print("\033[H\033[2J", end="")  # redraw in place
+            code = _status(args, node_command)
+            sys.stdout.flush()
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        return code
+
+
+def _status(args: argparse.Namespace, node_command: NodeCommand) -> int:
     cluster = LocalCluster.open(args.data_dir, node_command=node_command)
     try:
         statuses = cluster.statuses()
@@ -228,6 +247,8 @@ def node_run(args: argparse.Namespace, node_command: NodeCommand) -> int:
     argv = list(node_command(config, args.node, data_dir))
     if args.log_level:
         argv += ["--log-level", args.log_level]
+    if getattr(args, "log_format", None):
+        argv += ["--log-format", args.log_format]
     os.execv(argv[0], argv)  # noqa: S606 - argv is our own node command, no shell involved
 
 

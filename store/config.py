@@ -8,7 +8,7 @@ and copied freely.
     {
       "nodes": [
         {"id": "n1", "raft": "127.0.0.1:41001", "grpc": "127.0.0.1:51001",
-         "tls_cert": "tls/n1.pem", "tls_key": "tls/n1.key"},
+         "metrics": "127.0.0.1:9101", "tls_cert": "tls/n1.pem", "tls_key": "tls/n1.key"},
         ...
       ],
       "raft_password_file": "secrets/raft.password",
@@ -35,6 +35,7 @@ from .commands import SUPPORTED_LEVEL
 from .errors import ConfigError
 
 DAY_MS = 24 * 3600 * 1000
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,9 @@ class ServerSettings:
     # node's local state without the read barrier, so a deposed leader that has not noticed
     # serves stale data. It exists to prove that test can fail; the node logs a WARNING.
     unsafe_skip_read_barrier: bool = False
+    # "text" (one line per event, for people) or "json" (one JSON object per line with the
+    # node id and term, for log pipelines); the node's --log-format flag overrides it.
+    log_format: str = "text"
 
     def validate(self) -> None:
         if self.max_message_bytes < 64 * 1024:
@@ -183,6 +187,8 @@ class ServerSettings:
             raise ConfigError("server timings must be positive")
         if self.clock_drift_ms < 0:
             raise ConfigError("server.clock_drift_ms must be >= 0")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"server.log_format must be 'text' or 'json', got {self.log_format!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,10 @@ class NodeSpec:
     grpc_address: str
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # host:port of this node's Prometheus endpoint (plain HTTP, `/metrics`); None: no
+    # endpoint. Per node, like the other addresses: nodes sharing a host need their own
+    # ports. Port 0 lets the kernel choose (the node logs it).
+    metrics_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +286,23 @@ def _path(base: Path, raw: Any, what: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """("host", port) of "host:port" or "[v6]:port"; ConfigError if it is not one."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _metrics_address(raw: Any, index: int) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"nodes[{index}].metrics must be a non-empty host:port string")
+    split_address(raw)
+    return raw
+
+
 def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> ClusterConfig:
     """Build a ClusterConfig from decoded JSON; paths are resolved against `base`."""
     if not isinstance(raw, dict):
@@ -297,12 +324,17 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
                 grpc_address=n["grpc"],
                 tls_cert=_path(base, n["tls_cert"], f"nodes[{i}].tls_cert") if "tls_cert" in n else None,
                 tls_key=_path(base, n["tls_key"], f"nodes[{i}].tls_key") if "tls_key" in n else None,
+                metrics_address=_metrics_address(n.get("metrics"), i),
             )
         )
     for attr in ("id", "raft_address", "grpc_address"):
         values = [getattr(n, attr) for n in nodes]
         if len(set(values)) != len(values):
             raise ConfigError(f"node {attr} values must be unique")
+    listening = {a for n in nodes for a in (n.raft_address, n.grpc_address)}
+    metrics = [n.metrics_address for n in nodes if n.metrics_address and split_address(n.metrics_address)[1]]
+    if len(set(metrics)) != len(metrics) or listening & set(metrics):
+        raise ConfigError("node metrics addresses must be unique and differ from every raft and grpc address")
     tls_ca = _path(base, raw["tls_ca"], "tls_ca") if raw.get("tls_ca") is not None else None
     if tls_ca is None and not raw.get("insecure_no_tls", False):
         raise ConfigError(

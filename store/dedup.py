@@ -65,6 +65,8 @@ class DedupTable:
         # Insertion order is recency order: least recently used first.
         self._entries: dict[bytes, _Entry] = {}
         self.forgotten_ms = NOTHING_FORGOTTEN
+        # Retries answered with the remembered reply (a metric; not replicated state).
+        self.hits = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -103,6 +105,7 @@ class DedupTable:
             )
         del self._entries[client_id]
         self._entries[client_id] = _Entry(seen.sequence, seen.reply, now_ms, seen.fingerprint)
+        self.hits += 1
         return seen.reply
 
     def remember(

@@ -13,6 +13,8 @@ cannot do its work now logs one line and tries again on its next round.
   cluster's replicated limits (commands.Configure). Afterwards the file's section is only a
   seed: a node whose file disagrees says so once, and apply keeps using the log's.
 - `sweep_expired`: the leader proposes bounded expire commands when a deadline passed.
+- `watch_leader`: health goes NOT_SERVING while this node hears no leader (it lost
+  quorum, or its side of a partition has none), and back once it hears one.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ PROPOSE_TIMEOUT_S = 10.0
 # Propose a sweep at least this often even when no deadline is due, so the exactly-once
 # table's TTL is enforced on a quiet cluster too.
 IDLE_SWEEP_EVERY_S = 60.0
+# A node without a leader for this many maximum election timeouts reports NOT_SERVING.
+# One is what a healthy failover costs its followers; health must not flap on every one.
+LEADERLESS_ELECTION_TIMEOUTS = 2
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
@@ -135,3 +140,31 @@ async def sweep_expired(
                 log.info("expired %d session(s)", reply.count)
         except StoreError as exc:
             log.info("expiry sweep not confirmed: %s", exc.message)
+
+
+def leaderless_window_s(config: NodeConfig) -> float:
+    return LEADERLESS_ELECTION_TIMEOUTS * config.cluster.raft.election_max_s
+
+
+async def watch_leader(
+    config: NodeConfig, raft: ReplicatedLog, stop: asyncio.Event, on_change: Callable[[bool], Awaitable[None]]
+) -> None:
+    """Report (`on_change`) whether this node leads or heard its leader lately, when that flips.
+
+    Starts from False: a node has heard no leader when it starts (readiness waits anyway).
+    """
+    window_s = leaderless_window_s(config)
+    heard = False
+    while not stop.is_set():
+        now = raft.leader_heard_within(window_s)
+        if now != heard:
+            heard = now
+            if heard:
+                log.info("a leader is heard (term %d)", raft.term())
+            else:
+                log.warning(
+                    "no leader heard for %.1f s (no quorum on this side?): health NOT_SERVING until one is",
+                    window_s,
+                )
+            await on_change(heard)
+        await _pause(stop, POLL_S)

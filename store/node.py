@@ -1,6 +1,6 @@
 """One node process: configuration, the Raft log, the gRPC server, the expiry sweeper.
 
-    python -m sessionquorum.store --config cluster.json --node n1 [--data-dir DIR]
+    python -m sessionquorum.store --config cluster.json --node n1 [--data-dir DIR] [--log-format json]
 
 Runs in the foreground, logs to stderr, stops cleanly on SIGTERM or SIGINT (in-flight
 calls get `server.grace_shutdown_s`, then Raft is shut down). Files it creates are 0600
@@ -26,11 +26,12 @@ from grpc_health.v1._async import HealthServicer
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import decoding, duties
+from . import decoding, duties, logs
 from .clock import ProposerClock
 from .commands import BASE_LEVEL
-from .config import Limits, NodeConfig, load_node_config
+from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config
 from .errors import ConfigError
+from .metrics import MetricsServer, NodeMetrics, ScrapeView
 from .raft import ReplicatedLog
 from .service import SessionService
 from .state import SessionMachine
@@ -57,7 +58,29 @@ def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
         raise ConfigError(f"cannot read TLS material: {exc}") from exc
 
 
-async def serve(config: NodeConfig) -> None:
+class _Health:
+    """What gRPC health says: SERVING only when ready (caught up) and a leader is heard."""
+
+    def __init__(self, servicer: HealthServicer) -> None:
+        self._servicer = servicer
+        self.ready = False
+        self.leader_heard = False
+
+    @property
+    def serving(self) -> bool:
+        return self.ready and self.leader_heard
+
+    async def publish(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in (SERVICE_NAME, ""):
+            await self._servicer.set(name, status)
+
+
+async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.data_dir, 0o700)
     # The code's default limits until the log configures them (never this node's file:
@@ -65,6 +88,8 @@ async def serve(config: NodeConfig) -> None:
     machine = SessionMachine(Limits(), supported_level=config.command_level)
     clock = ProposerClock(config.cluster.server.clock_drift_ms)
     raft = ReplicatedLog(config, machine, on_applied=clock.observe)
+    if log_context is not None:
+        log_context.term = raft.term
     limit = config.cluster.server.max_message_bytes
     server = grpc.aio.server(
         options=[
@@ -72,12 +97,38 @@ async def serve(config: NodeConfig) -> None:
             ("grpc.max_send_message_length", limit),
         ]
     )
-    service = SessionService(config, raft, clock)
+    health = HealthServicer()
+    state = _Health(health)
+
+    def scrape() -> ScrapeView:
+        count, clients, events = raft.read(
+            lambda m: (len(m.sessions), m.exactly_once_clients, m.event_counts())
+        )
+        return ScrapeView(
+            raft=raft.status(),
+            read_counts=raft.read_counts,
+            sessions=count,
+            exactly_once_clients=clients,
+            events=events,
+            ready=state.ready,
+            serving=state.serving,
+        )
+
+    metrics = NodeMetrics(config.node.id, scrape)
+    raft.observe_proposal, raft.observe_read_index = metrics.observe_proposal, metrics.observe_read_index
+    service = SessionService(config, raft, clock, metrics)
+    metrics_server = None
+    if config.node.metrics_address is not None:
+        try:
+            metrics_server = MetricsServer(metrics.registry, config.node.metrics_address)
+        except OSError as exc:
+            raft.close()
+            raise ConfigError(f"cannot serve metrics on {config.node.metrics_address}: {exc}") from exc
+        log.info("metrics on http://%s/metrics", metrics_server.address)
     # Every request decoded safely: bytes that are not the message get INVALID_ARGUMENT.
     decoding.add_servicer(
         pb_grpc.add_SessionStoreServicer_to_server, service, SERVICE, server, service.refuse_undecodable
     )
-    health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     creds = _server_credentials(config)
     address = config.node.grpc_address
@@ -86,8 +137,7 @@ async def serve(config: NodeConfig) -> None:
         server.add_insecure_port(address)
     else:
         server.add_secure_port(address, creds)
-    for name in (SERVICE_NAME, ""):
-        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await state.publish()  # NOT_SERVING
     await server.start()
     log.info(
         "node %s serving gRPC on %s, raft on %s (command level %d)",
@@ -105,9 +155,14 @@ async def serve(config: NodeConfig) -> None:
         log.warning("acting as an older release: command level %d", config.command_level)
 
     async def on_ready() -> None:
-        service.ready = True
-        for name in (SERVICE_NAME, ""):
-            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        service.ready = state.ready = True
+        # Catching up meant hearing the leader: do not wait for watch_leader's next look.
+        state.leader_heard |= raft.leader_heard_within(duties.leaderless_window_s(config))
+        await state.publish()
+
+    async def on_leader(heard: bool) -> None:
+        state.leader_heard = heard
+        await state.publish()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -118,6 +173,7 @@ async def serve(config: NodeConfig) -> None:
         asyncio.create_task(duties.advertise_level(config, raft, stop)),
         asyncio.create_task(duties.seed_limits(config, raft, clock, stop)),
         asyncio.create_task(duties.sweep_expired(config, raft, clock, stop)),
+        asyncio.create_task(duties.watch_leader(config, raft, stop, on_leader)),
     ]
     await stop.wait()
     log.info("stopping node %s", config.node.id)
@@ -129,6 +185,8 @@ async def serve(config: NodeConfig) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if metrics_server is not None:
+        metrics_server.close()
     raft.close()
     log.info("node %s stopped", config.node.id)
 
@@ -139,14 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node", required=True, help="this node's id in the config")
     parser.add_argument("--data-dir", type=Path, help="default: <config dir>/<node id>")
     parser.add_argument("--log-level", default=os.environ.get("SESSIONQUORUM_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text or json (one object per line); default: server.log_format",
+    )
     # For upgrade tests: apply only commands up to this level, as an older release would.
     parser.add_argument("--command-level", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s {args.node} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_context = logs.configure(args.node, args.log_level, args.log_format or "text")
     os.umask(0o077)  # every file this process creates: 0600, every folder: 0700
     # Two busy threads share the GIL: the event loop (gRPC) and pysyncobj's tick thread. A
     # thread woken by a socket waits for the other to release the GIL, up to the switch
@@ -154,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         config = load_node_config(args.config, args.node, args.data_dir, args.command_level)
-        asyncio.run(serve(config))
+        log_format = args.log_format or config.cluster.server.log_format
+        if log_format != (args.log_format or "text"):
+            log_context = logs.configure(args.node, args.log_level, log_format)
+        asyncio.run(serve(config, log_context))
     except ConfigError as exc:
         print(f"sessionquorum node: {exc}", file=sys.stderr)
         return 2

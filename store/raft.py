@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -494,6 +495,13 @@ class RaftStatus:
     snapshot_bytes: int = 0
     snapshots_taken: int = 0
     snapshots_installed: int = 0
+    # New (term, leader) pairs seen since start; the latest snapshot's capture + write time.
+    leader_changes: int = 0
+    snapshot_seconds: float = 0.0
+
+
+def _ignore(_seconds: float) -> None:
+    pass
 
 
 class ReplicatedLog:
@@ -568,6 +576,13 @@ class ReplicatedLog:
         )
         members = sorted([config.node.raft_address, *(p.raft_address for p in config.peers)])
         self._rank, self._members = members.index(config.node.raft_address), len(members)
+        # Latency hooks (store/metrics.py sets them): proposal -> apply, read-index waits.
+        # These and the leader watch are set before the tick callback that reads them.
+        self.observe_proposal: Callable[[float], None] = _ignore
+        self.observe_read_index: Callable[[float], None] = _ignore
+        self._node_ids = {n.raft_address: n.id for n in config.cluster.nodes}
+        self._seen_leader: tuple[int, Any] = (0, None)
+        self.leader_changes = 0
         self._sync.addOnTickCallback(self._after_tick)
 
     # ------------------------------------------------------ snapshots (tick thread)
@@ -610,7 +625,24 @@ class ReplicatedLog:
             taken, self._open_reads, self._open_batch = self._open_reads, [], None
         return taken
 
+    def _note_leader(self) -> None:
+        """On the tick thread: log and count every new (term, leader) this node sees."""
+        leader = self._sync._SyncObj__raftLeader
+        if leader is None:
+            return
+        term = int(self._sync._getTerm())
+        if (term, leader) == self._seen_leader:
+            return
+        self._seen_leader = (term, leader)
+        self.leader_changes += 1
+        address = str(leader.address)
+        who = (
+            "this node" if address == self._config.node.raft_address else self._node_ids.get(address, address)
+        )
+        log.info("leader of term %d: %s", term, who)
+
     def _after_tick(self) -> None:
+        self._note_leader()
         self._sync.read_tick(self._take_reads())
         transport = getattr(self._sync, "_SyncObj__transport", None)
         if isinstance(transport, _DurableTransport):
@@ -673,7 +705,8 @@ class ReplicatedLog:
         # Whatever happens to it later, nobody may be left to read its outcome.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        started = loop.time()
+        deadline = started + timeout_s
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -683,7 +716,9 @@ class ReplicatedLog:
                 )
             await asyncio.wait({future}, timeout=min(remaining, LEADERSHIP_CHECK_S))
             if future.done():
-                return future.result()
+                reply = future.result()
+                self.observe_proposal(loop.time() - started)
+                return reply
             if not self.is_leader():
                 raise OutcomeUnknown(
                     "this node lost leadership before the command was known to commit; "
@@ -697,6 +732,7 @@ class ReplicatedLog:
         every read that arrived before it was sent; on a follower, an index asked from the
         leader. No log entry is written. Returns the read index (applied here).
         """
+        started = time.perf_counter()
         with self._reads_lock:
             batch = self._open_batch
             if batch is None:
@@ -713,7 +749,9 @@ class ReplicatedLog:
                 self._sync.wake()
         # No timer per reader: ReadIndex fails a batch after `timeout_s` on the tick thread.
         # The shield keeps one reader's cancellation from cancelling the batch of all.
-        return await asyncio.shield(batch)
+        index = await asyncio.shield(batch)
+        self.observe_read_index(time.perf_counter() - started)
+        return index
 
     # ---------------------------------------------------------------- reads
     def read(self, fn: Callable[[SessionMachine], _T]) -> _T:
@@ -737,7 +775,18 @@ class ReplicatedLog:
             snapshot_bytes=self._snapshots.snapshot_bytes,
             snapshots_taken=self._snapshots.snapshots_taken,
             snapshots_installed=self._snapshots.snapshots_installed,
+            leader_changes=self.leader_changes,
+            snapshot_seconds=self._snapshots.last_capture_s + self._snapshots.last_write_s,
         )
+
+    def leader_heard_within(self, seconds: float) -> bool:
+        """Whether this node leads, or heard from a leader of its term within `seconds`.
+
+        A leader that loses its majority steps down after raft.leader_fallback_s (pysyncobj);
+        a cut-off follower keeps its old leader on record (PreVote stops it campaigning), so
+        the time since the leader's last message, not the leader field, says it is alone.
+        """
+        return self.is_leader() or self._sync._gate.heard_from_leader_within(seconds)
 
     async def propose_anywhere(self, entry: bytes, timeout_s: float) -> Reply:
         """Propose from any node (a follower's pysyncobj forwards it to the leader)."""

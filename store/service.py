@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
 from .decoding import Undecodable
 from .errors import ConfigError
+from .metrics import NodeMetrics
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
 from .state import SessionMachine
@@ -116,8 +118,15 @@ def _attributes(items: Any, where: str) -> c.Attributes:
 
 
 class SessionService(pb_grpc.SessionStoreServicer):
-    def __init__(self, config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        raft: ReplicatedLog,
+        clock: ProposerClock,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
         self._config = config
+        self._metrics = metrics or NodeMetrics(config.node.id)
         self._server = config.cluster.server
         self._raft = raft
         self._clock = clock
@@ -133,11 +142,18 @@ class SessionService(pb_grpc.SessionStoreServicer):
         return self._clock.stamp(self._raft.term())
 
     # ------------------------------------------------------------ boundary
-    async def _boundary(self, context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[_Resp]) -> _Resp:
+    async def _boundary(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[_Resp]
+    ) -> _Resp:
         metadata: list[tuple[str, str]] = [(NODE_METADATA_KEY, self._config.node.id)]
+        started = time.perf_counter()
+        code = "CANCELLED"  # unless set below: the caller went away, or the node is stopping
         try:
-            return await work
+            response = await work
+            code = "OK"
+            return response
         except e.StoreError as exc:
+            code = exc.status.name
             if isinstance(exc, e.NotLeader) and exc.leader_address:
                 metadata.append((e.LEADER_METADATA_KEY, exc.leader_address))
             elif isinstance(exc, e.DedupExpired):
@@ -150,9 +166,13 @@ class SessionService(pb_grpc.SessionStoreServicer):
             context.set_trailing_metadata(tuple(metadata))
             await context.abort(exc.status, exc.message)
         except Exception:
+            code = "INTERNAL"
             log.exception("internal error serving a request")
             context.set_trailing_metadata(tuple(metadata))
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
+        finally:
+            # Batch items pass here too (batch.ItemContext), each under its own method.
+            self._metrics.observe_request(method, code, time.perf_counter() - started)
         raise AssertionError("unreachable: abort raises")
 
     async def refuse_undecodable(
@@ -163,7 +183,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> None:
             raise e.InvalidArgument(request.message)
 
-        await self._boundary(context, work())
+        # Counted under its method: input types are named <Method>Request.
+        await self._boundary(request.message_name.removesuffix("Request"), context, work())
 
     def _require_leader(self) -> None:
         if self._raft.is_leader():
@@ -229,7 +250,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             reply = await self._mutate(request, op)
             return pb.CreateResponse(session=_session(reply.session), evicted_handles=list(reply.handles))
 
-        return await self._boundary(context, work())
+        return await self._boundary("Create", context, work())
 
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
         async def work() -> pb.UpdateResponse:
@@ -247,7 +268,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             reply = await self._mutate(request, op)
             return pb.UpdateResponse(session=_session(reply.session))
 
-        return await self._boundary(context, work())
+        return await self._boundary("Update", context, work())
 
     async def Touch(self, request: pb.TouchRequest, context: Any) -> pb.TouchResponse:
         async def work() -> pb.TouchResponse:
@@ -255,7 +276,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             reply = await self._mutate(request, c.Touch(request.token_hash))
             return pb.TouchResponse(session=_session(reply.session))
 
-        return await self._boundary(context, work())
+        return await self._boundary("Touch", context, work())
 
     async def Rotate(self, request: pb.RotateRequest, context: Any) -> pb.RotateResponse:
         async def work() -> pb.RotateResponse:
@@ -271,7 +292,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             )
             return pb.RotateResponse(session=_session(reply.session), evicted_handles=list(reply.handles))
 
-        return await self._boundary(context, work())
+        return await self._boundary("Rotate", context, work())
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
         async def work() -> pb.DeleteResponse:
@@ -287,7 +308,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             reply = await self._mutate(request, op)
             return pb.DeleteResponse(existed=reply.existed)
 
-        return await self._boundary(context, work())
+        return await self._boundary("Delete", context, work())
 
     async def RevokePrincipal(
         self, request: pb.RevokePrincipalRequest, context: Any
@@ -298,7 +319,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             reply = await self._mutate(request, op)
             return pb.RevokePrincipalResponse(revoked_handles=list(reply.handles))
 
-        return await self._boundary(context, work())
+        return await self._boundary("RevokePrincipal", context, work())
 
     # --------------------------------------------------------------- reads
     async def _linearizable(self) -> int:
@@ -335,9 +356,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
                         reply = _ok(await self._raft.propose_anywhere(entry, timeout_s))
                 except (e.OutcomeUnknown, e.NoLeader):
                     log.info("touch during validate not confirmed; answering from the barrier read")
+            elif request.touch:
+                self._metrics.touch_coalesced()
             return pb.ValidateResponse(session=_session(reply.session))
 
-        return await self._boundary(context, work())
+        return await self._boundary("Validate", context, work())
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Any) -> pb.ListSessionsResponse:
         async def work() -> pb.ListSessionsResponse:
@@ -346,7 +369,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             views = self._raft.read(lambda m: m.list_principal(request.principal, now))
             return pb.ListSessionsResponse(sessions=[_session(s) for s in views])
 
-        return await self._boundary(context, work())
+        return await self._boundary("ListSessions", context, work())
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
         async def work() -> pb.StatusResponse:
@@ -385,7 +408,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 accepting_writes=open_,
             )
 
-        return await self._boundary(context, work())
+        return await self._boundary("Status", context, work())
 
     async def Configure(self, request: pb.ConfigureRequest, context: Any) -> pb.ConfigureResponse:
         async def work() -> pb.ConfigureResponse:
@@ -406,7 +429,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             await self._mutate(request, c.Configure(limits_to_pairs(limits)))
             return pb.ConfigureResponse(limits_json=limits_json(self._limits))
 
-        return await self._boundary(context, work())
+        return await self._boundary("Configure", context, work())
 
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
         handlers: dict[str, batch.Handler] = {
@@ -417,4 +440,4 @@ class SessionService(pb_grpc.SessionStoreServicer):
             "rotate": self.Rotate,
             "delete": self.Delete,
         }
-        return await self._boundary(context, batch.serve(handlers, request))
+        return await self._boundary("Batch", context, batch.serve(handlers, request))

@@ -149,6 +149,7 @@ class Snapshotter:
         self.snapshots_installed = 0
         self.loaded_at_start = False
         self.last_capture_s = 0.0
+        self.last_write_s = 0.0
 
     @property
     def running(self) -> bool:
@@ -213,6 +214,7 @@ class Snapshotter:
             fsync_dir(self.path.parent)
             self.snapshot_index, self.snapshot_bytes = self._index, size
             self.snapshots_taken += 1
+            self.last_write_s = seconds
             log.info("snapshot at index %d: %d bytes, written in %.3f s", self._index, size, seconds)
         return outcome
 

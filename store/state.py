@@ -33,6 +33,17 @@ from .snapshot_format import SNAPSHOT_FORMAT, Capture
 
 # Most members whose command level the state keeps (a cluster has 3 to 7).
 MAX_MEMBERS = 64
+# SessionMachine.events: the keys store/metrics.py turns into counters.
+EVENTS = (
+    "created",
+    "rotated",
+    "evicted",
+    "touched",
+    "deleted",
+    "revoked",
+    "expired_idle",
+    "expired_absolute",
+)
 
 
 class SessionMachine:
@@ -54,6 +65,9 @@ class SessionMachine:
         self._dedup = DedupTable(limits.max_dedup_clients, limits.dedup_ttl_ms)
         # node id -> the highest command level it advertised (commands.MemberLevel).
         self.member_levels: dict[str, int] = {}
+        # What this node applied since it started, for store/metrics.py: local tallies,
+        # never replicated state, never in a snapshot (restore keeps them), never read by apply.
+        self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
 
     # ----------------------------------------------------------------- apply
     def apply(self, entry: bytes) -> Reply:
@@ -72,6 +86,8 @@ class SessionMachine:
             if answer is not None:
                 return answer
         reply = self._dispatch(cmd.op)
+        if reply.code is Code.OK:
+            self._tally(cmd.op, reply)
         if cid is not None:
             self._dedup.remember(cid, cmd.sequence, reply, self.now_ms, fingerprint)
         return reply
@@ -98,6 +114,26 @@ class SessionMachine:
         if isinstance(op, c.Barrier):
             return Reply(Code.OK)
         raise AssertionError(f"no handler for {type(op).__name__}")  # decode() admits no other
+
+    def _tally(self, op: c.Op, reply: Reply) -> None:
+        events = self.events
+        if isinstance(op, c.Create | c.Rotate):
+            events["created" if isinstance(op, c.Create) else "rotated"] += 1
+            events["evicted"] += len(reply.handles)
+        elif isinstance(op, c.Touch):
+            events["touched"] += 1
+        elif isinstance(op, c.Delete):
+            events["deleted"] += reply.existed
+        elif isinstance(op, c.RevokePrincipal):
+            events["revoked"] += len(reply.handles)
+
+    @property
+    def exactly_once_clients(self) -> int:
+        return len(self._dedup)
+
+    def event_counts(self) -> dict[str, int]:
+        """The tallies above plus retries answered from the exactly-once table."""
+        return {**self.events, "exactly_once_hits": self._dedup.hits}
 
     def _configure(self, op: c.Configure) -> Reply:
         if op.seed and self.configured:
@@ -408,6 +444,8 @@ class SessionMachine:
                 continue
             self._remove(s)
             removed += 1
+            absolute = s.absolute_deadline_ms <= s.last_access_ms + s.idle_timeout_ms
+            self.events["expired_absolute" if absolute else "expired_idle"] += 1
         if len(heap) > 2 * len(self.sessions) + 1024:
             self._rebuild_expiry()
         self._dedup.expire(self.now_ms)
@@ -468,7 +506,9 @@ class SessionMachine:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
         if raw.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
+        events, hits = self.events, self._dedup.hits
         self.__init__(limits_from_pairs(raw["limits"]), self.supported_level)  # type: ignore[misc]
+        self.events, self._dedup.hits = events, hits
         self.configured = raw["configured"]
         self.member_levels = dict(raw["members"])
         self.now_ms = raw["now_ms"]
