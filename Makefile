@@ -10,7 +10,7 @@ SOAK_MINUTES ?= 30
 
 # The editable install is "strict" (a link tree under build/) so mypy can see the
 # mapped package names; a new module file needs a re-link, hence the source list.
-SOURCES := $(shell find store client cluster proto -name '*.py' -o -name '*.pyi' 2>/dev/null)
+SOURCES := $(shell find store client cluster proto web -name '*.py' -o -name '*.pyi' 2>/dev/null)
 
 .PHONY: run test test-slow check lint typecheck proto proto-check bench bench-compare chaos soak clean install wheel-check
 
@@ -36,11 +36,11 @@ test-slow: $(VENV)/.stamp
 
 lint: $(VENV)/.stamp
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check store client cluster tests bench proto/generate.py
+	$(PY) -m ruff format --check store client cluster web tests bench proto/generate.py
 
 typecheck: $(VENV)/.stamp
-	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster
-	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py
+	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster -p sessionquorum.web
+	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py tests/web bench/web_latency.py
 
 proto: $(VENV)/.stamp
 	$(PY) proto/generate.py
