@@ -105,6 +105,16 @@ def browser(store: InProcessStore) -> Iterator[MakeBrowser]:
         yield make
 
 
+def plant(client: TestClient, token: str) -> None:
+    """Put `token` in the browser's jar as the only session cookie (as the server would set it).
+
+    http.cookiejar files a dotless host's cookies under "<host>.local"; planting under any
+    other domain would leave two cookies of one name in the jar.
+    """
+    client.cookies.clear()
+    client.cookies.set(COOKIE, token, domain="testserver.local")
+
+
 def set_cookies(response: Any) -> list[str]:
     return list(response.headers.get_list("set-cookie"))
 
@@ -130,9 +140,9 @@ def test_asgi_request_without_cookie_or_write_costs_no_session(
 def test_asgi_planted_unknown_cookie_is_never_adopted(browser: MakeBrowser, store: InProcessStore) -> None:
     client = browser()
     planted = "A" * 43
-    client.cookies.set(COOKIE, planted)
+    plant(client, planted)
     assert_cleared(set_cookies(client.get("/")))  # named no session: dropped, nothing created
-    client.cookies.set(COOKIE, planted)
+    plant(client, planted)
     issued = assert_secure_cookie(set_cookies(client.get("/add", params={"item": "x"})))
     assert issued != planted
     assert store.session_count() == 1
@@ -142,7 +152,7 @@ def test_asgi_login_rotates_token_keeps_cart_and_fixed_token_dies(browser: MakeB
     attacker, victim = browser(), browser()
     attacker.get("/add", params={"item": "bait"})
     fixed = attacker.cookies[COOKIE]
-    victim.cookies.set(COOKIE, fixed)  # the attacker plants its own live session in the victim's browser
+    plant(victim, fixed)  # the attacker plants its own live session in the victim's browser
     victim.get("/add", params={"item": "apple"})
     response = victim.get("/login", params={"user": "alice"})
     after = assert_secure_cookie(set_cookies(response))
@@ -166,7 +176,7 @@ def test_asgi_logout_clears_cookie_and_site_data_and_ends_session_on_a_second_ap
     server_a, server_b = browser(), browser()
     server_a.get("/add", params={"item": "apple"})
     server_a.get("/login", params={"user": "alice"})
-    server_b.cookies.set(COOKIE, server_a.cookies[COOKIE])
+    plant(server_b, server_a.cookies[COOKIE])
     assert server_b.get("/").json()["principal"] == "alice"
     response = server_a.get("/logout")
     assert_cleared(set_cookies(response))
