@@ -4,7 +4,7 @@
 
 One tiny Starlette app, two middlewares: Starlette's signed-cookie SessionMiddleware (the
 data lives in the cookie; no I/O) and ours (the data lives in the store). Requests go
-through httpx's ASGITransport in one event loop (no sockets, no server), so the difference
+through httpx2's ASGITransport in one event loop (no sockets, no server), so the difference
 is what the middleware adds: for ours, one linearizable validate per request carrying the
 cookie, and one compare-and-set update when the request changed something. Two kinds of
 request, timed one at a time after a warm-up: `read` (reads one attribute) and `write`
@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
