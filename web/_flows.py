@@ -86,34 +86,36 @@ class Call:
 Flow = Generator[Call, Any, _T]
 
 
+def _advance(flow: Flow[_T], reply: Any, error: SessionQuorumError | None) -> tuple[Call | None, _T | None]:
+    """Hand the flow the last answer (or error); returns (next call, None) or (None, the result)."""
+    try:
+        return (flow.send(reply) if error is None else flow.throw(error)), None
+    except StopIteration as stop:
+        return None, stop.value
+
+
 def run_sync(flow: Flow[_T], client: SessionClient) -> _T:
-    reply: Any = None
-    error: SessionQuorumError | None = None
-    while True:
-        try:
-            call = flow.send(reply) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        reply, error = None, None
+    call, result = _advance(flow, None, None)
+    while call is not None:
         try:
             reply = getattr(client, call.method)(*call.args, **call.kwargs)
         except SessionQuorumError as exc:
-            error = exc
+            call, result = _advance(flow, None, exc)
+        else:
+            call, result = _advance(flow, reply, None)
+    return result  # type: ignore[return-value]  # a flow's result may legitimately be None
 
 
 async def run_async(flow: Flow[_T], client: AsyncSessionClient) -> _T:
-    reply: Any = None
-    error: SessionQuorumError | None = None
-    while True:
-        try:
-            call = flow.send(reply) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        reply, error = None, None
+    call, result = _advance(flow, None, None)
+    while call is not None:
         try:
             reply = await getattr(client, call.method)(*call.args, **call.kwargs)
         except SessionQuorumError as exc:
-            error = exc
+            call, result = _advance(flow, None, exc)
+        else:
+            call, result = _advance(flow, reply, None)
+    return result  # type: ignore[return-value]
 
 
 # -- flows ----------------------------------------------------------------------------------

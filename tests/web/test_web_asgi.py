@@ -19,8 +19,15 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from sessionquorum.client import AsyncSessionClient, Session
-from sessionquorum.web import SessionOptions
-from sessionquorum.web.asgi import SessionMiddleware, login, logout, logout_everywhere, my_sessions
+from sessionquorum.web import SessionNotLoaded, SessionOptions
+from sessionquorum.web.asgi import (
+    SessionMiddleware,
+    load_session,
+    login,
+    logout,
+    logout_everywhere,
+    my_sessions,
+)
 from tests.web.checks import COOKIE, assert_cleared, assert_secure_cookie
 from tests.web.inprocess_store import InProcessStore
 
@@ -224,3 +231,31 @@ def test_asgi_devices_and_logout_everywhere_keep_the_current_session(browser: Ma
     assert len(ended) == 1
     assert phone.get("/").json()["principal"] is None
     assert laptop.get("/").json()["principal"] == "alice"
+
+
+def test_asgi_autoload_off_loads_only_on_request(store: InProcessStore) -> None:
+    client = AsyncSessionClient([store.endpoint], insecure=True)
+
+    async def lazy(request: Request) -> Response:
+        if request.query_params.get("load") != "1":
+            with pytest.raises(SessionNotLoaded):
+                request.session.get("n")
+            return Response("untouched")
+        session = await load_session(request)
+        session["n"] = session.get("n", 0) + 1
+        return JSONResponse(session["n"])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.close()
+
+    app = Starlette(
+        routes=[Route("/", lazy)],
+        middleware=[Middleware(SessionMiddleware, client=client, autoload=False)],
+        lifespan=lifespan,
+    )
+    with TestClient(app, base_url=BASE_URL) as browser:
+        assert browser.get("/", params={"load": "1"}).json() == 1
+        assert browser.get("/").text == "untouched"
+        assert browser.get("/", params={"load": "1"}).json() == 2

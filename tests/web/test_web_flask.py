@@ -182,3 +182,27 @@ def test_flask_devices_lists_the_principals_sessions(browser: MakeBrowser) -> No
     get(laptop, "/login", user="alice")
     get(phone, "/login", user="alice")
     assert len(get(phone, "/devices").json) == 2
+
+
+class RecordingClient(SessionClient):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.touches: list[bool] = []
+
+    def validate(self, token: str, **kwargs: Any) -> Any:
+        self.touches.append(kwargs.get("touch", False))
+        return super().validate(token, **kwargs)
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_flask_refresh_each_request_is_a_touch_on_load(store: InProcessStore, refresh: bool) -> None:
+    client = RecordingClient([store.endpoint], insecure=True)
+    try:
+        app = make_app(client)
+        app.config["SESSION_REFRESH_EACH_REQUEST"] = refresh
+        browser = app.test_client()
+        get(browser, "/add", item="apple")  # no cookie yet: nothing to validate
+        assert get(browser, "/").json["data"] == {"cart": ["apple"]}
+        assert client.touches == [refresh]
+    finally:
+        client.close()
