@@ -42,6 +42,9 @@ class CookiePolicy:
     # The longest Max-Age of a remembered (persistent) cookie; never beyond the session's
     # absolute deadline either (`remember_max_age_s`).
     remember_max_age_s: int = 30 * 24 * 3600
+    # `Clear-Site-Data: "cookies"` on logout drops every cookie of the origin, not only ours
+    # (OWASP asks for it); an application that must keep other cookies turns it off.
+    clear_site_data: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

@@ -242,6 +242,6 @@ class SessionData(MutableMapping[str, Any]):
             headers += [("Set-Cookie", policy.set_cookie(self.token, max_age)), NO_STORE]
         elif cookie is Cookie.CLEAR:
             headers += [("Set-Cookie", policy.clear_cookie()), NO_STORE]
-            if self.clear_site_data:
+            if self.clear_site_data and policy.clear_site_data:
                 headers.append(CLEAR_SITE_DATA)
         return headers

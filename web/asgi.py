@@ -7,6 +7,8 @@ cookie costs no store call at all; one with it is validated once, before the app
 runs (an ASGI application reads `request.session` synchronously, so it cannot wait for the
 store on first use; with `autoload=False` nothing is loaded until `await load_session(request)`).
 Changes are written back, only the attributes that changed, when the response starts.
+A WebSocket connection gets the session loaded, read-only: it has no response to carry a
+cookie, so nothing it changes is written.
 Login, logout and the device list are coroutines taking the request:
 
     await login(request, "alice")          # new token bound to alice, data kept

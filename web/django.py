@@ -232,6 +232,6 @@ class SessionMiddleware:
         elif cookie is Cookie.CLEAR:
             response.delete_cookie(policy.cookie_name, path="/", samesite=policy.same_site)
             response["Cache-Control"] = "no-store"
-            if data.clear_site_data:
+            if data.clear_site_data and policy.clear_site_data:
                 response["Clear-Site-Data"] = '"cookies"'
         return response

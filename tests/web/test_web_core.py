@@ -156,3 +156,11 @@ def test_unchanged_session_sends_no_cookie_header() -> None:
     data = loaded({"cart": b"[]"})
     data["cart"]
     assert dict(data.cookie_headers(CookiePolicy())) == {"Vary": "Cookie"}
+
+
+def test_clear_site_data_can_be_turned_off() -> None:
+    data = loaded({})
+    data.ended()
+    headers = dict(data.cookie_headers(CookiePolicy(clear_site_data=False)))
+    assert "Clear-Site-Data" not in headers
+    assert_cleared([headers["Set-Cookie"]])
