@@ -45,7 +45,7 @@ lint: $(VENV)/.stamp
 
 typecheck: $(VENV)/.stamp
 	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster -p sessionquorum.web
-	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py tests/integration/test_web_cluster.py tests/web examples bench/web_latency.py
+	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py tests/integration/test_web_cluster.py tests/integration/test_shop_browser.py tests/web examples bench/web_latency.py
 
 proto: $(VENV)/.stamp
 	$(PY) proto/generate.py
