@@ -29,6 +29,17 @@ from . import _flows as flows
 from ._flows import SessionOptions
 from ._state import SessionData
 
+__all__ = [
+    "SessionMiddleware",
+    "end_session",
+    "load_session",
+    "login",
+    "logout",
+    "logout_everywhere",
+    "my_sessions",
+    "regenerate",
+]
+
 SCOPE_KEY = "sessionquorum"
 
 

@@ -36,6 +36,8 @@ from . import _flows as flows
 from ._flows import SessionOptions
 from ._state import Cookie, SessionData
 
+__all__ = ["AUTH_USER_KEY", "SessionMiddleware", "SessionStore"]
+
 # django.contrib.auth's session key for the user's id (django.contrib.auth.SESSION_KEY).
 AUTH_USER_KEY = "_auth_user_id"
 _EXPIRY_KEY = "_session_expiry"

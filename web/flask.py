@@ -27,6 +27,8 @@ from . import _flows as flows
 from ._flows import SessionOptions
 from ._state import SessionData
 
+__all__ = ["QuorumSession", "QuorumSessionInterface"]
+
 
 class QuorumSession(SessionData, SessionMixin):
     """`flask.session`: a dict-like SessionData with Flask's flags and the session helpers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
@@ -164,3 +165,14 @@ def test_clear_site_data_can_be_turned_off() -> None:
     headers = dict(data.cookie_headers(CookiePolicy(clear_site_data=False)))
     assert "Clear-Site-Data" not in headers
     assert_cleared([headers["Set-Cookie"]])
+
+
+@pytest.mark.parametrize("name", ["asgi", "flask", "django"])
+def test_adapter_all_lists_its_public_names(name: str) -> None:
+    module = importlib.import_module(f"sessionquorum.web.{name}")
+    public = {
+        n
+        for n, value in vars(module).items()
+        if not n.startswith("_") and getattr(value, "__module__", None) == module.__name__
+    }
+    assert public <= set(module.__all__)
