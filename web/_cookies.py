@@ -27,6 +27,11 @@ _SAME_SITE = ("Lax", "Strict")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+def is_token(value: str) -> bool:
+    """Whether `value` has the shape of a token the client library makes (else it was not ours)."""
+    return _TOKEN.fullmatch(value) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class CookiePolicy:
     """How the session cookie is named and flagged.
@@ -62,9 +67,7 @@ class CookiePolicy:
     def token_from(self, cookies: Mapping[str, str]) -> str | None:
         """The token in the request's cookies, or None when absent or not one we could have issued."""
         value = cookies.get(self.cookie_name)
-        if value is None or not _TOKEN.fullmatch(value):
-            return None
-        return value
+        return value if value is not None and is_token(value) else None
 
     def set_cookie(self, token: str, max_age_s: int | None) -> str:
         """A Set-Cookie value; `max_age_s=None` makes a browser-session cookie."""

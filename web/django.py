@@ -33,6 +33,7 @@ from django.utils.module_loading import import_string
 from sessionquorum.client import NotFound, Session, SessionClient
 
 from . import _flows as flows
+from ._cookies import is_token
 from ._flows import SessionOptions
 from ._state import Cookie, SessionData
 
@@ -63,7 +64,8 @@ class SessionStore(SessionBase):
     """Django's SessionBase on a sessionquorum cluster; the session key is the store's token."""
 
     def __init__(self, session_key: str | None = None) -> None:
-        super().__init__(session_key)
+        # Django's own middleware passes the raw cookie: a value we cannot have issued is no key.
+        super().__init__(session_key if session_key is not None and is_token(session_key) else None)
         self._options = _options()
         self._data = SessionData(self._options.serializer, presented=session_key is not None)
         self._rotate_pending = False
@@ -98,11 +100,10 @@ class SessionStore(SessionBase):
         self.accessed = self.modified = True
 
     def exists(self, session_key: str | None) -> bool:
-        token = self._options.cookie.token_from({self._options.cookie.cookie_name: session_key or ""})
-        if token is None:
+        if session_key is None or not is_token(session_key):
             return False
         try:
-            _client().validate(token)
+            _client().validate(session_key)
         except NotFound:
             return False
         return True
@@ -140,7 +141,8 @@ class SessionStore(SessionBase):
             if self.session_key is not None or self._data.presented:
                 self._run(flows.logout(self._session))
             return
-        _client().delete(session_key)
+        if is_token(session_key):
+            _client().delete(session_key)
 
     # -- helpers beyond Django's API ----------------------------------------------------------
 

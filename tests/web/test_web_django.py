@@ -179,3 +179,14 @@ def test_django_engine_exists_and_delete(browser: MakeBrowser) -> None:
     engine.delete(key)
     assert not engine.exists(key)
     assert not engine.exists("not-a-token")
+
+
+def test_django_engine_under_djangos_own_middleware_ignores_junk_keys_and_works(browser: MakeBrowser) -> None:
+    with override_settings(MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"]):
+        client = browser()
+        client.cookies["sessionid"] = "x" * 300  # the raw cookie reaches the engine here
+        assert get(client, "/").json() == {"data": {}, "user": None}
+        assert get(client, "/add", item="apple").json() == ["apple"]
+        key = client.cookies["sessionid"].value
+        assert len(key) == 43
+        assert get(client, "/").json()["data"] == {"cart": ["apple"]}
