@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("shop-data"))
     parser.add_argument("--ports", default="8001,8002")
     args = parser.parse_args()
+    # SIGTERM (a service manager, `kill`) stops everything as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     cluster = LocalCluster(args.data_dir, nodes=3)
     servers: list[subprocess.Popen[bytes]] = []
     cluster.start()
