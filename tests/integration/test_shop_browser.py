@@ -32,6 +32,7 @@ pytestmark = pytest.mark.cluster
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 START_TIMEOUT_S = 30.0
+PAGE_TIMEOUT_S = 10.0
 COOKIE = "__Host-session"
 
 
@@ -145,9 +146,21 @@ def test_shop_in_chromium_across_app_servers_leader_kill_login_devices_checkout(
         driver.get(url)  # type: ignore[attr-defined]
         return str(driver.find_element(By.TAG_NAME, "body").text)  # type: ignore[attr-defined]
 
-    def click(driver: object, css: str) -> str:
-        driver.find_element(By.CSS_SELECTOR, css).click()  # type: ignore[attr-defined]
+    def body(driver: object) -> str:
         return str(driver.find_element(By.TAG_NAME, "body").text)  # type: ignore[attr-defined]
+
+    def wait_for(driver: object, done: Callable[[str], bool], what: str) -> str:
+        # A click that submits a form may return before the next page is there.
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        while not done(text := body(driver)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"page never showed {what}; it shows:\n{text}")
+            time.sleep(0.05)
+        return text
+
+    def click(driver: object, css: str, until: str) -> str:
+        driver.find_element(By.CSS_SELECTOR, css).click()  # type: ignore[attr-defined]
+        return wait_for(driver, lambda text: until in text, repr(until))
 
     def cookie(driver: object) -> str:
         found = driver.get_cookie(COOKIE)  # type: ignore[attr-defined]
@@ -158,8 +171,8 @@ def test_shop_in_chromium_across_app_servers_leader_kill_login_devices_checkout(
         driver.save_screenshot(str(shots / f"{name}.png"))  # type: ignore[attr-defined]
 
     go(browser, server_a + "/")
-    click(browser, "#add-tea")
-    click(browser, "#add-mug")
+    click(browser, "#add-tea", "cart (1)")
+    click(browser, "#add-mug", "cart (2)")
     shot(browser, "1-products-on-app-server-1")
     anonymous = cookie(browser)
     cart = go(browser, server_b + "/cart")
@@ -169,14 +182,14 @@ def test_shop_in_chromium_across_app_servers_leader_kill_login_devices_checkout(
     leader = cluster.wait_for_leader(LEADER_TIMEOUT_S)
     cluster.kill(leader)  # SIGKILL, mid-session
     go(browser, server_b + "/")
-    click(browser, "#add-cake")
+    click(browser, "#add-cake", "cart (3)")
     cart = go(browser, server_a + "/cart")
     assert "Lemon cake" in cart and "Green tea" in cart, cart
     shot(browser, "3-cart-after-leader-kill")
 
     go(browser, server_a + "/login")
     browser.find_element(By.NAME, "name").send_keys("alice")  # type: ignore[attr-defined]
-    cart = click(browser, "#login")
+    cart = click(browser, "#login", "signed in as alice")
     assert cookie(browser) != anonymous, "login must rotate the session token"
     assert "signed in as alice" in cart and "Lemon cake" in cart, cart
     shot(browser, "4-cart-after-login")
@@ -184,20 +197,21 @@ def test_shop_in_chromium_across_app_servers_leader_kill_login_devices_checkout(
     phone = browsers()
     go(phone, server_b + "/login")
     phone.find_element(By.NAME, "name").send_keys("alice")  # type: ignore[attr-defined]
-    click(phone, "#login")
+    click(phone, "#login", "signed in as alice")
     devices = go(browser, server_b + "/devices")
     assert "this device" in devices and devices.count("another device") == 1, devices
     shot(browser, "5-your-devices")
     items = browser.find_elements(By.CSS_SELECTOR, "#devices li")  # type: ignore[attr-defined]
     other = next(li for li in items if "another device" in li.text)
     other.find_element(By.CSS_SELECTOR, "button.revoke").click()
+    wait_for(browser, lambda text: "another device" not in text, "the other device gone")
     assert "log in" in go(phone, server_a + "/"), "the revoked device must be logged out"
 
     go(browser, server_b + "/cart")
-    done = click(browser, "#checkout")
+    done = click(browser, "#checkout", "Order of")
     assert "Order of 3 item(s) placed." in done, done
     shot(browser, "6-order-placed")
-    bye = click(browser, "header button")
+    bye = click(browser, "header button", "You are logged out.")
     assert "You are logged out." in bye, bye
     shot(browser, "7-logged-out")
     assert browser.get_cookie(COOKIE) is None  # type: ignore[attr-defined]
