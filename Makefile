@@ -10,9 +10,9 @@ SOAK_MINUTES ?= 30
 
 # The editable install is "strict" (a link tree under build/) so mypy can see the
 # mapped package names; a new module file needs a re-link, hence the source list.
-SOURCES := $(shell find store client cluster proto -name '*.py' -o -name '*.pyi' 2>/dev/null)
+SOURCES := $(shell find store client cluster proto web -name '*.py' -o -name '*.pyi' 2>/dev/null)
 
-.PHONY: run test test-slow check lint typecheck proto proto-check bench bench-compare chaos soak clean install wheel-check
+.PHONY: run shop test test-slow check lint typecheck proto proto-check bench bench-compare chaos soak clean install wheel-check
 
 $(VENV)/.stamp: pyproject.toml $(SOURCES)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -26,6 +26,11 @@ install: $(VENV)/.stamp
 run: $(VENV)/.stamp
 	$(PY) -m sessionquorum.cluster up --nodes $(NODES) --data-dir $(DATA)
 
+# The shop example (examples/shop/): a 3-node cluster in ./shop-data and two app servers
+# (uvicorn, ports 8001 and 8002) sharing its sessions; Ctrl-C stops everything.
+shop: $(VENV)/.stamp
+	$(PY) -m examples.shop --data-dir ./shop-data
+
 # The bench extra too: a smoke test runs the side-by-side harness (etcd and Redis from .ci/run).
 test: $(VENV)/.bench-stamp
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -36,12 +41,14 @@ test-slow: $(VENV)/.stamp
 
 lint: $(VENV)/.stamp
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check store client cluster tests bench proto/generate.py
+	$(PY) -m ruff format --check store client cluster web examples tests bench proto/generate.py
 
 typecheck: $(VENV)/.stamp
-	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster
+	$(PY) -m mypy -p sessionquorum.store -p sessionquorum.client -p sessionquorum.cluster -p sessionquorum.web
 	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py \
-		tests/unit/test_metrics.py tests/unit/test_logs.py tests/integration/test_metrics.py
+		tests/unit/test_metrics.py tests/unit/test_logs.py tests/integration/test_metrics.py \
+		tests/integration/test_web_cluster.py tests/integration/test_shop_browser.py tests/web examples \
+		bench/web_latency.py
 
 proto: $(VENV)/.stamp
 	$(PY) proto/generate.py
