@@ -134,10 +134,13 @@ class AsyncSessionClient(calls.ClientCore):
         delete: Iterable[str] | None = None,
         increment: Mapping[str, int] | None = None,
         expected_version: int | None = None,
+        idle_timeout_s: float | None = None,
         timeout_s: float | None = None,
     ) -> Session:
         """Delete, set and increment attributes in one step; see SessionClient.update."""
-        return await self._run(calls.update(token, set, delete, increment, expected_version), timeout_s)
+        return await self._run(
+            calls.update(token, set, delete, increment, expected_version, idle_timeout_s), timeout_s
+        )
 
     async def touch(self, token: str, *, timeout_s: float | None = None) -> Session:
         """Refresh the session's last access now (never extends its absolute deadline)."""

@@ -159,6 +159,7 @@ def update(
     delete: Iterable[str] | None,
     increment: Mapping[str, int] | None,
     expected_version: int | None,
+    idle_timeout_s: float | None = None,
 ) -> Call[Session]:
     token_hash = hash_token(token)
     request = pb.UpdateRequest(
@@ -169,6 +170,8 @@ def update(
     )
     if expected_version is not None:
         request.expected_version = expected_version
+    if idle_timeout_s is not None:
+        request.idle_timeout_ms = seconds_to_ms("idle_timeout_s", idle_timeout_s)
     return _mutation(f"update {hash_prefix(token_hash)}", "Update", request, _session, "update")
 
 

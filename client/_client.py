@@ -115,15 +115,18 @@ class SessionClient(calls.ClientCore):
         delete: Iterable[str] | None = None,
         increment: Mapping[str, int] | None = None,
         expected_version: int | None = None,
+        idle_timeout_s: float | None = None,
         timeout_s: float | None = None,
     ) -> Session:
         """Delete, set and increment attributes in one step; with `expected_version`, compare-and-set.
 
         `increment` adds to counters held as decimal integers (a missing one counts as 0)
         on the node, so concurrent increments never lose one another. The returned
-        Session's attributes are the incremented counters' new values.
+        Session's attributes are the incremented counters' new values. `idle_timeout_s`
+        gives the session a new idle timeout (its absolute deadline never moves); a
+        cluster still being upgraded refuses it with FAILED_PRECONDITION.
         """
-        call = calls.update(token, set, delete, increment, expected_version)
+        call = calls.update(token, set, delete, increment, expected_version, idle_timeout_s)
         return self._caller.run(call, self._deadline(timeout_s))
 
     def touch(self, token: str, *, timeout_s: float | None = None) -> Session:

@@ -302,8 +302,13 @@ class UpdateRequest(_message.Message):
     DELETE_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     INCREMENT_FIELD_NUMBER: _builtins.int
+    IDLE_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     token_hash: _builtins.bytes
     expected_version: _builtins.int
+    idle_timeout_ms: _builtins.int
+    """A new idle timeout for the session (Spring's maxInactiveInterval); the absolute
+    deadline never moves. Refused with FAILED_PRECONDITION until every member supports it.
+    """
     @_builtins.property
     def request_id(self) -> Global___RequestId: ...
     @_builtins.property
@@ -321,14 +326,20 @@ class UpdateRequest(_message.Message):
         delete: _abc.Iterable[_builtins.bytes] | None = ...,
         expected_version: _builtins.int | None = ...,
         increment: _abc.Iterable[Global___Increment] | None = ...,
+        idle_timeout_ms: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "request_id", b"request_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_idle_timeout_ms", b"_idle_timeout_ms", "expected_version", b"expected_version", "idle_timeout_ms", b"idle_timeout_ms", "request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "delete", b"delete", "expected_version", b"expected_version", "increment", b"increment", "request_id", b"request_id", "set", b"set", "token_hash", b"token_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "_idle_timeout_ms", b"_idle_timeout_ms", "delete", b"delete", "expected_version", b"expected_version", "idle_timeout_ms", b"idle_timeout_ms", "increment", b"increment", "request_id", b"request_id", "set", b"set", "token_hash", b"token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
+    _WhichOneofReturnType__idle_timeout_ms: _TypeAlias = _typing.Literal["idle_timeout_ms"]  # noqa: Y015
+    _WhichOneofArgType__idle_timeout_ms: _TypeAlias = _typing.Literal["_idle_timeout_ms", b"_idle_timeout_ms"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idle_timeout_ms) -> _WhichOneofReturnType__idle_timeout_ms | None: ...
 
 Global___UpdateRequest: _TypeAlias = UpdateRequest  # noqa: Y015
 

@@ -31,9 +31,11 @@ COMMAND_VERSION = 1
 # Level 2: Configure (replicated limits) and the client epoch ("cep", honest exactly-once).
 # Level 3: no new command; a behaviour: the node refuses votes while it hears from a leader,
 # which leader leases rely on (store/DESIGN.md, "Leases").
+# Level 4: Update may change the session's idle timeout ("idle_timeout_ms").
 BASE_LEVEL = 1
-SUPPORTED_LEVEL = 3
+SUPPORTED_LEVEL = 4
 LEASE_LEVEL = 3
+IDLE_CHANGE_LEVEL = 4
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -66,6 +68,8 @@ class Update:
     delete: tuple[str, ...]
     expected_version: int | None
     increment: tuple[tuple[str, int], ...] = ()
+    # A new idle timeout for the session (level 4); None leaves it, and is not encoded.
+    idle_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,14 @@ class Command:
 
 # Fields a proposer fills with fresh values: a retry of the same request carries new ones.
 _FRESH_FIELDS: dict[type[Any], frozenset[str]] = {Create: frozenset({"handle"})}
+# Fields added after level 1 that are left out of an entry (and its fingerprint) while None,
+# so an entry without them is byte-identical to what older releases wrote and fingerprint.
+_LATER_FIELDS: dict[type[Any], frozenset[str]] = {Update: frozenset({"idle_timeout_ms"})}
+
+
+def _fields(op: Op) -> list[str]:
+    later = _LATER_FIELDS.get(type(op), frozenset())
+    return [n for n in op.__dataclass_fields__ if n not in later or getattr(op, n) is not None]
 
 
 def fingerprint(op: Op) -> bytes:
@@ -160,7 +172,7 @@ def fingerprint(op: Op) -> bytes:
     reply (store/dedup.py).
     """
     fresh = _FRESH_FIELDS.get(type(op), frozenset())
-    args = [[name, getattr(op, name)] for name in op.__dataclass_fields__ if name not in fresh]
+    args = [[name, getattr(op, name)] for name in _fields(op) if name not in fresh]
     return hashlib.sha256(msgpack.packb([_NAMES[type(op)], args], use_bin_type=True)).digest()[:16]
 
 
@@ -169,13 +181,15 @@ def level_of(cmd: Command) -> int:
     level = LEVELS[type(cmd.op)]
     if cmd.client_epoch_ms is not None:
         level = max(level, CLIENT_EPOCH_LEVEL)
+    if isinstance(cmd.op, Update) and cmd.op.idle_timeout_ms is not None:
+        level = max(level, IDLE_CHANGE_LEVEL)
     return level
 
 
 def encode(cmd: Command) -> bytes:
     op = cmd.op
     # Tuples pack as msgpack arrays, so the dataclass fields go out as they are.
-    args = {name: getattr(op, name) for name in op.__dataclass_fields__}
+    args = {name: getattr(op, name) for name in _fields(op)}
     envelope: dict[str, Any] = {
         "v": COMMAND_VERSION,
         "op": _NAMES[type(op)],
@@ -254,6 +268,7 @@ def _op(name: str, a: dict[str, Any]) -> Op:
             delete=tuple(deletes),
             expected_version=_req(a, "expected_version", int, optional=True),
             increment=tuple((p[0], p[1]) for p in increments),
+            idle_timeout_ms=_req(a, "idle_timeout_ms", int) if "idle_timeout_ms" in a else None,
         )
     if name == "rotate":
         return Rotate(

@@ -215,9 +215,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
             raise e.NotReady("the cluster's limits are being set (a new cluster); nothing was applied, retry")
         if refusal is not None:
             _ok(refusal)  # a size the log must not carry: refused before it enters the journal
-        if c.LEVELS[type(op)] > level:
+        needed = c.level_of(c.Command(op, now_ms=0))
+        if needed > level:
             raise e.UpgradePending(
-                f"{type(op).__name__} needs command level {c.LEVELS[type(op)]}; "
+                f"{type(op).__name__} needs command level {needed}; "
                 f"a member of this cluster supports only {level} (finish the upgrade first)"
             )
         # Before every member understands the client epoch, retries are deduplicated only
@@ -264,7 +265,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
             _check(v.check_attributes(sets, limits, "set"))
             _check(v.check_update_names(sets, deletes, increments, limits))
             expected = request.expected_version if request.HasField("expected_version") else None
-            op = c.Update(request.token_hash, sets, deletes, expected, increments)
+            idle = request.idle_timeout_ms if request.HasField("idle_timeout_ms") else None
+            if idle is not None:
+                _check(v.check_idle_timeout(idle, limits))
+                _check(v.check_request_idle_timeout(idle))
+            op = c.Update(request.token_hash, sets, deletes, expected, increments, idle)
             reply = await self._mutate(request, op)
             return pb.UpdateResponse(session=_session(reply.session))
 

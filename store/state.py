@@ -231,6 +231,12 @@ class SessionMachine:
                 f"expected version {op.expected_version}, the session is at version {s.version}",
                 count=s.version,
             )
+        idle_ms = s.idle_timeout_ms if op.idle_timeout_ms is None else op.idle_timeout_ms
+        if op.idle_timeout_ms is not None:
+            # The absolute deadline stays; only the idle rule and its limit apply.
+            problem = v.check_idle_timeout(idle_ms, self.limits)
+            if problem:
+                return Reply(*problem)
         outcome = self._merged(s, op)
         if isinstance(outcome, Reply):
             return outcome
@@ -241,6 +247,7 @@ class SessionMachine:
                 attributes=pack_attributes(merged.items()),
                 version=s.version + 1,
                 last_access_ms=max(s.last_access_ms, self.now_ms),
+                idle_timeout_ms=idle_ms,
             )
         )
         # The reply carries the incremented counters' new values, nothing else.

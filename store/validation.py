@@ -56,6 +56,15 @@ def check_handle(value: str, limits: Limits) -> Problem | None:
     return None
 
 
+def check_idle_timeout(idle_ms: int, limits: Limits) -> Problem | None:
+    """A new idle timeout for an existing session (Update, level 4): > 0 and within the limit."""
+    if idle_ms <= 0:
+        return _invalid(f"idle_timeout_ms must be > 0, got {idle_ms}")
+    if idle_ms > limits.max_idle_timeout_ms:
+        return _quota(f"idle_timeout_ms ({idle_ms}) exceeds the limit of {limits.max_idle_timeout_ms}")
+    return None
+
+
 def check_timeouts(idle_ms: int, absolute_ms: int, limits: Limits) -> Problem | None:
     if idle_ms <= 0:
         return _invalid(f"idle_timeout_ms must be > 0, got {idle_ms}")
@@ -169,6 +178,13 @@ def check_request_token_hash(value: bytes, field: str = "token_hash") -> Problem
     if problem is None and value.count(value[0]) == len(value):
         return _invalid(f"{field} is one byte value (0x{value[0]:02x}) repeated: not the SHA-256 of a token")
     return problem
+
+
+def check_request_idle_timeout(idle_ms: int) -> Problem | None:
+    """A new request's idle timeout is at least MIN_IDLE_TIMEOUT_MS."""
+    if idle_ms < MIN_IDLE_TIMEOUT_MS:
+        return _invalid(f"idle_timeout_ms must be >= {MIN_IDLE_TIMEOUT_MS}, got {idle_ms}")
+    return None
 
 
 def check_request_timeouts(idle_ms: int, absolute_ms: int, limits: Limits) -> Problem | None:

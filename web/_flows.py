@@ -147,14 +147,17 @@ def save(data: SessionData, options: SessionOptions) -> Flow[None]:
             data.forget_stale_cookie()
         return
     for attempt in range(options.max_merges + 1):
-        if not to_set and not to_delete:
+        if not to_set and not to_delete and data.idle_timeout_s is None:
             return
+        changes: dict[str, Any] = {
+            "set": to_set,
+            "delete": to_delete,
+            "expected_version": data.session.version,
+        }
+        if data.idle_timeout_s is not None:
+            changes["idle_timeout_s"] = data.idle_timeout_s
         try:
-            session = yield Call(
-                "update",
-                (data.token,),
-                {"set": to_set, "delete": to_delete, "expected_version": data.session.version},
-            )
+            session = yield Call("update", (data.token,), changes)
         except NotFound:
             # Rotated, logged out or expired while this request ran. Writing a new session
             # now could replace the cookie a concurrent login just set; the change is dropped.

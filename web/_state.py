@@ -59,6 +59,9 @@ class SessionData(MutableMapping[str, Any]):
         self._values: dict[str, Any] = {}
         self._original: dict[str, bytes] = {}  # what the store holds, as of the last load or write
         self._internal: dict[str, bytes] = {}
+        # A new idle timeout for the stored session, sent with the next save (Spring's
+        # maxInactiveInterval, Django's set_expiry on an existing session).
+        self.idle_timeout_s: float | None = None
 
     # -- the mapping -------------------------------------------------------------------
 
@@ -174,6 +177,7 @@ class SessionData(MutableMapping[str, Any]):
     def saved(self, session: Session, token: str, written: dict[str, bytes], deleted: list[str]) -> None:
         """After a successful write: the store now holds `written` and lacks `deleted`."""
         self.session, self.token = session, token
+        self.idle_timeout_s = None
         self._original.update(written)
         for name in deleted:
             self._original.pop(name, None)

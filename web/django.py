@@ -13,8 +13,8 @@ Set-Cookie, `Clear-Site-Data: "cookies"` after `flush()`.
 Django's meanings hold: `cycle_key()` (called by `django.contrib.auth.login`) moves the
 session to a new token keeping its data, as one store `rotate` at save that also binds the
 logged-in user's id as the principal; `flush()` ends the session in the store at once;
-`set_expiry(seconds)` before the session exists sets its idle timeout in the store (an
-existing session's idle timeout cannot be changed yet: the store's Update lacks it).
+`set_expiry(seconds)` sets the session's idle timeout in the store, at creation or, for an
+existing session, with the next save (an Update carrying the new idle timeout).
 `SESSIONQUORUM_OPTIONS` may hold a SessionOptions.
 """
 
@@ -127,6 +127,16 @@ class SessionStore(SessionBase):
             else:
                 self._run(flows.regenerate(data))
             self._rotate_pending = False
+        expiry = data.get(_EXPIRY_KEY) if data.loaded else None
+        stored = data.session
+        if (
+            isinstance(expiry, int)
+            and expiry > 0
+            and stored is not None
+            and stored.idle_timeout_ms != expiry * 1000
+        ):
+            # set_expiry(seconds) on an existing session: its idle timeout in the store too.
+            data.idle_timeout_s = float(expiry)
         self._run(flows.save(data, self._create_options()))
         self._session_key = data.token
 

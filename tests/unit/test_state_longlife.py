@@ -215,3 +215,47 @@ def test_without_an_epoch_a_reused_request_id_gets_the_first_reply_the_hazard_th
     assert run(m, create(1), 1, CLIENT_A, 1).ok
     assert run(m, c.Delete(token_hash(1), None), 2, CLIENT_A, 1).ok  # "ok", yet nothing was deleted
     assert token_hash(1) in m.sessions
+
+
+# ------------------------------------------------------------------ idle timeout changes (level 4)
+def _idle(n: int, idle_ms: int) -> c.Update:
+    return c.Update(token_hash(n), set=(), delete=(), expected_version=None, idle_timeout_ms=idle_ms)
+
+
+def test_update_changes_the_idle_timeout_and_expiry_follows_it_absolute_deadline_stays() -> None:
+    m = SessionMachine(Limits())
+    assert run(m, create(1, idle_ms=5_000), 0).ok
+    before = m.sessions[token_hash(1)]
+    assert run(m, _idle(1, 1_000), 100).ok  # shorter: last access 100 + 1,000
+    after = m.sessions[token_hash(1)]
+    assert after.idle_timeout_ms == 1_000 and after.absolute_deadline_ms == before.absolute_deadline_ms
+    run(m, c.Expire(limit=100), 1_099)
+    assert token_hash(1) in m.sessions
+    run(m, c.Expire(limit=100), 1_101)
+    assert token_hash(1) not in m.sessions  # it expired by the new, shorter idle timeout
+
+
+def test_an_idle_timeout_over_the_limit_or_not_positive_is_refused_and_changes_nothing() -> None:
+    m = SessionMachine(Limits())
+    run(m, create(1), 0)
+    before = m.sessions[token_hash(1)]
+    assert run(m, _idle(1, Limits().max_idle_timeout_ms + 1), 1).code is Code.QUOTA
+    assert run(m, _idle(1, 0), 2).code is Code.INVALID
+    assert m.sessions[token_hash(1)] == before
+
+
+def test_an_update_without_an_idle_timeout_encodes_and_fingerprints_as_older_releases_did() -> None:
+    # Left out while None: the same bytes (so the same fingerprint) as a level-3 release wrote.
+    op = c.Update(token_hash(1), set=(("a", b"1"),), delete=(), expected_version=None)
+    raw = c.encode(c.Command(op, now_ms=1))
+    assert b"idle_timeout_ms" not in raw
+    assert c.level_of(c.Command(op, now_ms=1)) == c.BASE_LEVEL
+    with_idle = dataclasses.replace(op, idle_timeout_ms=2_000)
+    assert c.fingerprint(with_idle) != c.fingerprint(op)
+    assert c.decode(c.encode(c.Command(with_idle, now_ms=1))).op == with_idle
+
+
+def test_a_node_at_level_3_refuses_to_apply_an_idle_timeout_change() -> None:
+    old = SessionMachine(Limits(), supported_level=3)
+    with pytest.raises(c.UndecodableEntry, match="needs command level 4"):
+        old.apply(c.encode(c.Command(_idle(1, 2_000), now_ms=1)))

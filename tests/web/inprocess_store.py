@@ -88,6 +88,9 @@ class InProcessStore:
         # A new cluster accepts writes only once its limits are in the log (duties.seed_limits).
         configure = commands.Configure(limits_to_pairs(Limits()), seed=True)
         self.log.apply(commands.encode(commands.Command(configure, now_ms=self.clock.now_ms)))
+        # The one member advertises its level, as duties.advertise_level does on a node.
+        level = commands.MemberLevel("n1", commands.SUPPORTED_LEVEL)
+        self.log.apply(commands.encode(commands.Command(level, now_ms=self.clock.now_ms)))
         self._data_dir = data_dir
         self._loop = asyncio.new_event_loop()
         self._server: grpc.aio.Server | None = None

@@ -65,6 +65,11 @@ def logout(request: HttpRequest) -> HttpResponse:
     return HttpResponse("bye")
 
 
+def shorten(request: HttpRequest) -> HttpResponse:
+    request.session.set_expiry(int(request.GET["seconds"]))  # on an existing session
+    return HttpResponse("shortened")
+
+
 def devices(request: HttpRequest) -> HttpResponse:
     return JsonResponse([s.handle for s in _session(request).my_sessions()], safe=False)
 
@@ -75,6 +80,7 @@ urlpatterns = [
     path("login", login),
     path("logout", logout),
     path("devices", devices),
+    path("shorten", shorten),
 ]
 
 MakeBrowser = Callable[[], Client]
@@ -190,3 +196,15 @@ def test_django_engine_under_djangos_own_middleware_ignores_junk_keys_and_works(
         key = client.cookies["sessionid"].value
         assert len(key) == 43
         assert get(client, "/").json()["data"] == {"cart": ["apple"]}
+
+
+def test_django_set_expiry_on_an_existing_session_changes_its_idle_timeout_in_the_store(
+    browser: MakeBrowser, store: InProcessStore
+) -> None:
+    client = browser()
+    get(client, "/login", user="alice")
+    get(client, "/shorten", seconds="120")
+    store.advance(119)
+    assert get(client, "/").json()["user"] == "alice"  # each request is an access
+    store.advance(121)  # idle longer than the new 2 minutes, far less than the default 30
+    assert get(client, "/").json() == {"data": {}, "user": None}
