@@ -32,6 +32,9 @@ LEADER_METADATA_KEY = "sq-leader"
 NODE_METADATA_KEY = "sq-node"
 # On an UNKNOWN refusal: the cluster's time (ms) when the deduplication entry was missed.
 EPOCH_METADATA_KEY = "sq-epoch"
+# On FAILED_PRECONDITION: the cluster is mid-upgrade and cannot run this yet (a definite
+# refusal, nothing applied), unlike "not the leader", which the same status also means.
+UPGRADE_METADATA_KEY = "sq-upgrade"
 # How the node's refusal message starts; a second signal in case a proxy drops trailers.
 DEDUP_EXPIRED_PREFIX = "outcome unknown (deduplication state expired)"
 # Hints may add endpoints the caller did not list (a node added to the cluster); a bound
@@ -97,6 +100,8 @@ def classify(exc: grpc.RpcError, *, mutation: bool) -> Verdict:
     code = exc.code()
     found = trailers(exc)
     node = found.get(NODE_METADATA_KEY)
+    if code is grpc.StatusCode.FAILED_PRECONDITION and UPGRADE_METADATA_KEY in found:
+        return Verdict(Action.ANSWER, False, None, node)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return Verdict(Action.REDIRECT, False, found.get(LEADER_METADATA_KEY), node)
     if code is grpc.StatusCode.UNAVAILABLE:

@@ -109,3 +109,5 @@ class VersionConflictAt(VersionConflict):
 LEADER_METADATA_KEY = "sq-leader"
 EPOCH_METADATA_KEY = "sq-epoch"
 VERSION_METADATA_KEY = "sq-version"
+# On FAILED_PRECONDITION: the command needs a level some member lacks (not "not the leader").
+UPGRADE_METADATA_KEY = "sq-upgrade"

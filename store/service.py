@@ -160,6 +160,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 metadata.append((e.EPOCH_METADATA_KEY, str(exc.epoch_ms)))
             elif isinstance(exc, e.VersionConflictAt):
                 metadata.append((e.VERSION_METADATA_KEY, str(exc.current_version)))
+            elif isinstance(exc, e.UpgradePending):
+                metadata.append((e.UPGRADE_METADATA_KEY, "pending"))
             if isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
                 # Bad input: one line, no traceback, nothing proposed.
                 log.info("refused a request: %s: %s", exc.status.name, exc.message)

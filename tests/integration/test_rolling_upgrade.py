@@ -96,6 +96,8 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
                     with pytest.raises(grpc.RpcError) as info:
                         configure(cluster, step + 1)
                     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+                    found = {str(m.key): str(m.value) for m in info.value.trailing_metadata() or ()}
+                    assert found.get("sq-upgrade") == "pending"  # the client answers, not redirects
                     assert "level" in (info.value.details() or "")
             cluster.wait_until(
                 lambda: (

@@ -121,6 +121,19 @@ def test_not_leader_with_hint_redirects_to_the_hint() -> None:
     )
 
 
+def test_a_command_the_cluster_cannot_run_until_its_upgrade_ends_is_answered_not_retried() -> None:
+    # Same status as "not the leader"; the sq-upgrade trailer tells them apart, so the client
+    # stops at once instead of redirecting until its deadline (seen: 48 attempts in 10 s).
+    verdict = classify(
+        FakeRpcError(Code.FAILED_PRECONDITION, sq_node="n2", sq_upgrade="pending"), mutation=True
+    )
+    assert (verdict.action, verdict.maybe_applied) == (Action.ANSWER, False)
+    assert (
+        classify(FakeRpcError(Code.FAILED_PRECONDITION, sq_node="n2"), mutation=True).action
+        is Action.REDIRECT
+    )
+
+
 def test_not_leader_with_empty_hint_has_no_hint() -> None:
     verdict = classify(FakeRpcError(Code.FAILED_PRECONDITION, sq_node="n2", sq_leader=""), mutation=True)
     assert verdict.leader_hint is None
