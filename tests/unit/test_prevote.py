@@ -270,21 +270,26 @@ def test_gate_unknown_or_malformed_message_harmless() -> None:
     assert sync._SyncObj__transport.sent == []
 
 
-# ------------------------------------------------------------------ an old node's view
-
-
-def test_pysyncobj_handler_pre_vote_messages_ignored_as_by_a_node_without_prevote() -> None:
-    # A node without PreVote (mid rolling upgrade) runs pysyncobj's own handler: it must
-    # neither fail nor change term, vote or leader on our message types.
-    sync = _GuardedSyncObj(
+def _real_syncobj(peers: int) -> _GuardedSyncObj:
+    """pysyncobj's SyncObj with our fixes, no tick thread: the test drives its handlers."""
+    return _GuardedSyncObj(
         "127.0.0.1:1",
-        ["127.0.0.1:2"],
+        [f"127.0.0.1:{2 + i}" for i in range(peers)],
         conf=SyncObjConf(autoTick=False),
         busy_tick_s=0.2,
         pre_vote=None,
         election_min_s=MIN_ELECTION_S,
         reads=ReadIndex(timeout_s=1.0),
     )
+
+
+# ------------------------------------------------------------------ an old node's view
+
+
+def test_pysyncobj_handler_pre_vote_messages_ignored_as_by_a_node_without_prevote() -> None:
+    # A node without PreVote (mid rolling upgrade) runs pysyncobj's own handler: it must
+    # neither fail nor change term, vote or leader on our message types.
+    sync = _real_syncobj(1)
     try:
         pysyncobj_handler = _GuardedSyncObj.__mro__[1]._SyncObj__onMessageReceived
         (peer,) = sync._SyncObj__otherNodes
@@ -308,15 +313,7 @@ def test_pysyncobj_handler_pre_vote_messages_ignored_as_by_a_node_without_prevot
 def test_a_node_that_hears_from_its_leader_ignores_a_vote_request(rule: str) -> None:
     # A real pysyncobj SyncObj (no tick thread): a vote request for a newer term from a
     # peer, right after this node heard from its leader (a read round of its term).
-    sync = _GuardedSyncObj(
-        "127.0.0.1:1",
-        ["127.0.0.1:2", "127.0.0.1:3"],
-        conf=SyncObjConf(autoTick=False),
-        busy_tick_s=0.2,
-        pre_vote=None,
-        election_min_s=MIN_ELECTION_S,
-        reads=ReadIndex(timeout_s=1.0),
-    )
+    sync = _real_syncobj(2)
     try:
         leader, candidate = sorted(sync._SyncObj__otherNodes, key=str)
         sync._SyncObj__onMessageReceived(leader, {"type": ROUND, "round": 1, "term": sync._getTerm()})
@@ -340,15 +337,7 @@ def test_a_node_that_hears_from_its_leader_ignores_a_vote_request(rule: str) -> 
 
 
 def test_a_restarted_node_ignores_vote_requests_for_the_first_election_timeout() -> None:
-    sync = _GuardedSyncObj(
-        "127.0.0.1:1",
-        ["127.0.0.1:2", "127.0.0.1:3"],
-        conf=SyncObjConf(autoTick=False),
-        busy_tick_s=0.2,
-        pre_vote=None,
-        election_min_s=MIN_ELECTION_S,
-        reads=ReadIndex(timeout_s=1.0),
-    )
+    sync = _real_syncobj(2)
     try:
         candidate = sorted(sync._SyncObj__otherNodes, key=str)[1]
         vote = {"type": "request_vote", "term": sync._getTerm() + 1, "last_log_index": 9, "last_log_term": 9}
