@@ -1,0 +1,147 @@
+"""Encryption at rest on real nodes: nothing a client sent is on disk, and keys rotate live.
+
+Marker values and tokens go in through the public client; afterwards every file of every
+node's data dir (journal, snapshots, term/vote meta, node.log) is searched for the values,
+the tokens and the token hashes, raw and in hex and base64. With encryption on: zero hits.
+The canary runs the same workload on a cluster whose config switches it off and finds them,
+so the search is known to work.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sessionquorum.client import SessionClient
+from sessionquorum.cluster import LocalCluster
+from sessionquorum.cluster._cli import main as cli_main
+from sessionquorum.store.atrest import MAGIC
+
+from .helpers import local_read, wait_converged
+
+pytestmark = pytest.mark.cluster
+
+# Small compaction so that snapshots are written (and searched) too.
+OVERRIDES: dict[str, dict[str, object]] = {"raft": {"compaction_entries": 16}}
+SESSIONS = 6
+ROTATE_WAIT_S = 20.0
+
+
+def _forms(raw: bytes) -> list[bytes]:
+    """The ways a secret could appear in a file: as is, hex, base64 (standard and URL-safe)."""
+    return [raw, raw.hex().encode(), base64.b64encode(raw), base64.urlsafe_b64encode(raw).rstrip(b"=")]
+
+
+def _workload(client: SessionClient) -> tuple[dict[bytes, str], list[str]]:
+    """Sessions with marker values through the public client; returns needles and live tokens."""
+    needles: dict[bytes, str] = {}
+    live: list[str] = []
+    for i in range(SESSIONS):
+        secret = b"MARKER-VALUE-" + secrets.token_hex(8).encode()
+        note = b"MARKER-NOTE-" + secrets.token_hex(8).encode()
+        token = client.create(principal=f"atrest-{i}", attributes={"secret": secret}).token
+        client.update(token, set={"note": note}, increment={"visits": 1})
+        needles[secret], needles[note] = f"value of session {i}", f"updated value of session {i}"
+        if i % 3 == 1:
+            old, token = token, client.rotate(token).token
+            needles |= {
+                f: f"rotated-away token hash {i}" for f in _forms(hashlib.sha256(old.encode()).digest())
+            }
+        if i % 3 == 2:
+            client.delete(token)  # its values stay in the journal: sealed
+        else:
+            got = client.validate(token)
+            assert (got.attributes["secret"], got.attributes["note"]) == (secret, note)
+            assert got.attributes["visits"] == b"1"
+            live.append(token)
+        needles[token.encode()] = f"token {i}"
+        needles |= {f: f"token hash {i}" for f in _forms(hashlib.sha256(token.encode()).digest())}
+    return needles, live
+
+
+def _search(cluster: LocalCluster, needles: dict[bytes, str]) -> tuple[list[str], int]:
+    """(hits as 'file: what', number of files searched) over every node's data dir."""
+    hits: list[str] = []
+    files = 0
+    for node_id in cluster.node_ids:
+        for path in sorted(cluster.node_dir(node_id).rglob("*")):
+            if not path.is_file():
+                continue
+            files += 1
+            data = path.read_bytes()
+            hits += [f"{path.name} ({node_id}): {what}" for needle, what in needles.items() if needle in data]
+    return hits, files
+
+
+def _run(
+    make_cluster: Callable[..., LocalCluster],
+    make_client: Callable[..., SessionClient],
+    overrides: dict[str, dict[str, object]],
+) -> tuple[LocalCluster, list[str], list[str]]:
+    cluster = make_cluster(3, overrides)
+    client = make_client(cluster)
+    needles, live = _workload(client)
+    wait_converged(cluster)
+    for node_id in cluster.node_ids:  # every node opens what it stores
+        for token in live:
+            assert local_read(cluster, node_id, token) is not None
+    cluster.stop()  # everything written and closed before it is searched
+    hits, files = _search(cluster, needles)
+    names = [p.name for n in cluster.node_ids for p in cluster.node_dir(n).iterdir()]
+    return cluster, hits, [*names, str(files)]
+
+
+def test_values_tokens_and_token_hashes_are_nowhere_on_disk_or_in_logs(
+    make_cluster: Callable[..., LocalCluster], make_client: Callable[..., SessionClient]
+) -> None:
+    _, hits, names = _run(make_cluster, make_client, OVERRIDES)
+    assert any("snapshot" in n for n in names), names  # snapshots were written and searched
+    assert any(n == "node.log" for n in names), names
+    assert hits == []
+
+
+def test_canary_with_encryption_off_the_same_search_finds_values_and_token_hashes(
+    make_cluster: Callable[..., LocalCluster], make_client: Callable[..., SessionClient]
+) -> None:
+    _, hits, _ = _run(make_cluster, make_client, {**OVERRIDES, "atrest": {"enabled": False}})
+    kinds = {hit.split(": ", 1)[1].split(" of ")[0].split(" hash")[0] for hit in hits}
+    assert {"value", "updated value", "token"} <= kinds, hits
+    assert any("token hash" in hit for hit in hits), hits
+    assert not any(hit.endswith(f"token {i}") for hit in hits for i in range(SESSIONS)), hits  # tokens never
+
+
+def _journal_holds_key_id(cluster: LocalCluster, node_id: str, key_id: int) -> bool:
+    marker = MAGIC + key_id.to_bytes(2, "big")
+    files = [p for p in cluster.node_dir(node_id).iterdir() if p.is_file() and p.name != "node.log"]
+    return any(marker in p.read_bytes() for p in files)  # the journal (raft.log) or a snapshot
+
+
+def test_keys_rotate_on_a_running_cluster_leaves_values_of_both_keys_readable(
+    make_cluster: Callable[..., LocalCluster], make_client: Callable[..., SessionClient], tmp_path: Path
+) -> None:
+    cluster = make_cluster(3)
+    client = make_client(cluster)
+    before = {client.create(attributes={"v": b"under key 1"}).token: b"under key 1"}
+    assert cli_main(["keys", "rotate", "--data-dir", str(cluster.data_dir)]) == 0
+    after: dict[str, bytes] = {}
+
+    def written_under_key_2() -> bool:
+        value = b"after rotation " + secrets.token_hex(4).encode()
+        after[client.create(attributes={"v": value}).token] = value
+        return _journal_holds_key_id(cluster, cluster.node_ids[0], 2)
+
+    cluster.wait_until(written_under_key_2, ROTATE_WAIT_S, "a value sealed under key id 2")
+    assert _journal_holds_key_id(cluster, cluster.node_ids[0], 1)
+    wait_converged(cluster)
+    for node_id in cluster.node_ids:
+        for token, value in (before | after).items():
+            session = local_read(cluster, node_id, token)
+            assert session is not None and session.attributes["v"] == value
+    for token, value in before.items():  # a linearizable read, and an update under the new key
+        client.update(token, set={"w": b"rewritten"})
+        assert dict(client.validate(token).attributes) == {"v": value, "w": b"rewritten"}
