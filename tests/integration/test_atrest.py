@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from sessionquorum.client import SessionClient
+from sessionquorum.client import QuotaExceeded, SessionClient
 from sessionquorum.cluster import LocalCluster
 from sessionquorum.cluster._cli import main as cli_main
-from sessionquorum.store.atrest import MAGIC
+from sessionquorum.store.atrest import MAGIC, OVERHEAD_BYTES
+from sessionquorum.store.config import Limits
 
 from .helpers import local_read, wait_converged
 
@@ -78,6 +79,16 @@ def _search(cluster: LocalCluster, needles: dict[bytes, str]) -> tuple[list[str]
     return hits, files
 
 
+def _limits_are_stated_net_of_the_encryption_overhead(client: SessionClient) -> None:
+    net = Limits().max_attribute_value_bytes - OVERHEAD_BYTES
+    token = client.create(attributes={"big": b"x" * net}).token
+    with pytest.raises(QuotaExceeded, match=f"value is {net + 1} bytes, the limit is {net}"):
+        client.update(token, set={"big": b"x" * (net + 1)})
+    with pytest.raises(QuotaExceeded, match=f"each value counts {OVERHEAD_BYTES} bytes more"):
+        client.update(token, set={f"v{i}": b"x" * net for i in range(4)})
+    assert client.validate(token).attributes["big"] == b"x" * net
+
+
 def _run(
     make_cluster: Callable[..., LocalCluster],
     make_client: Callable[..., SessionClient],
@@ -86,6 +97,8 @@ def _run(
     cluster = make_cluster(3, overrides)
     client = make_client(cluster)
     needles, live = _workload(client)
+    if "atrest" not in overrides:
+        _limits_are_stated_net_of_the_encryption_overhead(client)
     wait_converged(cluster)
     for node_id in cluster.node_ids:  # every node opens what it stores
         for token in live:
