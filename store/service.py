@@ -180,6 +180,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
             if isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
                 # Bad input: one line, no traceback, nothing proposed.
                 log.info("refused a request: %s: %s", exc.status.name, exc.message)
+            elif isinstance(exc, e.Undecryptable):
+                # The node's key file lacks a key, or stored data changed: the operator must know.
+                log.warning("a stored value did not open: %s", exc.message)
             context.set_trailing_metadata(tuple(metadata))
             await context.abort(exc.status, exc.message)
         except Exception:
