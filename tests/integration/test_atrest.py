@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from sessionquorum.client import QuotaExceeded, SessionClient
+from sessionquorum.client import QuotaExceeded, SessionClient, SessionQuorumError
 from sessionquorum.cluster import LocalCluster
 from sessionquorum.cluster._cli import main as cli_main
-from sessionquorum.store.atrest import MAGIC, OVERHEAD_BYTES
+from sessionquorum.store.atrest import MAGIC, OVERHEAD_BYTES, Keys
 from sessionquorum.store.config import Limits
+from sessionquorum.store.keyfile import read_keys, write_keys
 
 from .helpers import local_read, wait_converged
 
@@ -158,3 +159,36 @@ def test_keys_rotate_on_a_running_cluster_leaves_values_of_both_keys_readable(
     for token, value in before.items():  # a linearizable read, and an update under the new key
         client.update(token, set={"w": b"rewritten"})
         assert dict(client.validate(token).attributes) == {"v": value, "w": b"rewritten"}
+
+
+def test_a_key_missing_from_the_key_file_is_a_clear_error_and_the_node_keeps_serving(
+    make_cluster: Callable[..., LocalCluster], make_client: Callable[..., SessionClient]
+) -> None:
+    cluster = make_cluster(3)
+    client = make_client(cluster)
+    old = client.create(attributes={"v": b"under key 1"}).token
+    assert cli_main(["keys", "rotate", "--data-dir", str(cluster.data_dir)]) == 0
+    path = cluster.config.key_file_of(cluster.config.nodes[0])
+    assert path is not None
+    keys = read_keys(path)
+    write_keys(path, Keys(tuple(k for k in keys.keys if k[0] != 1), keys.current, keys.token_key))
+    errors: list[str] = []
+
+    def refused() -> bool:
+        try:
+            client.validate(old)
+        except SessionQuorumError as exc:
+            errors.append(str(exc))
+            return True
+        return False
+
+    cluster.wait_until(refused, ROTATE_WAIT_S, "the node to drop key id 1 and refuse the read")
+    assert "key id 1" in errors[-1]
+    new = client.create(attributes={"v": b"under key 2"}).token
+    assert client.validate(new).attributes["v"] == b"under key 2"  # the node serves on
+    write_keys(path, keys)
+    cluster.wait_until(lambda: not refused(), ROTATE_WAIT_S, "key id 1 back in use")
+    assert client.validate(old).attributes["v"] == b"under key 1"
+    assert cluster.reap() == {}
+    log = "".join((cluster.node_dir(n) / "node.log").read_text() for n in cluster.node_ids)
+    assert "a stored value did not open" in log and "Traceback" not in log
