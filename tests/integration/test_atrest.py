@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,11 @@ from sessionquorum.client import QuotaExceeded, SessionClient, SessionQuorumErro
 from sessionquorum.cluster import LocalCluster
 from sessionquorum.cluster._cli import main as cli_main
 from sessionquorum.store.atrest import MAGIC, OVERHEAD_BYTES, Keys
+from sessionquorum.store.commands import ATREST_LEVEL
 from sessionquorum.store.config import Limits
 from sessionquorum.store.keyfile import read_keys, write_keys
 
+from .conftest import LEADER_TIMEOUT_S
 from .helpers import local_read, wait_converged
 
 pytestmark = pytest.mark.cluster
@@ -192,3 +195,60 @@ def test_a_key_missing_from_the_key_file_is_a_clear_error_and_the_node_keeps_ser
     assert cluster.reap() == {}
     log = "".join((cluster.node_dir(n) / "node.log").read_text() for n in cluster.node_ids)
     assert "a stored value did not open" in log and "Traceback" not in log
+
+
+def test_sessions_from_before_the_upgrade_stay_valid_and_new_ones_are_keyed(
+    request: pytest.FixtureRequest, tmp_path: Path, make_client: Callable[..., SessionClient]
+) -> None:
+    levels: dict[str, int] = {}
+    old_level = ATREST_LEVEL - 1
+
+    def command(config: Path, node_id: str, data_dir: Path) -> Sequence[str]:
+        level = str(levels.get(node_id, old_level))
+        return [sys.executable, "-m", "sessionquorum.store", "--config", str(config), "--node", node_id,
+                "--data-dir", str(data_dir), "--command-level", level]  # fmt: skip
+
+    cluster = LocalCluster(tmp_path / "c", 3, node_command=command)
+    request.node._sq_clusters = [cluster]
+    with cluster:
+        cluster.start()
+        cluster.wait_for_leader(LEADER_TIMEOUT_S)
+        client = make_client(cluster)
+        legacy = client.create(principal="old", attributes={"v": b"LEGACY-PLAINTEXT"}).token
+        for node_id in cluster.node_ids:  # the rolling upgrade
+            levels[node_id] = ATREST_LEVEL
+            cluster.restart(node_id)
+            cluster.wait_until(
+                lambda n=node_id: (s := cluster.status(n)) is not None and s.ready, 30.0, "ready"
+            )
+        cluster.wait_until(
+            lambda: (
+                (s := cluster.status(cluster.wait_for_leader())) is not None
+                and s.cluster_command_level == ATREST_LEVEL
+            ),
+            30.0,
+            "every member at level 5",
+        )
+        assert client.validate(legacy).attributes["v"] == b"LEGACY-PLAINTEXT"  # found by its raw hash
+        client.update(legacy, set={"w": b"SEALED-AFTER-UPGRADE"})
+        assert dict(client.validate(legacy).attributes) == {
+            "v": b"LEGACY-PLAINTEXT",
+            "w": b"SEALED-AFTER-UPGRADE",
+        }
+        rotated = client.rotate(legacy).token  # moves the session to a keyed hash
+        fresh = client.create(attributes={"v": b"SEALED-NEW"}).token
+        for token in (rotated, fresh):
+            assert client.validate(token).attributes["v"] in (b"LEGACY-PLAINTEXT", b"SEALED-NEW")
+        wait_converged(cluster)
+        cluster.stop()
+        needles = {b"SEALED-AFTER-UPGRADE": "value set after the upgrade", b"SEALED-NEW": "new value"}
+        for token in (rotated, fresh):
+            needles |= {f: "hash of a session keyed after the upgrade" for f in _forms(_sha(token))}
+        hits, _ = _search(cluster, needles)
+        assert hits == []
+        canary, _ = _search(cluster, {b"LEGACY-PLAINTEXT": "written before the upgrade"})
+        assert canary, "the entry from before the upgrade is still in the journal as it was written"
+
+
+def _sha(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
