@@ -6,6 +6,8 @@ because cluster.json holds paths relative to itself):
     cluster.json            the shared config (store/config.py); no secrets in it
     secrets/                0700
       raft.password         0600, guards pysyncobj's pickled peer traffic
+      atrest.keys           0600, the keys values are sealed with and token hashes keyed
+                            with (store/keyfile.py); `keys rotate` adds one while it runs
       ca.key                0600, kept so more certificates can be issued later
     tls/                    0700
       ca.pem                what clients and nodes trust
@@ -36,6 +38,7 @@ from typing import Any
 
 from sessionquorum.store.config import ClusterConfig, load_cluster_config, parse_cluster_config
 from sessionquorum.store.errors import ConfigError
+from sessionquorum.store.keyfile import new_keys, write_keys
 
 from . import _tls
 from ._errors import ClusterError
@@ -44,6 +47,9 @@ CONFIG_NAME = "cluster.json"
 HOST = "127.0.0.1"
 DIR_MODE = 0o700
 OVERRIDE_SECTIONS = ("limits", "raft", "server")
+# {"atrest": {"enabled": False}} makes a cluster that stores values as sent (test canaries).
+ATREST_SECTION = "atrest"
+KEY_FILE = "secrets/atrest.keys"
 CLIENT_NAME = "sessionquorum-client"
 
 Overrides = Mapping[str, Mapping[str, object]]
@@ -96,12 +102,17 @@ def _mkdir_private(path: Path) -> None:
 def _normalized(overrides: Overrides | None) -> dict[str, dict[str, Any]]:
     """Overrides as they would read back from JSON, without empty sections (for comparison)."""
     overrides = overrides or {}
-    unknown = sorted(set(overrides) - set(OVERRIDE_SECTIONS))
+    unknown = sorted(set(overrides) - {*OVERRIDE_SECTIONS, ATREST_SECTION})
     if unknown:
         raise ClusterError(
             f"unknown override section(s) {', '.join(unknown)} (known: {', '.join(OVERRIDE_SECTIONS)})"
         )
     result: dict[str, dict[str, Any]] = json.loads(json.dumps({k: dict(v) for k, v in overrides.items()}))
+    atrest = result.get(ATREST_SECTION, {})
+    if set(atrest) - {"enabled"} or not isinstance(atrest.get("enabled", True), bool):
+        raise ClusterError('the atrest override takes only {"enabled": true|false}')
+    if atrest.get("enabled", True):
+        result.pop(ATREST_SECTION, None)  # the default: compare equal to no override
     return {k: v for k, v in result.items() if v}
 
 
@@ -170,12 +181,14 @@ def _fresh_config(
                 "tls_key": f"tls/{node_id}.key",
             }
         )
+    atrest = {"key_file": KEY_FILE, "enabled": overrides.get(ATREST_SECTION, {}).get("enabled", True)}
     return {
         "nodes": node_entries,
         "raft_password_file": "secrets/raft.password",
         "tls_ca": "tls/ca.pem",
         "tls_client_auth": True,
         **overrides,
+        ATREST_SECTION: atrest,
     }
 
 
@@ -191,6 +204,8 @@ def _write_material(data_dir: Path, config: ClusterConfig) -> None:
     _mkdir_private(data_dir / "secrets")
     _mkdir_private(data_dir / "tls")
     _tls.write_private(config.raft_password_file, (secrets.token_urlsafe(32) + "\n").encode())
+    # Written even when encryption is off (a canary), so switching it on needs no new secret.
+    write_keys(data_dir / KEY_FILE, new_keys())
     ca = _tls.create_ca()
     assert config.tls_ca is not None  # set by _fresh_config
     _tls.write_issued(ca, config.tls_ca, data_dir / "secrets" / "ca.key")
@@ -220,6 +235,7 @@ def open_cluster_dir(data_dir: Path) -> PreparedCluster:
         raise ClusterError(str(exc)) from exc
     tls = TLSFiles.in_dir(data_dir)
     needed = [config.raft_password_file, tls.ca, tls.cert, tls.key]
+    needed += [p for n in config.nodes if (p := config.key_file_of(n)) is not None]
     needed += [p for n in config.nodes for p in (n.tls_cert, n.tls_key) if p is not None]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
@@ -267,7 +283,11 @@ def prepare_cluster_dir(
             )
         if overrides is not None:
             stored = _normalized(
-                {k: v for k, v in json.loads(path.read_text()).items() if k in OVERRIDE_SECTIONS}
+                {
+                    k: ({"enabled": v.get("enabled", True)} if k == ATREST_SECTION else v)
+                    for k, v in json.loads(path.read_text()).items()
+                    if k in (*OVERRIDE_SECTIONS, ATREST_SECTION)
+                }
             )
             if stored != wanted:
                 raise ClusterError(

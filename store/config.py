@@ -16,8 +16,13 @@ and copied freely.
       "tls_client_auth": true,
       "limits": {"max_sessions_per_principal": 32},
       "raft": {"election_min_s": 0.3},
-      "server": {"max_message_bytes": 1048576}
+      "server": {"max_message_bytes": 1048576},
+      "atrest": {"key_file": "secrets/atrest.keys", "enabled": true}
     }
+
+`atrest` (encryption at rest, store/DESIGN.md): the key file every node reads (a node entry
+may name its own with "key_file"); without the section, or with "enabled": false, values
+are stored as sent and token hashes unkeyed (clusters made before it, and the canary).
 
 Any key of `Limits`, `RaftSettings` or `ServerSettings` may be overridden under its
 section; an unknown key is an error (a typo must not silently leave a default in force).
@@ -204,6 +209,8 @@ class NodeSpec:
     # endpoint. Per node, like the other addresses: nodes sharing a host need their own
     # ports. Port 0 lets the kernel choose (the node logs it).
     metrics_address: str | None = None
+    # This node's at-rest key file, when it is not the cluster's shared one (atrest.key_file).
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +223,14 @@ class ClusterConfig:
     raft: RaftSettings = field(default_factory=RaftSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     source: Path | None = None
+    # The at-rest key file (store/keyfile.py); None: values and token hashes stored as sent.
+    atrest_key_file: Path | None = None
+
+    def key_file_of(self, node: NodeSpec) -> Path | None:
+        """The key file `node` reads, or None when encryption at rest is off."""
+        if self.atrest_key_file is None:
+            return None
+        return node.key_file or self.atrest_key_file
 
     def node(self, node_id: str) -> NodeSpec:
         for spec in self.nodes:
@@ -303,6 +318,18 @@ def _metrics_address(raw: Any, index: int) -> str | None:
     return raw
 
 
+def _atrest_key_file(raw: Any, base: Path) -> Path | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"key_file", "enabled"}:
+        raise ConfigError("atrest must be an object with key_file and enabled")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("atrest.enabled must be true or false")
+    path = _path(base, raw.get("key_file"), "atrest.key_file")
+    return path if enabled else None
+
+
 def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> ClusterConfig:
     """Build a ClusterConfig from decoded JSON; paths are resolved against `base`."""
     if not isinstance(raw, dict):
@@ -325,6 +352,7 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
                 tls_cert=_path(base, n["tls_cert"], f"nodes[{i}].tls_cert") if "tls_cert" in n else None,
                 tls_key=_path(base, n["tls_key"], f"nodes[{i}].tls_key") if "tls_key" in n else None,
                 metrics_address=_metrics_address(n.get("metrics"), i),
+                key_file=_path(base, n["key_file"], f"nodes[{i}].key_file") if "key_file" in n else None,
             )
         )
     for attr in ("id", "raft_address", "grpc_address"):
@@ -354,6 +382,7 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
         raft=_section(RaftSettings, raw.get("raft"), "raft"),
         server=_section(ServerSettings, raw.get("server"), "server"),
         source=source,
+        atrest_key_file=_atrest_key_file(raw.get("atrest"), base),
     )
 
 

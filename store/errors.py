@@ -11,6 +11,8 @@
     ├── NoLeader                    UNAVAILABLE: no leader known; nothing was applied
     ├── NotReady                    UNAVAILABLE: the node is still catching up after start
     ├── UpgradePending              FAILED_PRECONDITION: not every member supports it yet
+    ├── Undecryptable               DATA_LOSS: a stored value does not open on this node
+    │                               (unknown key id, or not authentic where it is stored)
     └── OutcomeUnknown              UNKNOWN: may or may not have been applied; retry with
         │                           the same request id, which is safe
         └── DedupExpired            UNKNOWN (+ sq-epoch): this request was not applied, an
@@ -84,6 +86,10 @@ class NotReady(StoreError):
 
 class UpgradePending(StoreError):
     status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Undecryptable(StoreError):
+    status = grpc.StatusCode.DATA_LOSS
 
 
 class OutcomeUnknown(StoreError):

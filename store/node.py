@@ -31,8 +31,10 @@ from .clock import ProposerClock
 from .commands import BASE_LEVEL
 from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config
 from .errors import ConfigError
+from .keyfile import KeyRing
 from .metrics import MetricsServer, NodeMetrics, ScrapeView
 from .raft import ReplicatedLog
+from .sealing import Sealing
 from .service import SessionService
 from .state import SessionMachine
 
@@ -83,6 +85,9 @@ class _Health:
 async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.data_dir, 0o700)
+    # Read before anything starts: a node whose key file is unusable does not start.
+    key_file = config.cluster.key_file_of(config.node)
+    ring = KeyRing(key_file) if key_file is not None else None
     # The code's default limits until the log configures them (never this node's file:
     # replicas must apply the same rules; duties.seed_limits).
     machine = SessionMachine(Limits(), supported_level=config.command_level)
@@ -116,7 +121,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
 
     metrics = NodeMetrics(config.node.id, scrape)
     raft.observe_proposal, raft.observe_read_index = metrics.observe_proposal, metrics.observe_read_index
-    service = SessionService(config, raft, clock, metrics)
+    service = SessionService(config, raft, clock, metrics, Sealing(ring))
     metrics_server = None
     if config.node.metrics_address is not None:
         try:
@@ -151,6 +156,10 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
             "UNSAFE: server.unsafe_skip_read_barrier is set: linearizable reads skip the read barrier "
             "and a deposed leader may serve stale data (a test setting, never for production)"
         )
+    if ring is None:
+        log.warning("encryption at rest is off: values and token hashes are stored as clients send them")
+    else:
+        log.info("encryption at rest on: key file %s, current key id %d", ring.path, ring.keys().current)
     if config.command_level < BASE_LEVEL + 1:
         log.warning("acting as an older release: command level %d", config.command_level)
 

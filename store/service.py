@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -23,7 +24,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import batch
+from . import atrest, batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
@@ -34,6 +35,7 @@ from .errors import ConfigError
 from .metrics import NodeMetrics
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
+from .sealing import Sealing
 from .state import SessionMachine
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ def _ok(reply: Reply) -> Reply:
         raise e.DedupExpired(reply.message, reply.count)
     if reply.code is Code.VERSION_CONFLICT:
         raise e.VersionConflictAt(reply.message, reply.count)
+    if reply.code is Code.RETRY:  # nothing applied, nothing remembered: the client retries
+        raise e.NotReady(reply.message)
     raise _REPLY_ERRORS[reply.code](reply.message)
 
 
@@ -124,8 +128,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
         raft: ReplicatedLog,
         clock: ProposerClock,
         metrics: NodeMetrics | None = None,
+        sealing: Sealing | None = None,
     ) -> None:
         self._config = config
+        # Encryption at rest and keyed token hashes (store/sealing.py); off without a key file.
+        self._sealing = sealing or Sealing(None)
         self._metrics = metrics or NodeMetrics(config.node.id)
         self._server = config.cluster.server
         self._raft = raft
@@ -137,6 +144,14 @@ class SessionService(pb_grpc.SessionStoreServicer):
     def _limits(self) -> Limits:
         """The replicated limits (a Configure command set them), never this node's file."""
         return self._raft.read(lambda m: m.limits)
+
+    def _value_limits(self, limits: Limits) -> Limits:
+        """The limits a client's plaintext values meet: net of what sealing adds to each."""
+        if not self._sealing.enabled:
+            return limits
+        return replace(
+            limits, max_attribute_value_bytes=max(1, limits.max_attribute_value_bytes - atrest.OVERHEAD_BYTES)
+        )
 
     def _now(self) -> int:
         return self._clock.stamp(self._raft.term())
@@ -165,6 +180,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
             if isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
                 # Bad input: one line, no traceback, nothing proposed.
                 log.info("refused a request: %s: %s", exc.status.name, exc.message)
+            elif isinstance(exc, e.Undecryptable):
+                # The node's key file lacks a key, or stored data changed: the operator must know.
+                log.warning("a stored value did not open: %s", exc.message)
             context.set_trailing_metadata(tuple(metadata))
             await context.abort(exc.status, exc.message)
         except Exception:
@@ -210,11 +228,23 @@ class SessionService(pb_grpc.SessionStoreServicer):
         """Leader check, stamp, propose, await apply, and the Reply -> error translation."""
         cid, seq, epoch = self._request_id(request.request_id, request.HasField("request_id"))
         self._require_leader()
-        level, open_, refusal = self._raft.read(
-            lambda m: (cluster_level(m, self._config), accepting_writes(m, self._config), m.precheck(op))
-        )
+        sealing = self._sealing
+
+        def look(m: SessionMachine) -> tuple[int, bool, Any, Reply | None]:
+            level = cluster_level(m, self._config)
+            plan = sealing.plan(m, op, level)
+            return level, accepting_writes(m, self._config), plan, None if plan else m.precheck(op)
+
+        level, open_, plan, refusal = self._raft.read(look)
         if not open_ and not isinstance(op, c.Configure):
             raise e.NotReady("the cluster's limits are being set (a new cluster); nothing was applied, retry")
+        if plan is not None:
+            # Keyed hashes and sealed values (AES-GCM runs here, off the state lock).
+            op = sealing.prepare(op, plan, level)
+            sealed_op = op
+            refusal = self._raft.read(lambda m: m.precheck(sealed_op))
+            if refusal is not None and refusal.code is Code.QUOTA:
+                refusal = replace(refusal, message=refusal.message + sealing.limit_note())
         if refusal is not None:
             _ok(refusal)  # a size the log must not carry: refused before it enters the journal
         needed = c.level_of(c.Command(op, now_ms=0))
@@ -235,7 +265,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.CreateResponse:
             attrs = _attributes(request.attributes, "attributes")
             principal = request.principal or None
-            limits = self._limits  # one read of the replicated limits (it takes the state lock)
+            limits = self._value_limits(self._limits)  # one read of the replicated limits (state lock)
             _check(v.check_request_token_hash(request.token_hash))
             if principal is not None:
                 _check(v.check_principal(principal, limits))
@@ -263,7 +293,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 (_name(x.name, "increment", i), x.delta) for i, x in enumerate(request.increment)
             )
             _check(v.check_request_token_hash(request.token_hash))
-            limits = self._limits  # one read of the replicated limits (it takes the state lock)
+            limits = self._value_limits(self._limits)  # one read of the replicated limits (state lock)
             _check(v.check_attributes(sets, limits, "set"))
             _check(v.check_update_names(sets, deletes, increments, limits))
             expected = request.expected_version if request.HasField("expected_version") else None
@@ -348,8 +378,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 now = self._now()
             else:
                 now = await self._linearizable()
-            h = request.token_hash
-            reply = _ok(self._raft.read(lambda m: m.read(h, now)))
+            # The stored form of the hash: keyed, or raw for a session from before keying.
+            h, found = self._raft.read(lambda m: self._sealing.read(m, request.token_hash, now))
+            reply = _ok(found)
             view = reply.session
             assert view is not None
             # Touch coalescing: write only when last access is older than the interval.
@@ -365,7 +396,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                     log.info("touch during validate not confirmed; answering from the barrier read")
             elif request.touch:
                 self._metrics.touch_coalesced()
-            return pb.ValidateResponse(session=_session(reply.session))
+            return pb.ValidateResponse(session=_session(self._sealing.open_view(reply.session)))
 
         return await self._boundary("Validate", context, work())
 

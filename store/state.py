@@ -88,7 +88,7 @@ class SessionMachine:
         reply = self._dispatch(cmd.op)
         if reply.code is Code.OK:
             self._tally(cmd.op, reply)
-        if cid is not None:
+        if cid is not None and reply.code is not Code.RETRY:
             self._dedup.remember(cid, cmd.sequence, reply, self.now_ms, fingerprint)
         return reply
 
@@ -225,6 +225,11 @@ class SessionMachine:
         s = self._live(op.token_hash)
         if isinstance(s, Reply):
             return s
+        if op.bound_handle is not None and op.bound_handle != s.handle:
+            # Sealed under another handle's binding: storing them would make them unreadable.
+            return Reply(
+                Code.RETRY, "the session changed since this node read it; nothing was applied, retry"
+            )
         if op.expected_version is not None and op.expected_version != s.version:
             return Reply(
                 Code.VERSION_CONFLICT,

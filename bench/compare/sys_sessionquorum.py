@@ -43,8 +43,9 @@ class SessionquorumServer:
 
     name = "sessionquorum"
 
-    def __init__(self, root: Path) -> None:
-        self.cluster = LocalCluster(root / "sessionquorum", nodes=NODES)
+    def __init__(self, root: Path, *, atrest: bool = True) -> None:
+        overrides = None if atrest else {"atrest": {"enabled": False}}
+        self.cluster = LocalCluster(root / "sessionquorum", nodes=NODES, overrides=overrides)
         self.leader_id = ""
 
     def prepare(self) -> None:
