@@ -179,6 +179,12 @@ class ServerSettings:
     # "text" (one line per event, for people) or "json" (one JSON object per line with the
     # node id and term, for log pipelines); the node's --log-format flag overrides it.
     log_format: str = "text"
+    # The role of a client certificate that names none (store/authz.py): "app" (least
+    # privilege that keeps applications working), "admin" (an operator finishing an upgrade
+    # from a cluster made before roles, whose one client.pem did everything), or "none".
+    roleless_client_role: str = "app"
+    # UNSAFE, for the authorization test's canary only: every caller may call every method.
+    unsafe_skip_authorization: bool = False
 
     def validate(self) -> None:
         if self.max_message_bytes < 64 * 1024:
@@ -189,6 +195,9 @@ class ServerSettings:
             raise ConfigError("server.clock_drift_ms must be >= 0")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"server.log_format must be 'text' or 'json', got {self.log_format!r}")
+        if self.roleless_client_role not in ("app", "admin", "none"):
+            got = self.roleless_client_role
+            raise ConfigError(f"server.roleless_client_role must be 'app', 'admin' or 'none', got {got!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from grpc_health.v1._async import HealthServicer
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import decoding, duties, logs
+from . import authz, decoding, duties, logs
 from .clock import ProposerClock
 from .commands import BASE_LEVEL
 from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config
@@ -90,13 +90,6 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
     raft = ReplicatedLog(config, machine, on_applied=clock.observe)
     if log_context is not None:
         log_context.term = raft.term
-    limit = config.cluster.server.max_message_bytes
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ]
-    )
     health = HealthServicer()
     state = _Health(health)
 
@@ -116,6 +109,26 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
 
     metrics = NodeMetrics(config.node.id, scrape)
     raft.observe_proposal, raft.observe_read_index = metrics.observe_proposal, metrics.observe_read_index
+
+    def refused(method: str) -> None:
+        metrics.permission_denied(method, "role")
+        metrics.observe_request(method, "PERMISSION_DENIED", 0.0)
+
+    # Every method of every service passes the role check first (store/authz.py).
+    authorizer = authz.Authorizer(
+        authz.roleless_roles(config.cluster.server.roleless_client_role),
+        config.node.id,
+        refused,
+        enabled=not config.cluster.server.unsafe_skip_authorization,
+    )
+    limit = config.cluster.server.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[authorizer],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+    )
     service = SessionService(config, raft, clock, metrics)
     metrics_server = None
     if config.node.metrics_address is not None:
@@ -150,6 +163,11 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         log.warning(
             "UNSAFE: server.unsafe_skip_read_barrier is set: linearizable reads skip the read barrier "
             "and a deposed leader may serve stale data (a test setting, never for production)"
+        )
+    if config.cluster.server.unsafe_skip_authorization:
+        log.warning(
+            "UNSAFE: server.unsafe_skip_authorization is set: every client certificate may call every "
+            "method (a test setting, never for production)"
         )
     if config.command_level < BASE_LEVEL + 1:
         log.warning("acting as an older release: command level %d", config.command_level)
