@@ -233,6 +233,7 @@ class Authorizer(grpc.aio.ServerInterceptor):
         self._on_refused = on_refused
         # False only for the integration test's canary (server.unsafe_skip_authorization).
         self._enabled = enabled
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def _check(self, method: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if not self._enabled:
@@ -261,7 +262,13 @@ class Authorizer(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return self._wrap(handler, handler_call_details.method)
+        method = handler_call_details.method
+        # The server hands out the same handler per method: wrap it once (bounded by the
+        # methods the server registered; an unknown method has no handler and stops above).
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self._wrap(handler, method))
+        return cached[1]
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         check = self._check
