@@ -40,9 +40,8 @@ log = logging.getLogger(__name__)
 ROLE_URI_PREFIX = "sessionquorum:role:"
 SERVICE = "/sessionquorum.v1.SessionStore/"
 HEALTH = "/grpc.health.v1.Health/"
-ROLELESS_CHOICES = ("app", "admin", "none")
-# Distinct certificates remembered (their parsed identity); a full cache is emptied, so a
-# caller rotating through certificates costs parses, never memory.
+# Distinct certificates remembered (their parsed identity), least recently used dropped
+# first: a caller cycling through certificates costs parses, never memory.
 IDENTITY_CACHE_ENTRIES = 256
 NODE_METADATA_KEY = "sq-node"
 
@@ -218,6 +217,18 @@ def peer_certificate(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | Non
     return bytes(certs[0]) if certs else None
 
 
+def caller_name(context: Any) -> str:
+    """The common name of the caller's certificate, for a log line (parsed afresh: refusals only)."""
+    auth_context = getattr(context, "auth_context", None)  # a Batch item's context has none
+    pem = peer_certificate(context) if auth_context is not None else None
+    if pem is None:
+        return "(no client certificate)"
+    try:
+        return _common_name(x509.load_pem_x509_certificate(pem))
+    except ValueError:
+        return "(unparsable certificate)"
+
+
 # Called with the method's short name for each refusal (the node counts it in metrics).
 Refused = Callable[[str], None]
 
@@ -243,6 +254,8 @@ class Authorizer(grpc.aio.ServerInterceptor):
         if why is None:
             return
         roles = ",".join(sorted(r.value for r in identity.roles)) or "none"
+        if identity.roleless:
+            roles += " (the certificate names none: server.roleless_client_role)"
         log.info(
             "refused a request: PERMISSION_DENIED: %s (certificate %r, roles %s): %s",
             _short(method),

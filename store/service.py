@@ -23,7 +23,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import batch
+from . import authz, batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
@@ -163,8 +163,15 @@ class SessionService(pb_grpc.SessionStoreServicer):
             elif isinstance(exc, e.UpgradePending):
                 metadata.append((e.UPGRADE_METADATA_KEY, "pending"))
             if isinstance(exc, e.PermissionDenied):
+                # The scope check (_check_scope); the role check refused in authz.py already.
                 self._metrics.permission_denied(method, "scope")
-            if isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending | e.PermissionDenied):
+                log.info(
+                    "refused a request: PERMISSION_DENIED: %s (certificate %r): %s",
+                    method,
+                    authz.caller_name(context),
+                    exc.message,
+                )
+            elif isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
                 # Bad input: one line, no traceback, nothing proposed.
                 log.info("refused a request: %s: %s", exc.status.name, exc.message)
             context.set_trailing_metadata(tuple(metadata))

@@ -199,9 +199,20 @@ def test_app_certificate_keeps_session_operations_and_its_own_principals_listing
         request_id=app.rid(), principal="bob", session_token_hash=h(b"bob-token")
     )
     assert list(app.stub.RevokePrincipal(revoke, timeout=10).revoked_handles) == [bob.session.handle]
-    samples = scrape(cluster, cluster.wait_for_leader())
-    scope = (("method", "ListSessions"), ("why", "scope"))
-    assert samples[("sessionquorum_permission_denied_total", scope)] == 1
+    leader = cluster.wait_for_leader()
+    samples = scrape(cluster, leader)
+    for method in ("ListSessions", "RevokePrincipal"):
+        scope = (("method", method), ("why", "scope"))
+        assert samples[("sessionquorum_permission_denied_total", scope)] == 1, method
+    lines = [
+        line
+        for line in cluster.log_path(leader).read_text(errors="replace").splitlines()
+        if REFUSAL_LINE in line and "(certificate 'sessionquorum-client'): permission denied: " in line
+    ]
+    assert [line.split(REFUSAL_LINE + ": ")[1].split(" ")[0] for line in lines] == [
+        "ListSessions",
+        "RevokePrincipal",
+    ]
 
 
 def _roleless_files(cluster: LocalCluster, where: Path) -> TLSFiles:
