@@ -14,6 +14,11 @@ listed, under the listed condition. A method NOT in the table is admin-only (def
 so an RPC another change adds is safe until someone decides to list it. Health checks are
 listed: they answer nothing about sessions and load balancers need them.
 
+A certificate whose SHA-256 fingerprint is in the cluster's revocation list
+(`tls_revoked_file`, default tls/revoked.txt; `sessionquorum certs rotate` appends to it) is
+refused whatever its role: gRPC's TLS has no CRL support, so this is where a leaked client
+certificate stops working. Each node re-reads the file within `REVOCATION_POLL_S` of a change.
+
 `Authorizer` is a grpc.aio server interceptor: it wraps every method's handler, reads the
 peer certificate from `context.auth_context()` and refuses with PERMISSION_DENIED, one log
 line (the certificate's common name, its roles, the method) and a metric, before the
@@ -22,18 +27,25 @@ handler (and so before any validation, proposal or read) runs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import inspect
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
+from .config import read_revoked
 from .decoding import Undecodable
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,8 @@ HEALTH = "/grpc.health.v1.Health/"
 # first: a caller cycling through certificates costs parses, never memory.
 IDENTITY_CACHE_ENTRIES = 256
 NODE_METADATA_KEY = "sq-node"
+# How often a node looks at its revocation list for changes (one stat call).
+REVOCATION_POLL_S = 1.0
 
 
 class Role(enum.Enum):
@@ -64,6 +78,8 @@ class Identity:
     roles: frozenset[Role]
     # True when the certificate named no role at all (roles then come from the config).
     roleless: bool = False
+    # SHA-256 of the certificate's DER: what a revocation list names (b"" without one).
+    fingerprint: bytes = b""
 
 
 # An app-role condition: None when the request is allowed, else why not (for the message).
@@ -135,8 +151,12 @@ APP_RULES: Mapping[str, AppRule] = {
 NO_REQUEST = Undecodable("(request stream)", "not inspected")
 
 
-def refusal(identity: Identity, method: str, request: Any) -> str | None:
+def refusal(
+    identity: Identity, method: str, request: Any, revoked: frozenset[bytes] = frozenset()
+) -> str | None:
     """None when `identity` may call `method` with `request`, else the reason (for the caller)."""
+    if identity.fingerprint and identity.fingerprint in revoked:
+        return f"the certificate of {identity.name!r} is revoked"
     if Role.ADMIN in identity.roles:
         return None
     if Role.APP in identity.roles:
@@ -204,7 +224,12 @@ class IdentityCache:
         else:
             roles = roles_of(cert)
             name = _common_name(cert)
-            found = Identity(name, self._roleless, True) if roles is None else Identity(name, roles)
+            print_ = cert.fingerprint(hashes.SHA256())
+            found = (
+                Identity(name, self._roleless, True, print_)
+                if roles is None
+                else Identity(name, roles, False, print_)
+            )
         self._cache[pem] = found
         if len(self._cache) > self._entries:
             self._cache.popitem(last=False)
@@ -244,13 +269,16 @@ class Authorizer(grpc.aio.ServerInterceptor):
         self._on_refused = on_refused
         # False only for the integration test's canary (server.unsafe_skip_authorization).
         self._enabled = enabled
+        # Fingerprints of revoked certificates (config.read_revoked), replaced whole by the
+        # watcher: a reader sees the old set or the new one, never a mix.
+        self.revoked: frozenset[bytes] = frozenset()
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def _check(self, method: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if not self._enabled:
             return
         identity = self.identities.identity(peer_certificate(context))
-        why = refusal(identity, method, request)
+        why = refusal(identity, method, request, self.revoked)
         if why is None:
             return
         roles = ",".join(sorted(r.value for r in identity.roles)) or "none"
@@ -333,3 +361,37 @@ def _streamed(check: Check, method: str, inner: Any, request_stream: bool) -> An
         return await inner(request, context)
 
     return writer
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+async def watch_revocations(path: Path, authorizer: Authorizer, stop: asyncio.Event) -> None:
+    """Reload the revocation list when the file changes, until `stop`; never raises.
+
+    A list that does not parse is logged and the previous one kept: a typo must not
+    un-revoke a certificate (nor revoke every caller). The node read it once at start
+    (node.py), where a bad list stops the node instead.
+    """
+    # Unknown: read on the first round too, so a change between the node's own read at
+    # start and this task's first run is not missed.
+    seen: tuple[int, int, int] | str | None = "unread"
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), REVOCATION_POLL_S)
+        stamp = _stamp(path)
+        if stamp == seen:
+            continue
+        seen = stamp
+        try:
+            revoked = await asyncio.to_thread(read_revoked, path)
+        except ConfigError as exc:
+            log.warning("keeping the previous revocation list (%d revoked): %s", len(authorizer.revoked), exc)
+            continue
+        authorizer.revoked = revoked
+        log.info("revocation list %s: %d certificate(s) revoked", path, len(revoked))

@@ -225,6 +225,10 @@ class ClusterConfig:
     raft: RaftSettings = field(default_factory=RaftSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     source: Path | None = None
+    # SHA-256 fingerprints of client certificates the nodes refuse (store/authz.py), one per
+    # line; default: revoked.txt beside the CA file. Watched while the node runs; a missing
+    # file revokes nothing (`sessionquorum certs rotate` writes it).
+    tls_revoked_file: Path | None = None
 
     def node(self, node_id: str) -> NodeSpec:
         for spec in self.nodes:
@@ -354,6 +358,10 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
     client_auth = raw.get("tls_client_auth", True)
     if not isinstance(client_auth, bool):
         raise ConfigError("tls_client_auth must be true or false")
+    if raw.get("tls_revoked_file") is not None:
+        revoked_file: Path | None = _path(base, raw["tls_revoked_file"], "tls_revoked_file")
+    else:
+        revoked_file = tls_ca.parent / REVOKED_FILE_NAME if tls_ca is not None else None
     return ClusterConfig(
         nodes=tuple(nodes),
         raft_password_file=_path(base, raw.get("raft_password_file"), "raft_password_file"),
@@ -363,6 +371,7 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
         raft=_section(RaftSettings, raw.get("raft"), "raft"),
         server=_section(ServerSettings, raw.get("server"), "server"),
         source=source,
+        tls_revoked_file=revoked_file,
     )
 
 
@@ -389,6 +398,37 @@ def load_node_config(
     return NodeConfig(
         cluster=cluster, node=node, data_dir=(data_dir or base / node_id).resolve(), command_level=level
     )
+
+
+REVOKED_FILE_NAME = "revoked.txt"
+# A revocation list is read on every change: bounded so a runaway file cannot stall a node.
+REVOKED_MAX_BYTES = 4 * 1024 * 1024
+_FINGERPRINT_HEX = 64
+
+
+def read_revoked(path: Path) -> frozenset[bytes]:
+    """The certificate fingerprints (SHA-256 of the DER) in a revocation list; none if absent.
+
+    One hex fingerprint per line (colons allowed, case ignored); `#` starts a comment.
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(REVOKED_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return frozenset()
+    except OSError as exc:
+        raise ConfigError(f"cannot read revocation list {path}: {exc.strerror}") from exc
+    if len(data) > REVOKED_MAX_BYTES:
+        raise ConfigError(f"revocation list {path} is over {REVOKED_MAX_BYTES} bytes")
+    found: set[bytes] = set()
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        text = line.split("#", 1)[0].strip().replace(":", "").lower()
+        if not text:
+            continue
+        if len(text) != _FINGERPRINT_HEX or any(ch not in "0123456789abcdef" for ch in text):
+            raise ConfigError(f"{path}:{number}: not a SHA-256 fingerprint (64 hex digits)")
+        found.add(bytes.fromhex(text))
+    return frozenset(found)
 
 
 def read_secret(path: Path) -> str:

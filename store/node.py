@@ -29,7 +29,7 @@ from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 from . import authz, decoding, duties, logs
 from .clock import ProposerClock
 from .commands import BASE_LEVEL
-from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config
+from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config, read_revoked
 from .errors import ConfigError
 from .metrics import MetricsServer, NodeMetrics, ScrapeView
 from .raft import ReplicatedLog
@@ -83,6 +83,9 @@ class _Health:
 async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.data_dir, 0o700)
+    revoked_file = config.cluster.tls_revoked_file
+    # Read before anything opens: a revocation list that does not parse stops the start.
+    revoked = read_revoked(revoked_file) if revoked_file is not None else frozenset()
     # The code's default limits until the log configures them (never this node's file:
     # replicas must apply the same rules; duties.seed_limits).
     machine = SessionMachine(Limits(), supported_level=config.command_level)
@@ -121,6 +124,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         refused,
         enabled=not config.cluster.server.unsafe_skip_authorization,
     )
+    authorizer.revoked = revoked
     limit = config.cluster.server.max_message_bytes
     server = grpc.aio.server(
         interceptors=[authorizer],
@@ -193,6 +197,8 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         asyncio.create_task(duties.sweep_expired(config, raft, clock, stop)),
         asyncio.create_task(duties.watch_leader(config, raft, stop, on_leader)),
     ]
+    if revoked_file is not None:
+        tasks.append(asyncio.create_task(authz.watch_revocations(revoked_file, authorizer, stop)))
     await stop.wait()
     log.info("stopping node %s", config.node.id)
     await health.enter_graceful_shutdown()

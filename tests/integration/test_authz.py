@@ -1,4 +1,4 @@
-"""Roles bound to the client certificate (store/authz.py), on a real cluster.
+"""Roles bound to the client certificate (store/authz.py), and revocation, on a real cluster.
 
 An app-role certificate (tls/client.pem) is refused PERMISSION_DENIED for every admin
 request, with one log line and a metric, and nothing changes; the admin certificate
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sessionquorum.client._routing import trailers
 from sessionquorum.cluster import LocalCluster, TLSFiles
 from sessionquorum.cluster import _tls as tls_material
+from sessionquorum.cluster._cli import main
 from sessionquorum.cluster._status import client_credentials, secure_channel
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
@@ -250,3 +251,36 @@ def test_canary_without_the_check_the_app_certificate_gets_admin_calls_through(
         app.channel.close()
     assert through == ["ListSessions", "RevokePrincipal", "Status", "Configure"]
     assert "UNSAFE: server.unsafe_skip_authorization" in cluster.log_path("n1").read_text()
+
+
+def test_certs_rotate_on_a_running_cluster_refuses_the_old_app_certificate_and_accepts_the_new(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    leader = cluster.wait_for_leader()
+    kept = TLSFiles(ca=cluster.tls_files.ca, cert=tmp_path / "old.pem", key=tmp_path / "old.key")
+    kept.cert.write_bytes(cluster.tls_files.cert.read_bytes())
+    kept.key.write_bytes(cluster.tls_files.key.read_bytes())
+    old = Api(cluster, leader, kept)
+    try:
+        old.create(b"before-rotation", "dave")  # the old certificate works until it is revoked
+        assert main(["certs", "rotate", "--role", "app", "--data-dir", str(cluster.data_dir)]) == 0
+
+        def refused() -> str | None:
+            try:
+                old.create(os.urandom(8), "dave")
+            except grpc.RpcError as exc:
+                return exc.details() if exc.code() == DENIED else None
+            return None
+
+        why = cluster.wait_until(refused, 10.0, "the old app certificate to be refused")
+        assert "is revoked" in why
+    finally:
+        old.channel.close()
+    new = Api(cluster, leader, cluster.tls_files)
+    try:
+        assert new.create(b"after-rotation", "dave").session.principal == "dave"
+    finally:
+        new.channel.close()
+    for node_id in cluster.node_ids:  # every node loaded the list, not only the one asked
+        assert "revocation list" in cluster.log_path(node_id).read_text(), node_id
+    assert cluster.status(leader, digest=True) is not None  # the admin certificate is untouched

@@ -146,7 +146,7 @@ def test_a_roleless_certificate_gets_the_configured_role(
     cache = IdentityCache(authz.roleless_roles(setting))
     pem = _pem(tls_material.issue_leaf(ca, "old-client", ("old-client",), server=False).cert)
     identity = cache.identity(pem)
-    assert identity == Identity("old-client", frozenset(roles), roleless=True)
+    assert (identity.name, identity.roles, identity.roleless) == ("old-client", frozenset(roles), True)
     assert cache.identity(None).roles == frozenset(roles)
 
 
