@@ -12,7 +12,8 @@ because cluster.json holds paths relative to itself):
     tls/                    0700
       ca.pem                what clients and nodes trust
       n1.pem, n1.key        node certificate (serverAuth + clientAuth) and key (0600)
-      client.pem, client.key  the certificate applications and tests present
+      client.pem, client.key  role app: what applications (web backends, examples) present
+      admin.pem, admin.key    role admin: what the operator's tools (the CLI, LocalCluster) present
     n1/, n2/, ...           node data dirs, 0700 (Raft journal and snapshots are pickles:
                             whoever can write them runs code at the next start)
 
@@ -36,6 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sessionquorum.store.authz import Role
 from sessionquorum.store.config import ClusterConfig, load_cluster_config, parse_cluster_config
 from sessionquorum.store.errors import ConfigError
 from sessionquorum.store.keyfile import new_keys, write_keys
@@ -51,6 +57,7 @@ OVERRIDE_SECTIONS = ("limits", "raft", "server")
 ATREST_SECTION = "atrest"
 KEY_FILE = "secrets/atrest.keys"
 CLIENT_NAME = "sessionquorum-client"
+ADMIN_NAME = "sessionquorum-admin"
 
 Overrides = Mapping[str, Mapping[str, object]]
 # RFC 1123 names: labels of letters, digits and inner hyphens, dot-separated.
@@ -69,8 +76,15 @@ class TLSFiles:
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> TLSFiles:
+        """The app-role certificate: session operations only (store/authz.py)."""
         tls = data_dir / "tls"
         return cls(ca=tls / "ca.pem", cert=tls / "client.pem", key=tls / "client.key")
+
+    @classmethod
+    def admin_in_dir(cls, data_dir: Path) -> TLSFiles:
+        """The admin-role certificate: every method (listing, revoking, Configure, digests)."""
+        tls = data_dir / "tls"
+        return cls(ca=tls / "ca.pem", cert=tls / "admin.pem", key=tls / "admin.key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,13 @@ class PreparedCluster:
     config_path: Path
     tls: TLSFiles
     created: bool
+    # The operator's certificate. A directory made before roles has none until `init` or
+    # `up` runs on it again: then this is `tls` (role-less, so the nodes' roleless setting rules).
+    admin_tls: TLSFiles | None = None
+
+    @property
+    def admin(self) -> TLSFiles:
+        return self.admin_tls or self.tls
 
 
 def free_ports(count: int, host: str = HOST) -> list[int]:
@@ -214,7 +235,33 @@ def _write_material(data_dir: Path, config: ClusterConfig) -> None:
         assert node.tls_cert is not None and node.tls_key is not None
         _tls.write_issued(leaf, node.tls_cert, node.tls_key)
     client = TLSFiles.in_dir(data_dir)
-    _tls.write_issued(_tls.issue_leaf(ca, CLIENT_NAME, (CLIENT_NAME,), server=False), client.cert, client.key)
+    app = _tls.issue_leaf(ca, CLIENT_NAME, (CLIENT_NAME,), server=False, role=Role.APP)
+    _tls.write_issued(app, client.cert, client.key)
+    _issue_admin(data_dir, ca)
+
+
+def _issue_admin(data_dir: Path, ca: _tls.Issued) -> None:
+    admin = TLSFiles.admin_in_dir(data_dir)
+    issued = _tls.issue_leaf(ca, ADMIN_NAME, (ADMIN_NAME,), server=False, role=Role.ADMIN)
+    _tls.write_issued(issued, admin.cert, admin.key)
+
+
+def _add_missing_admin(data_dir: Path) -> bool:
+    """A directory made before roles gets its admin certificate, from the CA key it kept.
+
+    Nothing else changes: the nodes trust the same CA, so no restart is needed, and the
+    old client.pem stays what it was (role-less: `server.roleless_client_role` decides).
+    """
+    admin = TLSFiles.admin_in_dir(data_dir)
+    ca_key = data_dir / "secrets" / "ca.key"
+    ca_cert = TLSFiles.in_dir(data_dir).ca
+    if admin.cert.exists() or not ca_key.exists():
+        return False
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ClusterError(f"{ca_key} is not the EC key this tool writes")
+    _issue_admin(data_dir, _tls.Issued(key, x509.load_pem_x509_certificate(ca_cert.read_bytes())))
+    return True
 
 
 def _write_json_atomically(path: Path, raw: dict[str, Any]) -> None:
@@ -242,7 +289,9 @@ def open_cluster_dir(data_dir: Path) -> PreparedCluster:
         raise ClusterError(f"cluster directory {data_dir} is incomplete, missing: {', '.join(missing)}")
     for node in config.nodes:
         _mkdir_private(data_dir / node.id)
-    return PreparedCluster(config=config, config_path=path, tls=tls, created=False)
+    admin = TLSFiles.admin_in_dir(data_dir)
+    admin_tls = admin if admin.cert.exists() and admin.key.exists() else None
+    return PreparedCluster(config=config, config_path=path, tls=tls, created=False, admin_tls=admin_tls)
 
 
 def prepare_cluster_dir(
@@ -274,6 +323,10 @@ def prepare_cluster_dir(
     data_dir = data_dir.resolve()
     path = data_dir / CONFIG_NAME
     if path.exists():
+        try:
+            _add_missing_admin(data_dir)
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot add the admin certificate to {data_dir}: {exc}") from exc
         prepared = open_cluster_dir(data_dir)
         have = len(prepared.config.nodes)
         if have != nodes:
@@ -325,4 +378,10 @@ def prepare_cluster_dir(
         config = load_cluster_config(path)
     except OSError as exc:
         raise ClusterError(f"cannot create cluster directory {data_dir}: {exc}") from exc
-    return PreparedCluster(config=config, config_path=path, tls=TLSFiles.in_dir(data_dir), created=True)
+    return PreparedCluster(
+        config=config,
+        config_path=path,
+        tls=TLSFiles.in_dir(data_dir),
+        created=True,
+        admin_tls=TLSFiles.admin_in_dir(data_dir),
+    )

@@ -9,6 +9,7 @@
     config   get | set NAME=VALUE ...    the replicated limits (one log index on every node)
     sessions list PRINCIPAL | revoke (PRINCIPAL | --handle H)
     keys     show | rotate               the at-rest keys; rotate while the cluster runs
+    certs    rotate --role app|admin | revoke FILE.pem   (client certificates)
 
 Parsing lives here, the commands in _cli_local.py (this machine's processes) and
 _cli_remote.py (a running cluster). Exit codes, one mapping for every command:
@@ -35,7 +36,7 @@ from sessionquorum.client import (
     Unavailable,
 )
 
-from . import _cli_keys, _cli_local, _cli_remote
+from . import _cli_certs, _cli_keys, _cli_local, _cli_remote
 from ._errors import ClusterError, ClusterTimeout, ClusterUnavailable
 from ._local import NodeCommand, default_node_command
 from ._output import error
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local(commands)
     _add_remote(commands)
     _cli_keys.register(commands, _add)
+    _cli_certs.register(commands, _add)
     return parser
 
 

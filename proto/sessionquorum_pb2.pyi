@@ -516,15 +516,21 @@ class ListSessionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_HASH_FIELD_NUMBER: _builtins.int
     principal: _builtins.str
+    session_token_hash: _builtins.bytes
+    """A live session of `principal` the caller holds (its token hash): what lets an
+    app-role certificate list this principal's sessions (store/authz.py); admin needs none.
+    """
     def __init__(
         self,
         *,
         principal: _builtins.str = ...,
+        session_token_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal", "session_token_hash", b"session_token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -557,9 +563,12 @@ class RevokePrincipalRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
     EXCEPT_HANDLE_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_HASH_FIELD_NUMBER: _builtins.int
     principal: _builtins.str
     except_handle: _builtins.str
     """"" revokes all"""
+    session_token_hash: _builtins.bytes
+    """As in ListSessionsRequest: an app-role caller proves it acts for `principal`."""
     @_builtins.property
     def request_id(self) -> Global___RequestId: ...
     def __init__(
@@ -568,10 +577,11 @@ class RevokePrincipalRequest(_message.Message):
         request_id: Global___RequestId | None = ...,
         principal: _builtins.str = ...,
         except_handle: _builtins.str = ...,
+        session_token_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["except_handle", b"except_handle", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["except_handle", b"except_handle", "principal", b"principal", "request_id", b"request_id", "session_token_hash", b"session_token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -184,6 +184,12 @@ class ServerSettings:
     # "text" (one line per event, for people) or "json" (one JSON object per line with the
     # node id and term, for log pipelines); the node's --log-format flag overrides it.
     log_format: str = "text"
+    # The role of a client certificate that names none (store/authz.py): "app" (least
+    # privilege that keeps applications working), "admin" (an operator finishing an upgrade
+    # from a cluster made before roles, whose one client.pem did everything), or "none".
+    roleless_client_role: str = "app"
+    # UNSAFE, for the authorization test's canary only: every caller may call every method.
+    unsafe_skip_authorization: bool = False
 
     def validate(self) -> None:
         if self.max_message_bytes < 64 * 1024:
@@ -194,6 +200,9 @@ class ServerSettings:
             raise ConfigError("server.clock_drift_ms must be >= 0")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"server.log_format must be 'text' or 'json', got {self.log_format!r}")
+        if self.roleless_client_role not in ("app", "admin", "none"):
+            got = self.roleless_client_role
+            raise ConfigError(f"server.roleless_client_role must be 'app', 'admin' or 'none', got {got!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +240,10 @@ class ClusterConfig:
         if self.atrest_key_file is None:
             return None
         return node.key_file or self.atrest_key_file
+    # SHA-256 fingerprints of client certificates the nodes refuse (store/authz.py), one per
+    # line; default: revoked.txt beside the CA file. Watched while the node runs; a missing
+    # file revokes nothing (`sessionquorum certs rotate` writes it).
+    tls_revoked_file: Path | None = None
 
     def node(self, node_id: str) -> NodeSpec:
         for spec in self.nodes:
@@ -373,6 +386,10 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
     client_auth = raw.get("tls_client_auth", True)
     if not isinstance(client_auth, bool):
         raise ConfigError("tls_client_auth must be true or false")
+    if raw.get("tls_revoked_file") is not None:
+        revoked_file: Path | None = _path(base, raw["tls_revoked_file"], "tls_revoked_file")
+    else:
+        revoked_file = tls_ca.parent / REVOKED_FILE_NAME if tls_ca is not None else None
     return ClusterConfig(
         nodes=tuple(nodes),
         raft_password_file=_path(base, raw.get("raft_password_file"), "raft_password_file"),
@@ -383,6 +400,7 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
         server=_section(ServerSettings, raw.get("server"), "server"),
         source=source,
         atrest_key_file=_atrest_key_file(raw.get("atrest"), base),
+        tls_revoked_file=revoked_file,
     )
 
 
@@ -409,6 +427,37 @@ def load_node_config(
     return NodeConfig(
         cluster=cluster, node=node, data_dir=(data_dir or base / node_id).resolve(), command_level=level
     )
+
+
+REVOKED_FILE_NAME = "revoked.txt"
+# A revocation list is read on every change: bounded so a runaway file cannot stall a node.
+REVOKED_MAX_BYTES = 4 * 1024 * 1024
+_FINGERPRINT_HEX = 64
+
+
+def read_revoked(path: Path) -> frozenset[bytes]:
+    """The certificate fingerprints (SHA-256 of the DER) in a revocation list; none if absent.
+
+    One hex fingerprint per line (colons allowed, case ignored); `#` starts a comment.
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(REVOKED_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return frozenset()
+    except OSError as exc:
+        raise ConfigError(f"cannot read revocation list {path}: {exc.strerror}") from exc
+    if len(data) > REVOKED_MAX_BYTES:
+        raise ConfigError(f"revocation list {path} is over {REVOKED_MAX_BYTES} bytes")
+    found: set[bytes] = set()
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        text = line.split("#", 1)[0].strip().replace(":", "").lower()
+        if not text:
+            continue
+        if len(text) != _FINGERPRINT_HEX or any(ch not in "0123456789abcdef" for ch in text):
+            raise ConfigError(f"{path}:{number}: not a SHA-256 fingerprint (64 hex digits)")
+        found.add(bytes.fromhex(text))
+    return frozenset(found)
 
 
 def read_secret(path: Path) -> str:

@@ -2,6 +2,7 @@
 
     StoreError                      every error a node reports about a request
     ├── InvalidArgument             INVALID_ARGUMENT: the request itself is malformed
+    ├── PermissionDenied            PERMISSION_DENIED: the caller's role does not cover it
     ├── NotFound                    NOT_FOUND: no such session (or it expired / was deleted)
     ├── AlreadyExists               ALREADY_EXISTS: the token hash (or handle) is taken
     ├── VersionConflict             ABORTED: expected_version does not match
@@ -46,6 +47,12 @@ class StoreError(Exception):
 
 class InvalidArgument(StoreError):
     status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class PermissionDenied(StoreError):
+    """The caller's role does not cover this request (store/authz.py, the service's scope check)."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class NotFound(StoreError):

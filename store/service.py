@@ -24,7 +24,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import atrest, batch
+from . import atrest, authz, batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
@@ -177,7 +177,16 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 metadata.append((e.VERSION_METADATA_KEY, str(exc.current_version)))
             elif isinstance(exc, e.UpgradePending):
                 metadata.append((e.UPGRADE_METADATA_KEY, "pending"))
-            if isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
+            if isinstance(exc, e.PermissionDenied):
+                # The scope check (_check_scope); the role check refused in authz.py already.
+                self._metrics.permission_denied(method, "scope")
+                log.info(
+                    "refused a request: PERMISSION_DENIED: %s (certificate %r): %s",
+                    method,
+                    authz.caller_name(context),
+                    exc.message,
+                )
+            elif isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
                 # Bad input: one line, no traceback, nothing proposed.
                 log.info("refused a request: %s: %s", exc.status.name, exc.message)
             elif isinstance(exc, e.Undecryptable):
@@ -352,11 +361,30 @@ class SessionService(pb_grpc.SessionStoreServicer):
     ) -> pb.RevokePrincipalResponse:
         async def work() -> pb.RevokePrincipalResponse:
             _check(v.check_principal(request.principal, self._limits))
+            if request.session_token_hash:
+                self._check_scope(request.principal, request.session_token_hash, await self._linearizable())
             op = c.RevokePrincipal(request.principal, request.except_handle or None)
             reply = await self._mutate(request, op)
             return pb.RevokePrincipalResponse(revoked_handles=list(reply.handles))
 
         return await self._boundary("RevokePrincipal", context, work())
+
+    def _check_scope(self, principal: str, session_token_hash: bytes, now: int) -> None:
+        """A session_token_hash, when given, must name a live session of `principal`.
+
+        It is how an app-role certificate acts for one principal (store/authz.py requires
+        it of app callers; an admin may give one too and is held to it). Checked after a
+        confirmed read index: a session deleted a moment ago no longer vouches.
+        """
+        if not session_token_hash:
+            return
+        _check(v.check_request_token_hash(session_token_hash, "session_token_hash"))
+        _, reply = self._raft.read(lambda m: self._sealing.read(m, session_token_hash, now))
+        owner = reply.session.principal if reply.code is Code.OK and reply.session is not None else None
+        if owner != principal:
+            raise e.PermissionDenied(
+                "permission denied: session_token_hash names no live session of this principal"
+            )
 
     # --------------------------------------------------------------- reads
     async def _linearizable(self) -> int:
@@ -404,6 +432,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.ListSessionsResponse:
             _check(v.check_principal(request.principal, self._limits))
             now = await self._linearizable()
+            self._check_scope(request.principal, request.session_token_hash, now)
             views = self._raft.read(lambda m: m.list_principal(request.principal, now))
             return pb.ListSessionsResponse(sessions=[_session(s) for s in views])
 
