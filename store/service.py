@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc
@@ -27,6 +27,7 @@ from . import batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
+from .backup_stream import SnapshotSaves
 from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
 from .decoding import Undecodable
@@ -132,6 +133,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         self._clock = clock
         # Set by the node once it applied what was committed when it started (node.py).
         self.ready = False
+        self.saves = SnapshotSaves(raft, config.node.id)
 
     @property
     def _limits(self) -> Limits:
@@ -448,3 +450,22 @@ class SessionService(pb_grpc.SessionStoreServicer):
             "delete": self.Delete,
         }
         return await self._boundary("Batch", context, batch.serve(handlers, request))
+
+    async def SnapshotSave(
+        self, request: pb.SnapshotSaveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.SnapshotChunk]:
+        """A backup at one log index (store/backup_stream.py); admin only."""
+
+        async def prepare() -> Any:
+            self._require_leader()
+            return await self.saves.begin()
+
+        save = await self._boundary("SnapshotSave", context, prepare())
+        try:
+            async for chunk in save.chunks():
+                yield chunk
+        except TimeoutError:
+            log.warning("snapshot save at index %d took too long; ended", save.index)
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the snapshot save took too long; retry")
+        finally:
+            self.saves.release()  # also when the stream never started (the caller went away)
