@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -865,13 +866,15 @@ class ReplicatedLog:
         self._sync.destroy()
 
 
-def seed_snapshot(data_dir: Path, capture: Capture, *, index: int, term: int, members: Sequence[str]) -> int:
+def seed_snapshot(
+    data_dir: Path, capture: Capture, *, index: int, term: int, members: Sequence[str]
+) -> tuple[int, str]:
     """Make `data_dir` (a new node's, empty) start from `capture` as of log `index` and `term`.
 
     For a cluster restored from a backup (cluster/_cli_snapshot.py): every node gets the same
     `raft.snapshot`, whose boundary entries are pysyncobj no-ops at `index - 1` and `index`,
     so the nodes agree on their log's head and the first leader appends after it. Returns
-    the file's size.
+    the file's size and the state's digest (what `Status.state_digest` will say).
     """
     if any((data_dir / name).exists() for name in ("raft.log", "raft.meta", "raft.snapshot")):
         raise ConfigError(f"{data_dir} already holds a node's Raft files; a restore needs empty data dirs")
@@ -879,9 +882,14 @@ def seed_snapshot(data_dir: Path, capture: Capture, *, index: int, term: int, me
     at = max(index, 2)  # pysyncobj's log starts at index 1: two boundary entries need 1 and 2
     path = data_dir / "raft.snapshot"
     tmp = path.with_name(path.name + ".restore")
-    size = write_snapshot(
-        tmp, (noop, at, term), (noop, at - 1, term), tuple(sorted(members)), serialize_in_pieces(capture)
-    )
+    sha = hashlib.sha256()
+
+    def hashed() -> Iterator[bytes]:
+        for piece in serialize_in_pieces(capture):
+            sha.update(piece)
+            yield piece
+
+    size = write_snapshot(tmp, (noop, at, term), (noop, at - 1, term), tuple(sorted(members)), hashed())
     os.replace(tmp, path)
     fsync_dir(data_dir)
-    return size
+    return size, sha.hexdigest()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 from pathlib import Path
 
+import grpc
 import msgpack
 import pytest
 
 from sessionquorum.store import backup
 from sessionquorum.store.backup import BackupCorrupt, BackupWriter, make_meta, read_info, restored_capture
+from sessionquorum.store.backup_stream import SnapshotSaves
 from sessionquorum.store.commands import Command, Create, Rotate, Update, encode
 from sessionquorum.store.config import Limits
+from sessionquorum.store.errors import QuotaExceeded
 from sessionquorum.store.snapshot_format import Capture, serialize_in_pieces
 from sessionquorum.store.state import SessionMachine
 
@@ -139,3 +143,54 @@ def test_a_stream_that_does_not_match_the_senders_checksum_leaves_no_file(tmp_pa
     with pytest.raises(BackupCorrupt, match="sha256"):
         writer.finish(expected_digest=hashlib.sha256(capture.serialize()).digest())
     assert list(tmp_path.iterdir()) == []
+
+
+class _HeldRaft:
+    """A ReplicatedLog stand-in whose capture waits until the test releases it."""
+
+    def __init__(self, capture: Capture) -> None:
+        self.capture = capture
+        self.release = asyncio.Event()
+
+    async def read_index(self) -> int:
+        return 7
+
+    async def capture_applied(self) -> tuple[Capture, int, int]:
+        await self.release.wait()
+        return self.capture, 7, 2
+
+
+def test_a_second_save_on_a_node_is_refused_resource_exhausted_until_the_first_ends() -> None:
+    async def scenario() -> None:
+        raft = _HeldRaft(_machine(3).capture())
+        saves = SnapshotSaves(raft, "n1")  # type: ignore[arg-type]
+        first = asyncio.create_task(saves.begin())
+        await asyncio.sleep(0)
+        with pytest.raises(QuotaExceeded) as refused:
+            await saves.begin()
+        assert refused.value.status is grpc.StatusCode.RESOURCE_EXHAUSTED and saves.saves_refused == 1
+        raft.release.set()
+        prepared = await first
+        chunks = [c async for c in prepared.chunks()]
+        assert chunks[0].meta == prepared.meta and chunks[-1].state_bytes == len(raft.capture.serialize())
+        assert chunks[-1].state_sha256 == hashlib.sha256(raft.capture.serialize()).digest()
+        again = await saves.begin()  # the slot is free once the stream ended
+        saves.release()
+        assert again.index == 7
+
+    asyncio.run(scenario())
+
+
+def test_a_save_whose_caller_went_away_during_the_capture_frees_the_slot() -> None:
+    async def scenario() -> None:
+        raft = _HeldRaft(_machine(3).capture())
+        saves = SnapshotSaves(raft, "n1")  # type: ignore[arg-type]
+        first = asyncio.create_task(saves.begin())
+        await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        raft.release.set()
+        assert (await saves.begin()).index == 7
+
+    asyncio.run(scenario())
