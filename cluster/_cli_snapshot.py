@@ -79,7 +79,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser], a
     )
     restore_.add_argument("file", type=Path, metavar="FILE")
     restore_.add_argument(
-        "--out", type=Path, required=True, help="the new cluster directory (must not exist)"
+        "--out", type=Path, required=True, help="the new cluster directory (absent or empty)"
     )
     restore_.add_argument("--nodes", type=int, default=None, help="node count (default 3, or len(--hosts))")
     restore_.add_argument("--hosts", nargs="+", metavar="HOST", help="one address per node, as for init")
