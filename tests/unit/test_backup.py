@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import msgpack
 import pytest
 
-from sessionquorum.store import backup
+from sessionquorum.store import backup, backup_stream
 from sessionquorum.store.backup import BackupCorrupt, BackupWriter, make_meta, read_info, restored_capture
 from sessionquorum.store.backup_stream import SnapshotSaves
 from sessionquorum.store.commands import Command, Create, Rotate, Update, encode
@@ -194,3 +196,27 @@ def test_a_save_whose_caller_went_away_during_the_capture_frees_the_slot() -> No
         assert (await saves.begin()).index == 7
 
     asyncio.run(scenario())
+
+
+def test_a_save_that_outlasts_its_bound_is_ended_and_frees_the_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow_pieces(capture: Capture) -> Iterator[bytes]:
+        for _ in range(1000):  # 1000 x 10 ms: far past the bound below
+            time.sleep(0.01)
+            yield b"x"
+
+    monkeypatch.setattr(backup_stream, "SAVE_MAX_S", 0.2)
+    monkeypatch.setattr(backup_stream, "serialize_in_pieces", slow_pieces)
+
+    async def scenario() -> int:
+        raft = _HeldRaft(_machine(3).capture())
+        raft.release.set()
+        saves = SnapshotSaves(raft, "n1")  # type: ignore[arg-type]
+        prepared = await saves.begin()
+        received = 0
+        with pytest.raises(TimeoutError):
+            async for _chunk in prepared.chunks():
+                received += 1
+        await saves.begin()  # the slot is free again
+        return received
+
+    assert 1 < asyncio.run(scenario()) < 100
