@@ -96,7 +96,7 @@ class _Servicer(pb_grpc.SessionStoreServicer):
     def __init__(self, saves: SnapshotSaves) -> None:
         self._saves = saves
 
-    async def SnapshotSave(  # type: ignore[override]
+    async def SnapshotSave(
         self, request: pb.SnapshotSaveRequest, context: Any
     ) -> AsyncIterator[pb.SnapshotChunk]:
         save = await self._saves.begin()
@@ -110,7 +110,7 @@ def serve(machine: SessionMachine, conn: Connection) -> None:
     async def run() -> None:
         server = grpc.aio.server()
         pb_grpc.add_SessionStoreServicer_to_server(
-            _Servicer(SnapshotSaves(_Raft(machine), "bench")),  # type: ignore[arg-type]
+            _Servicer(SnapshotSaves(_Raft(machine), "bench")),  # type: ignore[abstract, arg-type]
             server,
         )
         port = server.add_insecure_port("127.0.0.1:0")
