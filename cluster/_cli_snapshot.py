@@ -16,6 +16,7 @@ The file format and what a restore keeps are in store/DESIGN.md, "Backups".
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import time
@@ -103,7 +104,8 @@ def _verified(path: Path) -> BackupInfo:
 def _describe(info: BackupInfo) -> str:
     return (
         f"index {info.index} (term {info.term}, leader {info.leader}), {info.sessions} sessions, "
-        f"{info.exactly_once_clients} exactly-once clients, {info.file_bytes} bytes, digest {info.digest}"
+        f"{info.exactly_once_clients} exactly-once clients, {info.file_bytes} bytes, digest {info.digest}, "
+        f"from the cluster whose CA has sha256 {info.cluster_ca_sha256 or '(no TLS)'}"
     )
 
 
@@ -213,6 +215,8 @@ def restore(args: argparse.Namespace, node_command: NodeCommand) -> int:
         "sessions": found.sessions,
         "saved_digest": found.digest,
         "restored_digest": digest,
+        "source_ca_sha256": found.cluster_ca_sha256,
+        "ca_sha256": hashlib.sha256(prepared.tls.ca.read_bytes()).hexdigest(),
         "now_ms": capture.now_ms,
         "snapshot_bytes": size,
         "seconds": round(seconds, 3),

@@ -11,7 +11,7 @@ Layout:
              32s sha256 of the state (= Status.state_digest), 32s sha256 of the meta>
     meta    msgpack map: index, term, leader node id, saved_at_ms (the leader's wall
             clock), now_ms (the cluster's time), state format, session and exactly-once
-            counts, limits, member levels
+            counts, limits, member levels, the sha256 of the source cluster's CA certificate
     state   the canonical snapshot bytes
 
 The prefix is written last (the writer seeks back), so a file cut short anywhere fails its
@@ -61,6 +61,7 @@ class BackupInfo:
     exactly_once_clients: int
     limits: dict[str, Any]
     member_levels: dict[str, int]
+    cluster_ca_sha256: str  # the source cluster's CA certificate: which cluster this came from
     state_bytes: int
     digest: str  # sha256 of the state: Status.state_digest of the source at `index`
     file_bytes: int
@@ -74,13 +75,16 @@ class BackupInfo:
             "now_ms": self.now_ms,
             "sessions": self.sessions,
             "exactly_once_clients": self.exactly_once_clients,
+            "cluster_ca_sha256": self.cluster_ca_sha256,
             "state_bytes": self.state_bytes,
             "file_bytes": self.file_bytes,
             "digest": self.digest,
         }
 
 
-def make_meta(capture: Capture, *, index: int, term: int, leader: str, saved_at_ms: int) -> bytes:
+def make_meta(
+    capture: Capture, *, index: int, term: int, leader: str, saved_at_ms: int, cluster_ca_sha256: str = ""
+) -> bytes:
     """The meta of a backup of `capture`, taken at log `index` (the leader writes it)."""
     return bytes(
         msgpack.packb(
@@ -96,6 +100,7 @@ def make_meta(capture: Capture, *, index: int, term: int, leader: str, saved_at_
                 "exactly_once_clients": len(capture.dedup),
                 "limits": dict(limits_to_pairs(capture.limits)),
                 "member_levels": dict(sorted(capture.member_levels.items())),
+                "cluster_ca_sha256": cluster_ca_sha256,
             },
             use_bin_type=True,
         )
@@ -216,6 +221,7 @@ def read_info(path: Path) -> BackupInfo:
         exactly_once_clients=int(meta.get("exactly_once_clients", 0)),
         limits=dict(meta["limits"]),
         member_levels={str(k): int(v) for k, v in meta["member_levels"].items()},
+        cluster_ca_sha256=str(meta.get("cluster_ca_sha256", "")),
         state_bytes=state_len,
         digest=state_sha.hex(),
         file_bytes=file_bytes,

@@ -41,9 +41,10 @@ SAVE_MAX_S = 600.0
 class SnapshotSaves:
     """The node's save slot: at most one backup stream at a time."""
 
-    def __init__(self, raft: ReplicatedLog, node_id: str) -> None:
+    def __init__(self, raft: ReplicatedLog, node_id: str, cluster_ca_sha256: str = "") -> None:
         self._raft = raft
         self._node_id = node_id
+        self._cluster_ca = cluster_ca_sha256
         self._busy = False
         self.saves_refused = 0  # a test reads it: the second save met the slot taken
 
@@ -57,7 +58,14 @@ class SnapshotSaves:
             await self._raft.read_index()
             started = time.perf_counter()
             capture, index, term = await self._raft.capture_applied()
-            meta = make_meta(capture, index=index, term=term, leader=self._node_id, saved_at_ms=wall_ms())
+            meta = make_meta(
+                capture,
+                index=index,
+                term=term,
+                leader=self._node_id,
+                saved_at_ms=wall_ms(),
+                cluster_ca_sha256=self._cluster_ca,
+            )
         except BaseException:
             self._busy = False
             raise

@@ -11,6 +11,7 @@ status; anything else becomes INTERNAL with no detail (the node logs the traceba
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
@@ -133,7 +134,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
         self._clock = clock
         # Set by the node once it applied what was committed when it started (node.py).
         self.ready = False
-        self.saves = SnapshotSaves(raft, config.node.id)
+        ca = config.cluster.tls_ca
+        # Which cluster a backup comes from: its CA (a restored cluster gets a new one).
+        ca_sha = hashlib.sha256(ca.read_bytes()).hexdigest() if ca is not None else ""
+        self.saves = SnapshotSaves(raft, config.node.id, ca_sha)
 
     @property
     def _limits(self) -> Limits:
