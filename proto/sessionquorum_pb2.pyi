@@ -957,3 +957,56 @@ class BatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchResponse: _TypeAlias = BatchResponse  # noqa: Y015
+
+@_typing.final
+class SnapshotSaveRequest(_message.Message):
+    """Backup (admin): the leader's replicated state at one log index, as a stream that
+    `sessionquorum snapshot save` writes to a file (store/backup.py). The index is confirmed
+    with a read index first, so the backup includes every write acknowledged before the call.
+    One save at a time per node: a second is refused with RESOURCE_EXHAUSTED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotSaveRequest: _TypeAlias = SnapshotSaveRequest  # noqa: Y015
+
+@_typing.final
+class SnapshotChunk(_message.Message):
+    """First chunk: `meta` only; then `data` pieces of the state in order; last chunk:
+    `state_sha256` and `state_bytes` only (the reader checks what it received).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    STATE_SHA256_FIELD_NUMBER: _builtins.int
+    STATE_BYTES_FIELD_NUMBER: _builtins.int
+    meta: _builtins.bytes
+    data: _builtins.bytes
+    state_sha256: _builtins.bytes
+    state_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        meta: _builtins.bytes = ...,
+        data: _builtins.bytes = ...,
+        state_sha256: _builtins.bytes = ...,
+        state_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "meta", b"meta", "state_bytes", b"state_bytes", "state_sha256", b"state_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotChunk: _TypeAlias = SnapshotChunk  # noqa: Y015

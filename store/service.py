@@ -11,11 +11,12 @@ status; anything else becomes INTERNAL with no detail (the node logs the traceba
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from . import atrest, authz, batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
+from .backup_stream import SnapshotSaves
 from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
 from .decoding import Undecodable
@@ -139,6 +141,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
         self._clock = clock
         # Set by the node once it applied what was committed when it started (node.py).
         self.ready = False
+        ca = config.cluster.tls_ca
+        # Which cluster a backup comes from: its CA (a restored cluster gets a new one).
+        ca_sha = hashlib.sha256(ca.read_bytes()).hexdigest() if ca is not None else ""
+        self.saves = SnapshotSaves(raft, config.node.id, ca_sha)
 
     @property
     def _limits(self) -> Limits:
@@ -508,3 +514,22 @@ class SessionService(pb_grpc.SessionStoreServicer):
             "delete": self.Delete,
         }
         return await self._boundary("Batch", context, batch.serve(handlers, request))
+
+    async def SnapshotSave(
+        self, request: pb.SnapshotSaveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.SnapshotChunk]:
+        """A backup at one log index (store/backup_stream.py); admin only."""
+
+        async def prepare() -> Any:
+            self._require_leader()
+            return await self.saves.begin()
+
+        save = await self._boundary("SnapshotSave", context, prepare())
+        try:
+            async for chunk in save.chunks():
+                yield chunk
+        except TimeoutError:
+            log.warning("snapshot save at index %d took too long; ended", save.index)
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the snapshot save took too long; retry")
+        finally:
+            self.saves.release()  # also when the stream never started (the caller went away)
