@@ -8,6 +8,7 @@
     node run --config F --node ID        become one node (exec; a machine's service entry point)
     config   get | set NAME=VALUE ...    the replicated limits (one log index on every node)
     sessions list PRINCIPAL | revoke (PRINCIPAL | --handle H)
+    leader   transfer [--to NODE]        hand leadership over (planned maintenance)
 
 Parsing lives here, the commands in _cli_local.py (this machine's processes) and
 _cli_remote.py (a running cluster). Exit codes, one mapping for every command:
@@ -34,7 +35,7 @@ from sessionquorum.client import (
     Unavailable,
 )
 
-from . import _cli_local, _cli_remote
+from . import _cli_local, _cli_member, _cli_remote
 from ._errors import ClusterError, ClusterTimeout, ClusterUnavailable
 from ._local import NodeCommand, default_node_command
 from ._output import error
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_local(commands)
     _add_remote(commands)
+    _cli_member.add_commands(commands, _add)
     return parser
 
 

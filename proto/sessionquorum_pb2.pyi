@@ -947,3 +947,59 @@ class BatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchResponse: _TypeAlias = BatchResponse  # noqa: Y015
+
+@_typing.final
+class LeaderTransferRequest(_message.Message):
+    """Hand leadership to another member (planned maintenance); sent to the leader. Proposals
+    wait while the target catches up; the old leader's read lease ends before it hands over.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_NODE_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    to_node_id: _builtins.str
+    """"": the most caught-up connected follower"""
+    timeout_s: _builtins.float
+    """0: the node's raft.transfer_timeout_s"""
+    def __init__(
+        self,
+        *,
+        to_node_id: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_s", b"timeout_s", "to_node_id", b"to_node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaderTransferRequest: _TypeAlias = LeaderTransferRequest  # noqa: Y015
+
+@_typing.final
+class LeaderTransferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEADER_NODE_ID_FIELD_NUMBER: _builtins.int
+    LEADER_ADDRESS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    leader_node_id: _builtins.str
+    """the new leader; "" if none was known by the deadline"""
+    leader_address: _builtins.str
+    """its gRPC address"""
+    seconds: _builtins.float
+    """from the request until this node no longer led"""
+    def __init__(
+        self,
+        *,
+        leader_node_id: _builtins.str = ...,
+        leader_address: _builtins.str = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_address", b"leader_address", "leader_node_id", b"leader_node_id", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaderTransferResponse: _TypeAlias = LeaderTransferResponse  # noqa: Y015

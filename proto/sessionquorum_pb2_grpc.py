@@ -89,6 +89,11 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.LeaderTransfer = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/LeaderTransfer',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferResponse.FromString,
+                _registered_method=True)
 
 
 class SessionStoreServicer:
@@ -161,6 +166,12 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaderTransfer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +229,11 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.Batch,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.SerializeToString,
+            ),
+            'LeaderTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaderTransfer,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -517,6 +533,33 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/Batch',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaderTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/LeaderTransfer',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferResponse.FromString,
             options,
             channel_credentials,
             insecure,

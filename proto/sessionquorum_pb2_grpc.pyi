@@ -59,6 +59,7 @@ class SessionStoreStub:
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]
     Batch: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]
+    LeaderTransfer: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -75,6 +76,7 @@ class SessionStoreAsyncStub(SessionStoreStub):
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]  # type: ignore[assignment]
     Batch: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]  # type: ignore[assignment]
+    LeaderTransfer: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]  # type: ignore[assignment]
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -154,5 +156,12 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.BatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.BatchResponse, _abc.Awaitable[_sessionquorum_pb2.BatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def LeaderTransfer(
+        self,
+        request: _sessionquorum_pb2.LeaderTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.LeaderTransferResponse, _abc.Awaitable[_sessionquorum_pb2.LeaderTransferResponse]]: ...
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -34,12 +34,12 @@ from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
-from . import _peerguard, _readindex
+from . import _peerguard, _readindex, _transfer
 from ._prevote import PreVote, PreVoteGate
 from ._readindex import RaftView, ReadIndex, Waiter
 from .commands import LEASE_LEVEL, UndecodableEntry
 from .config import NodeConfig, read_secret
-from .errors import ConfigError, NoLeader, OutcomeUnknown, StoreError
+from .errors import ConfigError, InvalidArgument, NoLeader, NotLeader, NotReady, OutcomeUnknown, StoreError
 from .journal import RaftJournal
 from .replies import Reply
 from .snapshot_format import serialize_in_pieces
@@ -191,6 +191,7 @@ FIX_COUNTS = (
     "next_index_rewinds_refused",
     "election_deadlines_renewed",
     "votes_refused_while_led",
+    "votes_granted_for_transfer",
 )
 COUNTS_LOG_EVERY_S = 5.0
 
@@ -234,6 +235,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         self.counts = dict.fromkeys(FIX_COUNTS, 0)
         self._counts_logged_at = -COUNTS_LOG_EVERY_S
         self._gate = PreVoteGate(self, pre_vote, min_election_s=election_min_s, clock=raft_clock)
+        # Leadership transfer (store/_transfer.py): ends this leader's lease before it hands over.
+        self.handover = _transfer.Handover(self, raft_clock, reads.end_lease)
         super().__init__(*args, **kwargs)
 
     def count(self, kind: str, n: int = 1) -> None:
@@ -268,6 +271,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         if isinstance(journal, RaftJournal):
             journal.before_send()
         started = raft_clock()
+        self.handover.leader_tick()
+        self.handover.before_tick()
         self._gate.before_tick()
         try:
             SyncObj._onTick(self, timeToWait)
@@ -295,6 +300,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         Under load the entries that queued up meanwhile go out together: batching is by
         what is waiting, not by a timer.
         """
+        if self.handover.holds_proposals():
+            return  # a transfer target must end up with every entry (store/_transfer.py)
         before = self._SyncObj__getCurrentLogIndex()
         SyncObj._checkCommandsToApply(self)
         if self._isLeader() and self._SyncObj__getCurrentLogIndex() != before:
@@ -310,18 +317,24 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             return True
         return need_send
 
+    def _SyncObj__sendAppendEntries(self) -> None:
+        if self.handover.silences_appends():
+            return  # handed over: no contact that would renew the followers' refusal window
+        SyncObj._SyncObj__sendAppendEntries(self)
+
     def raft_view(self) -> RaftView:
         leader = bool(self._isLeader())
         commit = int(self._SyncObj__raftCommitIndex)
+        term = int(self._getTerm())
         return RaftView(
             is_leader=leader,
-            term=int(self._getTerm()),
+            term=term,
             commit_index=commit,
             last_applied=int(self._SyncObj__raftLastApplied),
             leader_ready=leader and commit >= getattr(self, "_SyncObj__noopIDx", 2**62),
             leader=self._SyncObj__raftLeader,
             peers=tuple(self._SyncObj__otherNodes),
-            lease_s=self._lease_s() if leader else 0.0,
+            lease_s=self._lease_s() if leader and self.handover.lease_allowed(term) else 0.0,
         )
 
     def _led_recently(self) -> bool:
@@ -365,9 +378,12 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             return
         if kind == "request_vote" and not self._isLeader() and self._led_recently():
             # Raft thesis 4.2.3: a node that hears from a leader neither votes nor raises its
-            # term for another; a leader's lease counts on it (store/DESIGN.md, "Leases").
-            self.count("votes_refused_while_led")
-            return
+            # term for another; a leader's lease counts on it (store/DESIGN.md, "Leases") ...
+            if not _transfer.honours(message, int(self._getTerm())):
+                self.count("votes_refused_while_led")
+                return
+            # ... unless that leader handed over to the candidate, having ended its lease first.
+            self.count("votes_granted_for_transfer")
         if (
             kind == "append_entries"
             and "transmission" not in message
@@ -438,6 +454,9 @@ class _DurableTransport(TCPTransport):  # type: ignore[misc]
         TCPTransport.__init__(self, syncObj, selfNode, otherNodes)
 
     def send(self, node: Any, message: Any) -> bool:
+        handover = getattr(self._syncObj, "handover", None)
+        if isinstance(handover, _transfer.Handover):
+            handover.tag(message)
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
         if isinstance(journal, RaftJournal) and message.get("type") != "append_entries":
             journal.before_send()
@@ -787,6 +806,47 @@ class ReplicatedLog:
         the time since the leader's last message, not the leader field, says it is alone.
         """
         return self.is_leader() or self._sync._gate.heard_from_leader_within(seconds)
+
+    async def transfer_leadership(self, target: str | None, timeout_s: float) -> str | None:
+        """Hand leadership to `target` (a raft address; None: the most caught-up follower).
+
+        Returns the new leader's raft address once this node no longer leads (None if no
+        leader is known by `timeout_s`). Raises when this node still leads: the transfer
+        did not happen, every held proposal goes on here.
+        """
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[str | None] = loop.create_future()
+
+        def done(reason: str | None) -> None:  # the tick thread, or this thread if refused at once
+            def settle() -> None:
+                if not outcome.done():
+                    outcome.set_result(reason)
+
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        deadline = loop.time() + timeout_s
+        self._sync.handover.request(target, timeout_s, done)
+        self._sync.wake()
+        # The tick thread answers by the handover's own deadline; the margin covers a slow tick.
+        try:
+            reason = await asyncio.wait_for(outcome, timeout_s + 1.0)
+        except TimeoutError:
+            reason = _transfer.TIMED_OUT
+        if reason == _transfer.NOT_LEADER:
+            raise NotLeader(f"leadership transfer refused: {reason}", None)
+        if reason == _transfer.UNKNOWN_TARGET:
+            raise InvalidArgument(f"leadership transfer refused: {reason}")
+        if reason is not None:
+            raise NotReady(f"leadership transfer failed: {reason}")
+        own = self._config.node.raft_address
+        while True:  # bounded by the deadline: who leads now, for the caller's answer
+            leader = self.leader_raft_address()
+            if leader is not None and leader != own:
+                return leader
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(LEADERSHIP_CHECK_S / 5)
 
     async def propose_anywhere(self, entry: bytes, timeout_s: float) -> Reply:
         """Propose from any node (a follower's pysyncobj forwards it to the leader)."""
