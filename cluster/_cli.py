@@ -9,6 +9,7 @@
     config   get | set NAME=VALUE ...    the replicated limits (one log index on every node)
     sessions list PRINCIPAL | revoke (PRINCIPAL | --handle H)
     leader   transfer [--to NODE]        hand leadership over (planned maintenance)
+    member   list                        the Raft members as the leader sees them
 
 Parsing lives here, the commands in _cli_local.py (this machine's processes) and
 _cli_remote.py (a running cluster). Exit codes, one mapping for every command:

@@ -1003,3 +1003,106 @@ class LeaderTransferResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaderTransferResponse: _TypeAlias = LeaderTransferResponse  # noqa: Y015
+
+@_typing.final
+class MemberListRequest(_message.Message):
+    """The Raft members as the answering node sees them (ask the leader for match indexes)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEADER_ONLY_FIELD_NUMBER: _builtins.int
+    leader_only: _builtins.bool
+    """Answer only on the leader (else FAILED_PRECONDITION with the sq-leader trailer): the
+    view clients route by, with match indexes.
+    """
+    def __init__(
+        self,
+        *,
+        leader_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_only", b"leader_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberListRequest: _TypeAlias = MemberListRequest  # noqa: Y015
+
+@_typing.final
+class Member(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    RAFT_ADDRESS_FIELD_NUMBER: _builtins.int
+    GRPC_ADDRESS_FIELD_NUMBER: _builtins.int
+    IS_LEADER_FIELD_NUMBER: _builtins.int
+    IS_SELF_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    MATCH_INDEX_FIELD_NUMBER: _builtins.int
+    COMMAND_LEVEL_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    raft_address: _builtins.str
+    grpc_address: _builtins.str
+    is_leader: _builtins.bool
+    """the answering node's current leader"""
+    is_self: _builtins.bool
+    """the answering node"""
+    connected: _builtins.bool
+    """the answering node has a live Raft link to it (itself: true)"""
+    match_index: _builtins.int
+    """on the leader: the last entry known stored there; -1 elsewhere"""
+    command_level: _builtins.int
+    """the command level it advertised in the log (0: none yet)"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        raft_address: _builtins.str = ...,
+        grpc_address: _builtins.str = ...,
+        is_leader: _builtins.bool = ...,
+        is_self: _builtins.bool = ...,
+        connected: _builtins.bool = ...,
+        match_index: _builtins.int = ...,
+        command_level: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_level", b"command_level", "connected", b"connected", "grpc_address", b"grpc_address", "is_leader", b"is_leader", "is_self", b"is_self", "match_index", b"match_index", "node_id", b"node_id", "raft_address", b"raft_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class MemberListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    COMMIT_INDEX_FIELD_NUMBER: _builtins.int
+    FROM_LEADER_FIELD_NUMBER: _builtins.int
+    answered_by: _builtins.str
+    term: _builtins.int
+    commit_index: _builtins.int
+    from_leader: _builtins.bool
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]:
+        """sorted by node id"""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___Member] | None = ...,
+        answered_by: _builtins.str = ...,
+        term: _builtins.int = ...,
+        commit_index: _builtins.int = ...,
+        from_leader: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "commit_index", b"commit_index", "from_leader", b"from_leader", "members", b"members", "term", b"term"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberListResponse: _TypeAlias = MemberListResponse  # noqa: Y015

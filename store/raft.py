@@ -519,6 +519,18 @@ class RaftStatus:
     snapshot_seconds: float = 0.0
 
 
+# MemberList copies pysyncobj's membership sets from a gRPC thread; a copy that races the
+# tick thread is taken again at most this often.
+MEMBER_COPY_TRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    raft_address: str
+    connected: bool
+    match_index: int | None  # on the leader only
+
+
 def _ignore(_seconds: float) -> None:
     pass
 
@@ -847,6 +859,30 @@ class ReplicatedLog:
             if loop.time() >= deadline:
                 return None
             await asyncio.sleep(LEADERSHIP_CHECK_S / 5)
+
+    def members(self) -> tuple[MemberView, ...]:
+        """The Raft membership as pysyncobj holds it (this node first), for MemberList.
+
+        Read from another thread than the tick thread that changes these sets: a copy that
+        races a change raises, and is simply taken again (a few times at most).
+        """
+        sync = self._sync
+        for _ in range(MEMBER_COPY_TRIES):
+            try:
+                others = tuple(sync._SyncObj__otherNodes)
+                connected = set(sync._SyncObj__connectedNodes)
+                match = dict(sync._SyncObj__raftMatchIndex) if sync._isLeader() else None
+                break
+            except RuntimeError:  # "changed size during iteration"
+                continue
+        else:
+            raise NotReady("the membership changed while being read; retry")
+        own = MemberView(self._config.node.raft_address, True, int(sync._SyncObj__getCurrentLogIndex()))
+        views = [own if match is not None else MemberView(own.raft_address, True, None)]
+        for node in others:
+            index = None if match is None else int(match.get(node, 0))
+            views.append(MemberView(str(node.address), node in connected, index))
+        return tuple(views)
 
     async def propose_anywhere(self, entry: bytes, timeout_s: float) -> Reply:
         """Propose from any node (a follower's pysyncobj forwards it to the leader)."""

@@ -445,6 +445,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
             "LeaderTransfer", context, _admin.leader_transfer(self._raft, self._config, request)
         )
 
+    async def MemberList(self, request: pb.MemberListRequest, context: Any) -> pb.MemberListResponse:
+        return await self._boundary(
+            "MemberList", context, _admin.member_list(self._raft, self._config, request)
+        )
+
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
         handlers: dict[str, batch.Handler] = {
             "validate": self.Validate,

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from sessionquorum.cluster import LocalCluster
@@ -103,3 +104,27 @@ def test_leader_asked_to_stop_hands_over_before_it_goes(make_cluster: ClusterFac
     assert "lease ended, timeout_now to" in log and "handed leadership over to" in log, log[-3000:]
     after = cluster.status(new)
     assert after is not None and after.term == before.term + 1  # one election: the handed-over one
+
+
+def test_cli_member_list_shows_every_member_caught_up_from_the_leader(
+    make_cluster: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = make_cluster(3)
+    leader = cluster.wait_for_leader()
+    assert cli_main(["member", "list", "--json", "--data-dir", str(cluster.data_dir)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [m["id"] for m in out["members"]] == ["n1", "n2", "n3"]
+    assert [m["id"] for m in out["members"] if m["leader"]] == [leader] == [out["answered_by"]]
+    assert all(m["connected"] and m["match_index"] >= 1 for m in out["members"])
+    assert {m["grpc"] for m in out["members"]} == set(cluster.endpoints)
+    # A follower asked for the leader's view redirects (what a client routes by).
+    follower = next(n for n in cluster.node_ids if n != leader)
+    raw, channel = stub(cluster, follower)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            raw.MemberList(pb.MemberListRequest(leader_only=True), timeout=10)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        own = raw.MemberList(pb.MemberListRequest(), timeout=10)
+        assert own.answered_by == follower and not own.from_leader and len(own.members) == 3
+    finally:
+        channel.close()
