@@ -15,8 +15,11 @@ So the old leader (a) holds new proposals and waits until the target has every e
 has, (b) ends its lease for the rest of its term and stops its appends, then sends
 `timeout_now`; the target's vote requests of the next term carry `FLAG` = the term it was
 handed over in, and a follower in that term grants them although it heard from the leader
-recently. If nobody took over by the deadline the old leader resumes, without a lease in
-that term (a flagged request may still be on the wire).
+recently. If nobody took over within `handed_timeout_s` of `timeout_now` (or by the
+request's deadline) the old leader resumes, without a lease in that term (a flagged request
+may still be on the wire). Resuming early matters: with its appends silenced, the
+followers' election timers run, and pysyncobj steps a leader down after
+raft.leader_fallback_s without acknowledgements.
 
 `Handover` holds the three roles' logic; `raft.py` wires it to pysyncobj (the names below
 are pysyncobj 0.3.17's private attributes, which raft.py pins).
@@ -88,8 +91,11 @@ class Handover:
     """Leader, target and voter side of a transfer. Every method runs on the tick thread
     except `request`."""
 
-    def __init__(self, sync: Any, clock: Callable[[], float], end_lease: Callable[[], None]) -> None:
+    def __init__(
+        self, sync: Any, clock: Callable[[], float], end_lease: Callable[[], None], handed_timeout_s: float
+    ) -> None:
         self._sync = sync
+        self._handed_timeout_s = handed_timeout_s
         self._clock = clock
         self._end_lease = end_lease
         self._lock = threading.Lock()
@@ -174,7 +180,8 @@ class Handover:
         if not sync._isLeader() or sync._getTerm() != active.term:
             self._finish(None)
             return
-        if now >= active.deadline:
+        handed = active.handed_at
+        if now >= active.deadline or (handed is not None and now - handed >= self._handed_timeout_s):
             self._finish(TIMED_OUT)
             return
         if active.node not in sync._SyncObj__connectedNodes:

@@ -236,7 +236,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         self._counts_logged_at = -COUNTS_LOG_EVERY_S
         self._gate = PreVoteGate(self, pre_vote, min_election_s=election_min_s, clock=raft_clock)
         # Leadership transfer (store/_transfer.py): ends this leader's lease before it hands over.
-        self.handover = _transfer.Handover(self, raft_clock, reads.end_lease)
+        # A target that has not won within election_min_s of timeout_now is not coming.
+        self.handover = _transfer.Handover(self, raft_clock, reads.end_lease, election_min_s)
         super().__init__(*args, **kwargs)
 
     def count(self, kind: str, n: int = 1) -> None:

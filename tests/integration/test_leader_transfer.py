@@ -21,7 +21,7 @@ from sessionquorum.cluster import LocalCluster
 from sessionquorum.cluster._cli import main as cli_main
 from tests.chaos.framework._chaos import Scenario, run_scenario
 
-from .conftest import ClusterFactory
+from .conftest import ClientFactory, ClusterFactory
 from .helpers import pb, stub
 
 pytestmark = pytest.mark.cluster
@@ -128,3 +128,27 @@ def test_cli_member_list_shows_every_member_caught_up_from_the_leader(
         assert own.answered_by == follower and not own.from_leader and len(own.members) == 3
     finally:
         channel.close()
+
+
+def test_transfer_to_a_paused_follower_fails_and_the_old_leader_goes_on_taking_writes(
+    make_cluster: ClusterFactory, make_client: ClientFactory
+) -> None:
+    cluster = make_cluster(3)
+    old = cluster.wait_for_leader()
+    target = sorted(n for n in cluster.node_ids if n != old)[0]
+    client = make_client(cluster)
+    client.create(principal="before")
+    cluster.pause(target)
+    try:
+        raw, channel = stub(cluster, old)
+        try:
+            with pytest.raises(grpc.RpcError) as info:
+                raw.LeaderTransfer(pb.LeaderTransferRequest(to_node_id=target, timeout_s=1.0), timeout=10)
+        finally:
+            channel.close()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+        assert "leadership transfer failed" in (info.value.details() or "")
+        client.create(principal="during")  # proposals are no longer held
+        assert cluster.leader_id() == old
+    finally:
+        cluster.resume(target)

@@ -14,6 +14,8 @@ from sessionquorum.store._transfer import FLAG, Handover, honours
 from tests.unit.test_prevote import MIN_ELECTION_S, _real_syncobj
 from tests.unit.test_readindex import LEASE_S, Net, Outcome
 
+HANDED_TIMEOUT_S = 0.4
+
 
 class Node:
     def __init__(self, address: str) -> None:
@@ -73,7 +75,7 @@ def _setup(end_lease: bool = True) -> tuple[Leader, Clock, Handover, Net, list[s
 
     sync, clock = Leader(events), Clock()
     outcomes: list[str | None] = []
-    return sync, clock, Handover(sync, clock, ended), net, outcomes
+    return sync, clock, Handover(sync, clock, ended, HANDED_TIMEOUT_S), net, outcomes
 
 
 def _lease_read(net: Net) -> bool:
@@ -125,19 +127,29 @@ def test_old_leader_keeping_its_lease_serves_reads_after_handing_over_canary() -
         follower.destroy()
 
 
-def test_nobody_took_over_by_the_deadline_leader_resumes_without_a_lease_this_term() -> None:
+@pytest.mark.parametrize("wait", ["handed timeout", "deadline"])
+def test_nobody_took_over_in_time_leader_resumes_without_a_lease_this_term(wait: str) -> None:
     sync, clock, handover, _, outcomes = _setup()
-    sync._SyncObj__raftMatchIndex[sync.b] = 10
+    if wait == "deadline":
+        sync._SyncObj__raftMatchIndex[sync.b] = 9  # never caught up: never handed over
+    else:
+        sync._SyncObj__raftMatchIndex[sync.b] = 10
     handover.request(None, 1.0, outcomes.append)  # b: the most caught-up connected follower
     handover.leader_tick()
-    clock.now += 0.5
+    clock.now += HANDED_TIMEOUT_S / 2
     handover.leader_tick()
-    assert sync.events.count("timeout_now to b") == 2  # repeated while waiting
-    clock.now += 0.6
+    assert outcomes == []
+    if wait == "deadline":
+        assert sync.events == []
+        clock.now += 1.0
+    else:
+        assert sync.events.count("timeout_now to b") == 2  # repeated while waiting
+        clock.now += HANDED_TIMEOUT_S / 2
     handover.leader_tick()
     assert outcomes == [_transfer.TIMED_OUT]
     assert not handover.holds_proposals() and not handover.silences_appends()
-    assert not handover.lease_allowed(5) and handover.lease_allowed(6)
+    # Once timeout_now went out, no lease again in this term; never handed over, no change.
+    assert handover.lease_allowed(5) is (wait == "deadline") and handover.lease_allowed(6)
 
 
 @pytest.mark.parametrize(
