@@ -133,7 +133,12 @@ def _add_local(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument(
         "--watch", type=float, metavar="SECONDS", help="ask again every SECONDS until Ctrl-C (exit: the last)"
     )
-    _add(commands, "down", "stop every node of the directory (SIGTERM, then SIGKILL)", _cli_local.down)
+    _add(
+        commands,
+        "down",
+        "stop every node of the directory (SIGTERM: a leader hands over first; then SIGKILL)",
+        _cli_local.down,
+    )
     for action, (what, _, _) in _cli_local.SIGNAL_ACTIONS.items():
         _add(commands, action, what, _cli_local.signal_action(action)).add_argument("node", metavar="NODE")
     restart = _add(commands, "restart", "kill one node (if running), then start it", _cli_local.restart)

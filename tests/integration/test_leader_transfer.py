@@ -38,6 +38,7 @@ def _check(report: dict[str, Any], transfers_at_least: int) -> None:
         assert asked == "any" or f"-> {asked} " in fault["detail"], fault["detail"]
     print("transfers:", [f["detail"] for f in report["faults"]])
     print("longest write gap:", report["write_gap"])
+    print("operations by outcome:", report["counts"]["by_outcome"])
 
 
 def test_transfers_under_load_on_three_nodes_lose_nothing_and_stay_linearizable(tmp_path: Path) -> None:
