@@ -34,7 +34,7 @@ from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
-from . import _peerguard, _readindex, _transfer
+from . import _membership, _peerguard, _readindex, _transfer
 from ._prevote import PreVote, PreVoteGate
 from ._readindex import RaftView, ReadIndex, Waiter
 from .commands import LEASE_LEVEL, UndecodableEntry
@@ -238,6 +238,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         # Leadership transfer (store/_transfer.py): ends this leader's lease before it hands over.
         # A target that has not won within election_min_s of timeout_now is not coming.
         self.handover = _transfer.Handover(self, raft_clock, reads.end_lease, election_min_s)
+        # One membership change at a time (store/_membership.py), when dynamic change is on.
+        self._change_gate = _membership.ChangeGate()
         super().__init__(*args, **kwargs)
 
     def count(self, kind: str, n: int = 1) -> None:
@@ -317,6 +319,25 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             self._commit_sent = commit
             return True
         return need_send
+
+    def _SyncObj__changeCluster(self, request: Any) -> bool:
+        """pysyncobj's leader-side membership change, with the one-at-a-time rule enforced."""
+        if not self._change_gate.may_change(self._SyncObj__raftCommitIndex):
+            return False  # pysyncobj answers REQUEST_DENIED
+        index = self._SyncObj__getCurrentLogIndex() + 1  # where pysyncobj appends it next
+        done = bool(SyncObj._SyncObj__changeCluster(self, request))
+        if done:
+            self._change_gate.appended(index)
+        return done
+
+    def snapshot_members(self, last_index: int, cluster: Any) -> set[Any]:
+        """The members as of the snapshot's last entry, not of the log's end (tick thread)."""
+        if not self._SyncObj__conf.dynamicMembershipChange:
+            return set(cluster)
+        end = self._SyncObj__getCurrentLogIndex()
+        later = self._SyncObj__getEntries(last_index + 1, end - last_index) if end > last_index else []
+        changes = [self._SyncObj__parseChangeClusterRequest(entry[0]) for entry in later]
+        return _membership.members_at(cluster, [c for c in changes if c is not None])
 
     def _SyncObj__sendAppendEntries(self) -> None:
         if self.handover.silences_appends():
@@ -577,7 +598,7 @@ class ReplicatedLog:
             logCompactionMinTime=_NEVER_S,
             logCompactionBatchSize=r.snapshot_chunk_bytes,
             appendEntriesBatchSizeBytes=r.append_batch_bytes,
-            serializer=self._snapshots.begin,
+            serializer=self._begin_snapshot,
             serializeChecker=lambda: _PROGRESS[self._snapshots.check()],
             deserializer=self._load_snapshot,
             commandsQueueSize=r.commands_queue_size,
@@ -618,6 +639,10 @@ class ReplicatedLog:
         self._sync.addOnTickCallback(self._after_tick)
 
     # ------------------------------------------------------ snapshots (tick thread)
+    def _begin_snapshot(self, tmp_file: str, data: Any) -> None:
+        last, prev, cluster = data
+        self._snapshots.begin(tmp_file, (last, prev, self._sync.snapshot_members(int(last[1]), cluster)))
+
     def _capture(self) -> Any:
         with self._lock:
             return self._machine.capture()

@@ -1,45 +1,62 @@
-"""Why sessionquorum keeps pysyncobj's `dynamicMembershipChange` off (store/DESIGN.md,
-"Membership"): two defects of pysyncobj 0.3.17, shown on a real SyncObj without a tick
-thread. Each test asserts the defect is there; if a pysyncobj upgrade fixes one, its test
-fails and the section must be revisited.
+"""pysyncobj 0.3.17's dynamic membership change, and our fixes (store/_membership.py).
+
+sessionquorum keeps `dynamicMembershipChange` off (store/DESIGN.md, "Membership"). Two
+defects of pysyncobj's mechanism are shown on plain pysyncobj (the canaries: if an upgrade
+fixes one, its canary fails and the section must be revisited), and fixed in
+`_GuardedSyncObj`. Real SyncObjs without a tick thread; the test drives their handlers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sessionquorum.store._membership import ChangeGate, members_at
 from sessionquorum.store._readindex import ReadIndex
 from sessionquorum.store.raft import SyncObjConf, _GuardedSyncObj  # type: ignore[attr-defined]
 
 PEERS = ["127.0.0.1:2", "127.0.0.1:3"]
+PYSYNCOBJ = _GuardedSyncObj.__mro__[1]  # pysyncobj's SyncObj, without our fixes
+
+Leader = tuple[Any, list[Any]]
 
 
 @pytest.fixture
-def leader(tmp_path: Path) -> Iterator[tuple[_GuardedSyncObj, list[Any]]]:
+def make_leader(tmp_path: Path) -> Iterator[Callable[[bool], Leader]]:
     """n1 of {n1, n2, n3} just elected, its no-op committed and applied (a change may start)."""
-    snapshots: list[Any] = []
-    conf = SyncObjConf(
-        autoTick=False,
-        dynamicMembershipChange=True,
-        serializer=lambda _file, data: snapshots.append(data),
-        deserializer=lambda _file: None,
-        fullDumpFile=str(tmp_path / "dump"),
-        useFork=False,
-    )
-    sync = _GuardedSyncObj(
-        "127.0.0.1:1",
-        PEERS,
-        conf=conf,
-        busy_tick_s=0.2,
-        pre_vote=None,
-        election_min_s=0.4,
-        reads=ReadIndex(timeout_s=1.0),
-    )
-    try:
+    made: list[Any] = []
+
+    def make(fixed: bool) -> Leader:
+        snapshots: list[Any] = []
+        conf = SyncObjConf(
+            autoTick=False,
+            dynamicMembershipChange=True,
+            serializer=lambda _file, data: snapshots.append(data),
+            deserializer=lambda _file: None,
+            fullDumpFile=str(tmp_path / f"dump{len(made)}"),
+            useFork=False,
+        )
+        if fixed:
+            sync = _GuardedSyncObj(
+                "127.0.0.1:1",
+                PEERS,
+                conf=conf,
+                busy_tick_s=0.2,
+                pre_vote=None,
+                election_min_s=0.4,
+                reads=ReadIndex(timeout_s=1.0),
+            )
+            # What ReplicatedLog's serializer does: the members as of the snapshot's index.
+            conf.serializer = lambda _file, data: snapshots.append(
+                (data[0], data[1], sync.snapshot_members(int(data[0][1]), data[2]))
+            )
+            sync._SyncObj__serializer._Serializer__serializer = conf.serializer
+        else:
+            sync = PYSYNCOBJ("127.0.0.1:1", PEERS, conf=conf)
+        made.append(sync)
         sync._SyncObj__onBecomeLeader()
         noop = sync._SyncObj__noopIDx
         for node in sync._SyncObj__otherNodes:
@@ -47,43 +64,77 @@ def leader(tmp_path: Path) -> Iterator[tuple[_GuardedSyncObj, list[Any]]]:
         sync._SyncObj__raftCommitIndex = noop
         sync._SyncObj__applyLogEntries()
         assert sync._SyncObj__raftLastApplied == noop
-        yield sync, snapshots
-    finally:
+        return sync, snapshots
+
+    yield make
+    for sync in made:
         sync.destroy()
 
 
-def _members(sync: _GuardedSyncObj) -> list[str]:
+def _members(sync: Any) -> list[str]:
     return sorted(str(n.address) for n in sync._SyncObj__otherNodes)
 
 
-def test_pysyncobj_appends_a_second_membership_change_before_the_first_commits(
-    leader: tuple[_GuardedSyncObj, list[Any]],
+def _add_two(sync: Any) -> list[int]:
+    errors: list[int] = []
+    for peer in ("127.0.0.1:4", "127.0.0.1:5"):
+        sync.addNodeToCluster(peer, callback=lambda _r, err: errors.append(err))
+        sync._checkCommandsToApply()
+    return errors
+
+
+def test_pysyncobj_appends_a_second_membership_change_before_the_first_commits_canary(
+    make_leader: Callable[[bool], Leader],
 ) -> None:
     # syncobj.py: __changeClusterIDx is set to None (line 186) and never to an index, so the
     # one-change-at-a-time check in __changeCluster (lines 1361-1367) never refuses.
-    sync, _ = leader
-    refused: list[int] = []
-    for peer in ("127.0.0.1:4", "127.0.0.1:5"):
-        sync.addNodeToCluster(peer, callback=lambda _r, err: refused.append(err))
-        sync._checkCommandsToApply()
-    commit, end = sync._SyncObj__raftCommitIndex, sync._SyncObj__getCurrentLogIndex()
-    assert end - commit == 2 and refused == []  # both appended, neither committed
-    # The leader now counts majorities of 5 (3 votes) while n2 and n3 still count 3 (2):
+    sync, _ = make_leader(False)
+    assert _add_two(sync) == []
+    assert sync._SyncObj__getCurrentLogIndex() - sync._SyncObj__raftCommitIndex == 2  # neither committed
+    # The leader counts majorities of 5 (3 votes) while n2 and n3 still count 3 (2):
     # {n2, n3} and {n1, n4, n5} are disjoint majorities of the two configurations.
     assert _members(sync) == [*PEERS, "127.0.0.1:4", "127.0.0.1:5"]
 
 
-def test_pysyncobj_snapshot_records_a_membership_change_past_its_own_index(
-    leader: tuple[_GuardedSyncObj, list[Any]],
+def test_second_membership_change_refused_until_the_first_commits(
+    make_leader: Callable[[bool], Leader],
 ) -> None:
-    # syncobj.py lines 1469-1470: the members stored with a snapshot are the leader's
-    # members now, which include changes appended (not committed) after the snapshot's index.
-    sync, snapshots = leader
+    sync, _ = make_leader(True)
+    denied = _add_two(sync)
+    assert len(denied) == 1 and denied[0] != 0  # REQUEST_DENIED for the second, at once
+    assert _members(sync) == [*PEERS, "127.0.0.1:4"]
+    sync._SyncObj__raftCommitIndex = sync._SyncObj__getCurrentLogIndex()  # the first commits
+    sync.addNodeToCluster("127.0.0.1:5")
+    sync._checkCommandsToApply()
+    assert _members(sync) == [*PEERS, "127.0.0.1:4", "127.0.0.1:5"]
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["pysyncobj-canary", "fixed"])
+def test_snapshot_members_are_those_as_of_its_last_entry(
+    make_leader: Callable[[bool], Leader], fixed: bool
+) -> None:
+    # syncobj.py lines 1469-1470: pysyncobj stores its members NOW with a snapshot, which
+    # include changes appended (not committed) after the snapshot's last entry.
+    sync, snapshots = make_leader(fixed)
     sync.removeNodeFromCluster("127.0.0.1:3")
     sync._checkCommandsToApply()
     assert sync._SyncObj__getCurrentLogIndex() > sync._SyncObj__raftLastApplied  # not committed
     sync._SyncObj__forceLogCompaction = True
     sync._SyncObj__tryLogCompaction()
     (last, _prev, members) = snapshots[0]
-    assert last[1] == sync._SyncObj__raftLastApplied  # the snapshot ends before the change ...
-    assert sorted(str(n.address) for n in members) == ["127.0.0.1:1", "127.0.0.1:2"]  # ... yet has it
+    assert last[1] == sync._SyncObj__raftLastApplied  # the snapshot ends before the change
+    expected = ["127.0.0.1:1", *PEERS] if fixed else ["127.0.0.1:1", "127.0.0.1:2"]
+    assert sorted(str(n.address) for n in members) == expected
+
+
+def test_members_at_undoes_later_changes_in_reverse_order() -> None:
+    later = [["add", "d", "d"], ["rem", "b", "b"], ["add", "b", "b"]]
+    assert members_at({"a", "b", "c", "d"}, later) == {"a", "b", "c"}
+
+
+def test_change_gate_counts_refusals_and_clears_at_commit() -> None:
+    gate = ChangeGate()
+    assert gate.may_change(5)
+    gate.appended(6)
+    assert not gate.may_change(5) and gate.refused == 1
+    assert gate.may_change(6)
