@@ -240,6 +240,7 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         self.handover = _transfer.Handover(self, raft_clock, reads.end_lease, election_min_s)
         # One membership change at a time (store/_membership.py), when dynamic change is on.
         self._change_gate = _membership.ChangeGate()
+        self._tail_changes_pending = True
         super().__init__(*args, **kwargs)
 
     def count(self, kind: str, n: int = 1) -> None:
@@ -281,6 +282,12 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             SyncObj._onTick(self, timeToWait)
         finally:
             self._gate.after_tick()
+        if self._tail_changes_pending and not self._SyncObj__needLoadDumpFile:
+            # The first ready tick loaded the snapshot (and its members): now the changes
+            # appended after it, committed or not (store/DESIGN.md, "Membership", 3).
+            self._tail_changes_pending = False
+            if self._SyncObj__conf.dynamicMembershipChange:
+                self.apply_tail_changes()
         if raft_clock() - started > self._busy_tick_s and not self._isLeader():
             self._renew_election_deadline()
 
@@ -329,6 +336,21 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         if done:
             self._change_gate.appended(index)
         return done
+
+    def apply_tail_changes(self) -> int:
+        """Make the membership the latest in this node's log, as Raft says (pysyncobj applies
+        a change at append, but after a restart only once it is applied). Re-applying one
+        later is a no-op in pysyncobj; truncating it reverses it. Returns how many applied."""
+        applied = int(self._SyncObj__raftLastApplied)
+        end = int(self._SyncObj__getCurrentLogIndex())
+        changed = 0
+        for entry in self._SyncObj__getEntries(applied + 1, end - applied) if end > applied else []:
+            request = self._SyncObj__parseChangeClusterRequest(entry[0])
+            if request is not None and self._SyncObj__doChangeCluster(request):
+                changed += 1
+        if changed:
+            log.info("applied %d membership change(s) from the log's uncommitted tail at start", changed)
+        return changed
 
     def snapshot_members(self, last_index: int, cluster: Any) -> set[Any]:
         """The members as of the snapshot's last entry, not of the log's end (tick thread)."""

@@ -8,6 +8,7 @@ fixes one, its canary fails and the section must be revisited), and fixed in
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,20 @@ def test_change_gate_counts_refusals_and_clears_at_commit() -> None:
     gate.appended(6)
     assert not gate.may_change(5) and gate.refused == 1
     assert gate.may_change(6)
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["pysyncobj-canary", "fixed"])
+def test_restarted_node_uses_the_latest_membership_in_its_log(
+    make_leader: Callable[[bool], Leader], fixed: bool
+) -> None:
+    # syncobj.py lines 885-890: after a restart a change takes effect only when applied;
+    # an uncommitted `add n4` in the log's tail is ignored until then.
+    sync, _ = make_leader(fixed)
+    sync._SyncObj__setState(0)  # a follower again, as after a restart
+    index = sync._SyncObj__getCurrentLogIndex() + 1
+    change = bytes([2]) + pickle.dumps(["add", "127.0.0.1:4", "127.0.0.1:4"])  # MEMBERSHIP
+    sync._SyncObj__raftLog.add(change, index, sync._getTerm())
+    if fixed:
+        assert sync.apply_tail_changes() == 1
+        assert sync.apply_tail_changes() == 0  # and once only
+    assert _members(sync) == ([*PEERS, "127.0.0.1:4"] if fixed else PEERS)
