@@ -12,6 +12,8 @@ tests/unit/test_pysyncobj_membership.py shows each defect on plain pysyncobj (ca
 2. A snapshot's members: pysyncobj stores its members at the log's END (changes take
    effect when appended), which may include changes after the snapshot's last entry that
    are later truncated. `members_at` undoes the changes after that entry.
+3. (In raft.py, `apply_tail_changes`.) After a restart pysyncobj takes a change into
+   account only once applied, not from the log's tail as at append.
 """
 
 from __future__ import annotations

@@ -506,6 +506,16 @@ class _DurableTransport(TCPTransport):  # type: ignore[misc]
             journal.before_send()
         return bool(TCPTransport.send(self, node, message))
 
+    # pysyncobj calls these when the membership changes (dynamic membership, or members
+    # loaded with a snapshot): a new member's connections are admitted, a removed one's not.
+    def addNode(self, node: Any) -> None:
+        TCPTransport.addNode(self, node)
+        self._sq_guard.allow_only(_peerguard.resolve(str(n.address) for n in self._nodes))
+
+    def dropNode(self, node: Any) -> None:
+        TCPTransport.dropNode(self, node)
+        self._sq_guard.allow_only(_peerguard.resolve(str(n.address) for n in self._nodes))
+
     # The Raft port before authentication (store/_peerguard.py).
     def _onNewIncomingConnection(self, conn: Any) -> None:
         if self._sq_guard.admit(conn, len(self._unknownConnections)):

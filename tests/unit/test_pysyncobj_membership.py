@@ -17,7 +17,11 @@ import pytest
 
 from sessionquorum.store._membership import ChangeGate, members_at
 from sessionquorum.store._readindex import ReadIndex
-from sessionquorum.store.raft import SyncObjConf, _GuardedSyncObj  # type: ignore[attr-defined]
+from sessionquorum.store.raft import (  # type: ignore[attr-defined]
+    SyncObjConf,
+    _DurableTransport,
+    _GuardedSyncObj,
+)
 
 PEERS = ["127.0.0.1:2", "127.0.0.1:3"]
 PYSYNCOBJ = _GuardedSyncObj.__mro__[1]  # pysyncobj's SyncObj, without our fixes
@@ -49,6 +53,7 @@ def make_leader(tmp_path: Path) -> Iterator[Callable[[bool], Leader]]:
                 pre_vote=None,
                 election_min_s=0.4,
                 reads=ReadIndex(timeout_s=1.0),
+                transportClass=_DurableTransport,
             )
             # What ReplicatedLog's serializer does: the members as of the snapshot's index.
             conf.serializer = lambda _file, data: snapshots.append(
@@ -156,3 +161,18 @@ def test_restarted_node_uses_the_latest_membership_in_its_log(
         assert sync.apply_tail_changes() == 1
         assert sync.apply_tail_changes() == 0  # and once only
     assert _members(sync) == ([*PEERS, "127.0.0.1:4"] if fixed else PEERS)
+
+
+def test_raft_port_admits_an_added_member_and_refuses_a_removed_one(
+    make_leader: Callable[[bool], Leader],
+) -> None:
+    sync, _ = make_leader(True)
+    guard = sync._SyncObj__transport._sq_guard
+    assert guard._allowed == {"127.0.0.1"}
+    sync.addNodeToCluster("127.0.0.7:4")
+    sync._checkCommandsToApply()
+    assert guard._allowed == {"127.0.0.1", "127.0.0.7"}
+    sync._SyncObj__raftCommitIndex = sync._SyncObj__getCurrentLogIndex()
+    sync.removeNodeFromCluster("127.0.0.7:4")
+    sync._checkCommandsToApply()
+    assert guard._allowed == {"127.0.0.1"}
