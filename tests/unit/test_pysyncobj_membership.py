@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 
 from sessionquorum.store._membership import ChangeGate, members_at
+from sessionquorum.store._prevote import REQUEST, PreVote, PreVoteGate, reply_message
 from sessionquorum.store._readindex import ReadIndex
 from sessionquorum.store.raft import (  # type: ignore[attr-defined]
     SyncObjConf,
     _DurableTransport,
     _GuardedSyncObj,
 )
+from tests.unit.test_prevote import Clock, FakeSyncObj
+from tests.unit.test_prevote import Node as FakeNode
 
 PEERS = ["127.0.0.1:2", "127.0.0.1:3"]
 PYSYNCOBJ = _GuardedSyncObj.__mro__[1]  # pysyncobj's SyncObj, without our fixes
@@ -176,3 +179,15 @@ def test_raft_port_admits_an_added_member_and_refuses_a_removed_one(
     sync.removeNodeFromCluster("127.0.0.7:4")
     sync._checkCommandsToApply()
     assert guard._allowed == {"127.0.0.1"}
+
+
+def test_pre_vote_counts_majorities_of_the_current_membership() -> None:
+    # Built for 3 members; the membership grew to 5: two grants (with its own) are no majority.
+    sync, clock = FakeSyncObj(peers=4), Clock(11.0)
+    gate = PreVoteGate(sync, PreVote(3, win_valid_s=0.4), min_election_s=0.4, clock=clock)
+    gate.before_tick()
+    request = next(m for _, m in sync._SyncObj__transport.sent if m["type"] == REQUEST)
+    gate.on_message(FakeNode("p0"), reply_message(request, True))
+    assert sync._SyncObj__raftElectionDeadline == float("inf")  # not won: 2 of 5
+    gate.on_message(FakeNode("p1"), reply_message(request, True))
+    assert sync._SyncObj__raftElectionDeadline == 0  # 3 of 5: campaign on the next tick
