@@ -142,8 +142,13 @@ class RaftSettings:
     # Leader leases for reads (store/DESIGN.md, "Leases"): a leader whose read round a
     # majority confirmed answers reads without a round for 3/4 of election_min_s after it.
     lease_reads: bool = True
+    # A leadership transfer (`leader transfer`, and a leader asked to stop) waits at most this
+    # long for the target to catch up and win; proposals are held meanwhile.
+    transfer_timeout_s: float = 2.0
 
     def validate(self) -> None:
+        if not 0 < self.transfer_timeout_s <= 60:
+            raise ConfigError("raft.transfer_timeout_s must be > 0 and at most 60")
         if not 0 < self.election_min_s < self.election_max_s:
             raise ConfigError("raft.election_min_s must be > 0 and < raft.election_max_s")
         if self.append_entries_period_s * 3 > self.election_min_s:
@@ -240,6 +245,7 @@ class ClusterConfig:
         if self.atrest_key_file is None:
             return None
         return node.key_file or self.atrest_key_file
+
     # SHA-256 fingerprints of client certificates the nodes refuse (store/authz.py), one per
     # line; default: revoked.txt beside the CA file. Watched while the node runs; a missing
     # file revokes nothing (`sessionquorum certs rotate` writes it).
