@@ -32,6 +32,7 @@ from ._channels import TLSConfig
 from ._client import SessionClient
 from ._errors import (
     AlreadyExists,
+    EventsCompacted,
     InvalidArgument,
     NotFound,
     OutcomeUnknown,
@@ -42,6 +43,7 @@ from ._errors import (
     Unavailable,
     VersionConflict,
 )
+from ._events import Event
 from ._session import Created, Rotated, Session
 from ._tokens import hash_token, new_token
 
@@ -49,6 +51,8 @@ __all__ = [
     "AlreadyExists",
     "AsyncSessionClient",
     "Created",
+    "Event",
+    "EventsCompacted",
     "InvalidArgument",
     "NotFound",
     "OutcomeUnknown",

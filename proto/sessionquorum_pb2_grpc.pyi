@@ -59,6 +59,8 @@ class SessionStoreStub:
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]
     Batch: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]
+    Events: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.EventsRequest, _sessionquorum_pb2.Event]
+    """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -75,6 +77,8 @@ class SessionStoreAsyncStub(SessionStoreStub):
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]  # type: ignore[assignment]
     Batch: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]  # type: ignore[assignment]
+    Events: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.EventsRequest, _sessionquorum_pb2.Event]  # type: ignore[assignment]
+    """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -154,5 +158,13 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.BatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.BatchResponse, _abc.Awaitable[_sessionquorum_pb2.BatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Events(
+        self,
+        request: _sessionquorum_pb2.EventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_sessionquorum_pb2.Event], _abc.AsyncIterator[_sessionquorum_pb2.Event]]:
+        """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

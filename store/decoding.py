@@ -67,8 +67,10 @@ Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 def _guarded(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse: Refuse) -> Any:
+    if handler.response_streaming and handler.unary_stream is not None:
+        return _guarded_stream(handler, message_name, refuse)
     if handler.request_streaming or handler.response_streaming or handler.unary_unary is None:
-        raise TypeError(f"only unary-unary methods are guarded; {message_name} is not")
+        raise TypeError(f"only unary requests are guarded; {message_name} is not")
     assert handler.request_deserializer is not None
     behaviour = cast(Behaviour, handler.unary_unary)
 
@@ -79,6 +81,24 @@ def _guarded(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse
 
     return grpc.unary_unary_rpc_method_handler(
         unary_unary,
+        request_deserializer=safe_deserializer(handler.request_deserializer, message_name),
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _guarded_stream(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse: Refuse) -> Any:
+    """A server-streaming method whose handler is a coroutine writing with `context.write`."""
+    assert handler.request_deserializer is not None
+    behaviour = cast(Behaviour, handler.unary_stream)
+
+    async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if isinstance(request, Undecodable):
+            await refuse(request, context)
+            return
+        await behaviour(request, context)
+
+    return grpc.unary_stream_rpc_method_handler(
+        unary_stream,
         request_deserializer=safe_deserializer(handler.request_deserializer, message_name),
         response_serializer=handler.response_serializer,
     )

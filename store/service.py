@@ -31,6 +31,7 @@ from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
 from .decoding import Undecodable
 from .errors import ConfigError
+from .event_stream import EventFeed, EventStreams
 from .metrics import NodeMetrics
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
@@ -124,6 +125,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         raft: ReplicatedLog,
         clock: ProposerClock,
         metrics: NodeMetrics | None = None,
+        feed: EventFeed | None = None,
     ) -> None:
         self._config = config
         self._metrics = metrics or NodeMetrics(config.node.id)
@@ -132,6 +134,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
         self._clock = clock
         # Set by the node once it applied what was committed when it started (node.py).
         self.ready = False
+        self.event_feed = feed or EventFeed(raft.read(lambda m: m))
+        self._events = EventStreams(raft, self.event_feed, self._server.max_event_streams)
 
     @property
     def _limits(self) -> Limits:
@@ -162,6 +166,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 metadata.append((e.VERSION_METADATA_KEY, str(exc.current_version)))
             elif isinstance(exc, e.UpgradePending):
                 metadata.append((e.UPGRADE_METADATA_KEY, "pending"))
+            elif isinstance(exc, e.EventsCompacted):
+                metadata.append((e.OLDEST_CURSOR_METADATA_KEY, str(exc.oldest_cursor)))
             if isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
                 # Bad input: one line, no traceback, nothing proposed.
                 log.info("refused a request: %s: %s", exc.status.name, exc.message)
@@ -448,3 +454,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
             "delete": self.Delete,
         }
         return await self._boundary("Batch", context, batch.serve(handlers, request))
+
+    # grpc.aio serves a coroutine handler of a streaming method that writes with
+    # context.write; the generated stub types only the generator form.
+    async def Events(self, request: pb.EventsRequest, context: Any) -> None:  # type: ignore[override]
+        """Server-streaming (store/event_stream.py): written with context.write, ends OK on stop."""
+        await self._boundary("Events", context, self._events.serve(request, context))

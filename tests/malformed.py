@@ -43,6 +43,7 @@ SAMPLES: dict[str, Message] = {
     "Batch": pb.BatchRequest(
         items=[pb.BatchItem(create=pb.CreateRequest(request_id=_RID, token_hash=_HASH, principal="alice"))]
     ),
+    "Events": pb.EventsRequest(after=300),
 }
 
 
