@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,12 +73,19 @@ def event_from_pb(message: pb.Event) -> Event:
 class EventReader:
     """The resume rules of one `events()` iteration (no I/O: the clients drive it)."""
 
-    def __init__(self, router: Router, cursor: int | None, give_up_s: float) -> None:
+    def __init__(
+        self,
+        router: Router,
+        cursor: int | None,
+        give_up_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if cursor is not None and cursor < 0:
             raise ValueError(f"cursor must be >= 0, got {cursor}")
         self._router = router
         self.cursor = cursor
         self._give_up_s = give_up_s
+        self._clock = clock
         self._failing_since: float | None = None
         self._failures = 0
         self._refusals = 0  # RESOURCE_EXHAUSTED in a row
@@ -115,7 +122,7 @@ class EventReader:
                 raise self._error(exc, found) from exc
         elif code not in _MOVE_ON:
             raise self._error(exc, found) from exc
-        now = time.monotonic()
+        now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
         elif now - self._failing_since > self._give_up_s:
