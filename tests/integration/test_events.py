@@ -21,7 +21,7 @@ from sessionquorum.cluster import LocalCluster
 from sessionquorum.proto import sessionquorum_pb2 as pb
 
 from .conftest import ClientFactory, ClusterFactory
-from .helpers import stub
+from .helpers import stub, wait_converged
 
 STREAM_TIMEOUT_S = 30.0
 ENABLED_TIMEOUT_S = 30.0
@@ -233,3 +233,27 @@ def test_a_stream_ends_cleanly_when_its_node_stops(make_cluster: ClusterFactory)
     assert list(call) == []  # the stream ended without an error ...
     assert call.code() is grpc.StatusCode.OK
     assert time.monotonic() - started < STREAM_TIMEOUT_S / 2  # ... at the stop, not at the deadline
+
+
+def test_a_follower_that_installed_a_snapshot_serves_the_events_before_it(
+    make_cluster: ClusterFactory, make_client: ClientFactory
+) -> None:
+    """Retention is replicated state: a snapshot carries the ring, so a node that caught up
+    by snapshot serves cursors below its snapshot like the others (no spurious compaction)."""
+    cluster = make_cluster(3, overrides={"raft": {"journal_max_bytes": 256 * 1024, "compaction_entries": 64}})
+    _wait_enabled(cluster)
+    leader = cluster.wait_for_leader()
+    follower = next(n for n in cluster.node_ids if n != leader)
+    client = make_client(cluster, timeout_s=30.0)
+    created = [client.create() for _ in range(10)]
+    cluster.kill(follower)
+    installs_before = cluster.log_path(follower).read_text(errors="replace").count("installed a snapshot")
+    for i in range(300):
+        client.update(created[i % 10].token, set={"n": str(i).encode()})
+    cluster.restart(follower)
+    wait_converged(cluster)
+    installs = cluster.log_path(follower).read_text(errors="replace").count("installed a snapshot")
+    assert installs > installs_before, "the follower caught up without a snapshot install"
+    on_follower = _read(cluster, follower, 0, 310)
+    assert on_follower == _read(cluster, leader, 0, 310)
+    assert [e.cursor for e in on_follower] == list(range(1, 311))
