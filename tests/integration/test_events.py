@@ -49,14 +49,10 @@ def _wait_enabled(cluster: LocalCluster) -> None:
     def enabled() -> bool | None:
         call = node_stub.Events(pb.EventsRequest(), timeout=5.0)
         try:
-            call.initial_metadata()
-            next(iter(call), None)  # either an event, or the deadline; UNAVAILABLE while off
-        except grpc.RpcError as exc:
-            if exc.code() is grpc.StatusCode.UNAVAILABLE:
-                return None
+            # A stream that started sends its cursor at once; while off it fails UNAVAILABLE.
+            return any(key == "sq-cursor" for key, _ in call.initial_metadata()) or None
         finally:
             call.cancel()
-        return True
 
     cluster.wait_until(enabled, ENABLED_TIMEOUT_S, "lifecycle events to be enabled")
 
