@@ -10,7 +10,7 @@ the oldest retained event is told so (`Compacted`), never handed a silent gap.
 An event carries a session's handle and principal, never its token hash nor an attribute
 value: an event stream is an audit feed, not a credential or data feed.
 
-Adding an event kind is one line in `KINDS` (plus the `emit` call at its apply site);
+Adding an event kind is one line in `Kind` (plus the `_emit` call at its apply site);
 readers see kinds as strings, so neither the proto nor the clients change.
 """
 
@@ -18,16 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-CREATED = "created"
-ROTATED = "rotated"
-UPDATED = "updated"
-DELETED = "deleted"
-REVOKED = "revoked"  # reason: "principal" (RevokePrincipal) or "principal_cap" (evicted)
-EXPIRED = "expired"  # reason: "idle" or "absolute"
-# Every kind apply may emit, in the order they were introduced (a kind is never renamed).
-KINDS = (CREATED, ROTATED, UPDATED, DELETED, REVOKED, EXPIRED)
+
+class Kind:
+    """Every kind apply may emit. Adding one is one line here (plus its `_emit` call in
+    state.py); a kind is never renamed: readers match on the string."""
+
+    CREATED: Final = "created"
+    ROTATED: Final = "rotated"
+    UPDATED: Final = "updated"
+    DELETED: Final = "deleted"
+    REVOKED: Final = "revoked"  # reason: "principal" (RevokePrincipal) or "principal_cap" (evicted)
+    EXPIRED: Final = "expired"  # reason: "idle" or "absolute"
+
+
+KINDS: tuple[str, ...] = tuple(value for name, value in vars(Kind).items() if name.isupper())
 
 # (cursor, replicated time ms, kind, handle, principal or None, reason or "")
 Event = tuple[int, int, str, str, str | None, str]

@@ -180,7 +180,7 @@ class SessionMachine:
         """Remove an expired session and record why it ended; True if its lifetime ran out."""
         self._remove(s)
         absolute = s.absolute_deadline_ms <= s.last_access_ms + s.idle_timeout_ms
-        self._emit(ev.EXPIRED, s, "absolute" if absolute else "idle")
+        self._emit(ev.Kind.EXPIRED, s, "absolute" if absolute else "idle")
         return absolute
 
     def _member_level(self, op: c.MemberLevel) -> Reply:
@@ -235,7 +235,7 @@ class SessionMachine:
             version=1,
         )
         self._insert(s)
-        self._emit(ev.CREATED, s)
+        self._emit(ev.Kind.CREATED, s)
         return Reply(Code.OK, session=s.view(False), handles=evicted)
 
     def _touch(self, op: c.Touch) -> Reply:
@@ -281,7 +281,7 @@ class SessionMachine:
                 idle_timeout_ms=idle_ms,
             )
         )
-        self._emit(ev.UPDATED, s)
+        self._emit(ev.Kind.UPDATED, s)
         # The reply carries the incremented counters' new values, nothing else.
         return Reply(Code.OK, session=replace(s.view(False), attributes=tuple(counters)))
 
@@ -361,7 +361,7 @@ class SessionMachine:
             last_access_ms=max(s.last_access_ms, self.now_ms),
         )
         self._insert(s)
-        self._emit(ev.ROTATED, s)
+        self._emit(ev.Kind.ROTATED, s)
         return Reply(Code.OK, session=s.view(False), handles=evicted)
 
     def _delete(self, op: c.Delete) -> Reply:
@@ -379,7 +379,7 @@ class SessionMachine:
             self._expired(s)
             return Reply(Code.OK, existed=False)
         self._remove(s)
-        self._emit(ev.DELETED, s)
+        self._emit(ev.Kind.DELETED, s)
         return Reply(Code.OK, existed=True)
 
     def _revoke(self, op: c.RevokePrincipal) -> Reply:
@@ -395,7 +395,7 @@ class SessionMachine:
             if s.expiry_reason(self.now_ms) is None:
                 revoked.append(s.handle)
                 self._remove(s)
-                self._emit(ev.REVOKED, s, "principal")
+                self._emit(ev.Kind.REVOKED, s, "principal")
             else:
                 self._expired(s)
         return Reply(Code.OK, handles=tuple(revoked))
@@ -447,7 +447,7 @@ class SessionMachine:
         victims = oldest[: len(index) - cap + 1]
         for s in victims:
             self._remove(s)
-            self._emit(ev.REVOKED, s, "principal_cap")
+            self._emit(ev.Kind.REVOKED, s, "principal_cap")
         return tuple(s.handle for s in victims)
 
     def _principal_sessions(self, principal: str) -> list[Session]:

@@ -45,7 +45,7 @@ def _kinds(m: SessionMachine) -> list[tuple[str, str, str]]:
 def test_ring_keeps_the_newest_max_count_events_and_answers_compacted_below() -> None:
     ring = ev.EventRing(16, 1 << 20)
     for i in range(40):
-        ring.append(i, ev.CREATED, f"h{i}", None)
+        ring.append(i, ev.Kind.CREATED, f"h{i}", None)
     assert len(ring) == 16 and ring.oldest == 25 and ring.last_cursor == 40
     assert ring.after(0, 100) == ev.Compacted(cursor=0, oldest=24)
     assert ring.after(23, 100) == ev.Compacted(cursor=23, oldest=24)
@@ -57,9 +57,9 @@ def test_ring_keeps_the_newest_max_count_events_and_answers_compacted_below() ->
 def test_ring_keeps_within_its_byte_bound_and_always_the_newest_event() -> None:
     ring = ev.EventRing(1000, 4096)
     for i in range(200):
-        ring.append(i, ev.REVOKED, "h" * 60, "p" * 200, "principal")
+        ring.append(i, ev.Kind.REVOKED, "h" * 60, "p" * 200, "principal")
         assert ring.bytes <= 4096
-    assert len(ring) == 4096 // ev.event_bytes((0, 0, ev.REVOKED, "h" * 60, "p" * 200, "principal"))
+    assert len(ring) == 4096 // ev.event_bytes((0, 0, ev.Kind.REVOKED, "h" * 60, "p" * 200, "principal"))
     assert ring.bytes == sum(ev.event_bytes(e) for e in ring.events())
     assert isinstance(ring.after(0, 1), ev.Compacted)
 
@@ -67,7 +67,7 @@ def test_ring_keeps_within_its_byte_bound_and_always_the_newest_event() -> None:
 def test_ring_resize_keeps_cursors_and_the_newest_events() -> None:
     ring = ev.EventRing(100, 1 << 20)
     for i in range(50):
-        ring.append(i, ev.UPDATED, f"h{i}", None)
+        ring.append(i, ev.Kind.UPDATED, f"h{i}", None)
     smaller = ring.resized(20, 1 << 20)
     assert smaller.next_cursor == 51 and smaller.oldest == 31
     assert list(smaller.events()) == list(ring.events())[-20:]
@@ -76,7 +76,7 @@ def test_ring_resize_keeps_cursors_and_the_newest_events() -> None:
 def test_ring_snapshot_round_trip_is_exact() -> None:
     ring = ev.EventRing(16, 1 << 20)
     for i in range(30):
-        ring.append(i, ev.EXPIRED, f"h{i}", "bob" if i % 2 else None, "idle")
+        ring.append(i, ev.Kind.EXPIRED, f"h{i}", "bob" if i % 2 else None, "idle")
     wire = msgpack.unpackb(msgpack.packb(ring.capture()), use_list=True)
     back = ev.EventRing.from_wire(wire)
     assert back.capture() == [list(x) if isinstance(x, tuple) else x for x in ring.capture()]
@@ -115,6 +115,7 @@ def test_each_operation_emits_its_event_in_commit_order_without_token_hashes_or_
     assert m.lifecycle is not None
     events = list(m.lifecycle.events())
     assert [e[0] for e in events] == list(range(1, 10))  # one cursor sequence, no gap
+    assert {e[2] for e in events} == set(ev.KINDS)  # the registry names every kind emitted
     assert [e[1] for e in events][:4] == [1_000, 2_000, 3_000, 4_000]  # replicated time
     flat = msgpack.packb(m.lifecycle.capture())
     for i in range(1, 6):
