@@ -393,9 +393,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 # capture() is a shallow copy; the O(sessions) digest runs off the lock below.
                 cap = m.capture() if request.digest else None
                 level, open_ = cluster_level(m, self._config), accepting_writes(m, self._config)
-                return len(m.sessions), cap, m.limits, level, open_, m.now_ms
+                ring = m.lifecycle
+                events = (0, 0) if ring is None else (ring.last_cursor, ring.oldest if len(ring) else 0)
+                return len(m.sessions), cap, m.limits, level, open_, m.now_ms, ring is not None, events
 
-            count, cap, limits, level, open_, now_ms = self._raft.read(look)
+            count, cap, limits, level, open_, now_ms, events_on, (last, oldest) = self._raft.read(look)
             digest = await asyncio.to_thread(cap.digest) if cap is not None else ""
             return pb.StatusResponse(
                 node_id=self._config.node.id,
@@ -419,6 +421,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 snapshot_bytes=st.snapshot_bytes,
                 snapshots_taken=st.snapshots_taken,
                 accepting_writes=open_,
+                events_enabled=events_on,
+                events_last_cursor=last,
+                events_oldest_cursor=oldest,
             )
 
         return await self._boundary("Status", context, work())

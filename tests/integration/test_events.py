@@ -44,17 +44,12 @@ def _read(cluster: LocalCluster, node_id: str, after: int, count: int) -> list[p
 
 def _wait_enabled(cluster: LocalCluster) -> None:
     """The leader switches the ring on shortly after start (duties.enable_events)."""
-    node_stub, _ = stub(cluster, cluster.node_ids[0])
 
     def enabled() -> bool | None:
-        call = node_stub.Events(pb.EventsRequest(), timeout=5.0)
-        try:
-            # A stream that started sends its cursor at once; while off it fails UNAVAILABLE.
-            return any(key == "sq-cursor" for key, _ in call.initial_metadata()) or None
-        finally:
-            call.cancel()
+        statuses = [cluster.status(n) for n in cluster.node_ids]
+        return all(st is not None and st.events_enabled for st in statuses) or None
 
-    cluster.wait_until(enabled, ENABLED_TIMEOUT_S, "lifecycle events to be enabled")
+    cluster.wait_until(enabled, ENABLED_TIMEOUT_S, "lifecycle events to be enabled on every node")
 
 
 def _summary(events: list[pb.Event]) -> list[tuple[str, str, str, str]]:
@@ -158,6 +153,8 @@ def test_a_cursor_older_than_the_retained_events_is_answered_compacted(
     assert caught.value.code() is grpc.StatusCode.OUT_OF_RANGE
     trailers = routing_trailers(caught.value)
     assert trailers["sq-oldest-cursor"] == "24"  # 40 events, 16 kept: 25..40
+    status = cluster.status(node)
+    assert status is not None and (status.events_oldest_cursor, status.events_last_cursor) == (25, 40)
     with pytest.raises(EventsCompacted) as compacted:
         next(client.events(cursor=3))
     assert compacted.value.oldest_cursor == 24
