@@ -9,8 +9,10 @@ under the same cursors (store/events.py); a follower may lag, never reorder. A s
   answered OUT_OF_RANGE (`EventsCompacted`) with the oldest cursor it may resume after;
 - waits for new events without polling: `EventFeed.poke` runs after every apply on the
   tick thread and, when the ring grew and a stream exists, wakes the event loop once;
-- ends cleanly (status OK) when the node stops (`EventFeed.close`): the client resumes
-  from its last cursor on another node, without a gap or a duplicate.
+- ends cleanly (status OK) when the node stops (`EventFeed.close`), or hears no leader
+  (`EventFeed.set_serving`, from the health watch: a cut-off node applies nothing, so its
+  streams would fall silent): the client resumes from its last cursor on another node,
+  without a gap or a duplicate.
 At most `server.max_event_streams` streams per node; one more is RESOURCE_EXHAUSTED.
 """
 
@@ -48,6 +50,9 @@ class EventFeed:
         self._pending = False
         self.streams = 0
         self.closed = False
+        # Whether this node hears a leader (duties.watch_leader, as health): a node cut off
+        # from the cluster applies nothing, so its streams would wait silently forever.
+        self.serving = True
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -76,6 +81,16 @@ class EventFeed:
     def changed(self) -> asyncio.Event:
         """The Event the next growth (or close) sets; take it BEFORE reading the ring."""
         return self._changed
+
+    def set_serving(self, serving: bool) -> None:
+        """On the loop: streams end (status OK) while this node hears no leader."""
+        self.serving = serving
+        if not serving:
+            self._wake()
+
+    @property
+    def ended(self) -> bool:
+        return self.closed or not self.serving
 
     def close(self) -> None:
         """On the loop: every stream ends cleanly at its next look."""
@@ -128,6 +143,8 @@ class EventStreams:
 
     async def serve(self, request: pb.EventsRequest, context: Any) -> None:
         feed = self._feed
+        if not feed.serving:
+            raise e.NotReady("this node hears no leader (cut off from the cluster?); ask another node")
         if feed.streams >= self._max_streams:
             raise e.QuotaExceeded(
                 f"this node serves at most {self._max_streams} event streams; try another node"
@@ -136,7 +153,7 @@ class EventStreams:
         try:
             cursor = await self._start(request)
             await context.send_initial_metadata(((CURSOR_METADATA_KEY, str(cursor)),))
-            while not feed.closed:
+            while not feed.ended:
                 changed = feed.changed()
                 page = self._raft.read(functools.partial(_page, cursor=cursor))
                 if isinstance(page, ev.Compacted):

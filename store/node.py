@@ -170,6 +170,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
 
     async def on_leader(heard: bool) -> None:
         state.leader_heard = heard
+        feed.set_serving(heard)
         await state.publish()
 
     stop = asyncio.Event()

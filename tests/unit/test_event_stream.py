@@ -109,6 +109,26 @@ def test_a_waiting_stream_is_woken_by_apply_and_ends_cleanly_on_close() -> None:
     asyncio.run(scenario())
 
 
+def test_streams_end_while_the_node_hears_no_leader_and_new_ones_are_refused() -> None:
+    """A node cut off from the cluster applies nothing: its readers must move on, not wait."""
+
+    async def scenario() -> None:
+        _, feed, streams = _setup()
+        task = asyncio.create_task(streams.serve(pb.EventsRequest(), _Context()))
+        await _until(lambda: feed.streams == 1)
+        feed.set_serving(False)
+        await asyncio.wait_for(task, 5)  # ended, status OK: the client resumes elsewhere
+        with pytest.raises(e.NotReady):
+            await streams.serve(pb.EventsRequest(), _Context())
+        feed.set_serving(True)
+        again = asyncio.create_task(streams.serve(pb.EventsRequest(), _Context()))
+        await _until(lambda: feed.streams == 1)
+        feed.close()
+        await asyncio.wait_for(again, 5)
+
+    asyncio.run(scenario())
+
+
 def test_a_reader_that_does_not_read_holds_one_page_and_is_told_compacted() -> None:
     """A slow consumer costs the node one page: the ring moves on and the stream is refused."""
 
