@@ -4,11 +4,12 @@ compaction, the stream quota, and a clean end when a node stops."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 import grpc
@@ -105,8 +106,33 @@ def _consume(client: SessionClient, cursor: int, want: int, out: list[Event], do
         done.set()
 
 
+def _consume_async(
+    cluster: LocalCluster,
+    endpoints: list[str],
+    cursor: int,
+    want: int,
+    out: list[Event],
+    done: threading.Event,
+) -> None:
+    async def run() -> None:
+        tls = cluster.tls_files
+        async with AsyncSessionClient(
+            endpoints, tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key)
+        ) as client:
+            async for event in client.events(cursor):
+                out.append(event)
+                if len(out) == want:
+                    break
+
+    try:
+        asyncio.run(run())
+    finally:
+        done.set()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_stream_resumes_on_another_node_after_its_node_is_killed_without_gap_or_duplicate(
-    make_cluster: ClusterFactory, make_client: ClientFactory
+    make_cluster: ClusterFactory, make_client: ClientFactory, flavour: str
 ) -> None:
     cluster = make_cluster(3)
     _wait_enabled(cluster)
@@ -117,11 +143,15 @@ def test_a_stream_resumes_on_another_node_after_its_node_is_killed_without_gap_o
     # The reader's first stream goes to its second endpoint (Router.spread): that node dies.
     endpoints = list(cluster.endpoints)
     victim = cluster.node_ids[1]
-    reader = make_client(cluster, endpoints)
     total = 40
     received: list[Event] = []
     done = threading.Event()
-    thread = threading.Thread(target=_consume, args=(reader, 0, total, received, done), daemon=True)
+    target: Callable[[], None]
+    if flavour == "sync":
+        target = functools.partial(_consume, make_client(cluster, endpoints), 0, total, received, done)
+    else:
+        target = functools.partial(_consume_async, cluster, endpoints, 0, total, received, done)
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
     handles = [first.session.handle]
     for _ in range(total // 2 - 1):
