@@ -131,8 +131,19 @@ async def enable_events(
     server = config.cluster.server
     op = c.EnableEvents(server.events_retention_count, server.events_retention_bytes)
     while not stop.is_set():
-        enabled, level = raft.read(lambda m: (m.lifecycle is not None, cluster_level(m, config)))
-        if enabled:
+        bounds, level = raft.read(
+            lambda m: (
+                None if m.lifecycle is None else (m.lifecycle.max_count, m.lifecycle.max_bytes),
+                cluster_level(m, config),
+            )
+        )
+        if bounds is not None:
+            if bounds != (op.max_count, op.max_bytes):
+                log.warning(
+                    "server.events_retention_* in this node's cluster.json differ from the cluster's "
+                    "replicated event retention %s; the replicated one applies",
+                    bounds,
+                )
             return
         if raft.is_leader() and level >= c.EVENTS_LEVEL:
             try:
