@@ -8,6 +8,7 @@
     node run --config F --node ID        become one node (exec; a machine's service entry point)
     config   get | set NAME=VALUE ...    the replicated limits (one log index on every node)
     sessions list PRINCIPAL | revoke (PRINCIPAL | --handle H)
+    events   [--after CURSOR] [--count N]  lifecycle events as applied (_cli_events.py)
 
 Parsing lives here, the commands in _cli_local.py (this machine's processes) and
 _cli_remote.py (a running cluster). Exit codes, one mapping for every command:
@@ -34,7 +35,7 @@ from sessionquorum.client import (
     Unavailable,
 )
 
-from . import _cli_local, _cli_remote
+from . import _cli_events, _cli_local, _cli_remote
 from ._errors import ClusterError, ClusterTimeout, ClusterUnavailable
 from ._local import NodeCommand, default_node_command
 from ._output import error
@@ -188,6 +189,7 @@ def _add_remote(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     who.add_argument("--handle", help="a session handle (from `sessions list`)")
     for sub in (listing, revoke):
         sub.add_argument("--timeout", type=float, default=CLIENT_TIMEOUT_S, help="seconds for the call")
+    _cli_events.register(commands, _add, CLIENT_TIMEOUT_S)
 
 
 def build_parser() -> argparse.ArgumentParser:

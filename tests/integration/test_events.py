@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import signal
 import threading
@@ -19,6 +20,7 @@ from sessionquorum.client import AsyncSessionClient, Event, EventsCompacted, Ses
 from sessionquorum.client._routing import Router
 from sessionquorum.client._routing import trailers as routing_trailers
 from sessionquorum.cluster import LocalCluster
+from sessionquorum.cluster._cli import main as cli_main
 from sessionquorum.proto import sessionquorum_pb2 as pb
 
 from .conftest import ClientFactory, ClusterFactory
@@ -58,7 +60,7 @@ def _summary(events: list[pb.Event]) -> list[tuple[str, str, str, str]]:
 
 
 def test_lifecycle_events_arrive_in_commit_order_on_the_leader_and_a_follower(
-    make_cluster: ClusterFactory, make_client: ClientFactory
+    make_cluster: ClusterFactory, make_client: ClientFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster = make_cluster(3, overrides={"server": {"sweep_interval_s": 0.2}})
     _wait_enabled(cluster)
@@ -93,6 +95,16 @@ def test_lifecycle_events_arrive_in_commit_order_on_the_leader_and_a_follower(
     # Never a token hash or a value: the message has no such field, and no string holds one.
     text = b"".join(e.SerializeToString() for e in on_leader)
     assert b"secret-cart" not in text and b"other-cart" not in text
+    # The operator's tail: `python -m sessionquorum.cluster events --after 2 --count 3 --json`.
+    capsys.readouterr()
+    argv = ["events", "--data-dir", str(cluster.data_dir), "--after", "2", "--count", "3", "--json"]
+    assert cli_main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(x["cursor"], x["kind"], x["handle"]) for x in lines] == [
+        (3, "rotated", h),
+        (4, "deleted", h),
+        (5, "created", bob1.session.handle),
+    ]
 
 
 def _consume(client: SessionClient, cursor: int, want: int, out: list[Event], done: threading.Event) -> None:
