@@ -39,7 +39,7 @@ def _entries(ops: int) -> list[bytes]:
 def _round(entries: list[bytes], ring: bool) -> float:
     m = SessionMachine(Limits())
     if ring:
-        m.apply(c.encode(c.Command(c.EnableEvents(65_536, 4 * 1024 * 1024), now_ms=1)))  # type: ignore[attr-defined]
+        m.apply(c.encode(c.Command(c.EnableEvents(65_536, 4 * 1024 * 1024), now_ms=1)))
     started = time.perf_counter()
     for entry in entries:
         m.apply(entry)

@@ -36,6 +36,11 @@ def _create(
     _apply(m, op, now_ms)
 
 
+def _ring(m: SessionMachine) -> ev.EventRing:
+    assert m.lifecycle is not None
+    return m.lifecycle
+
+
 def _kinds(m: SessionMachine) -> list[tuple[str, str, str]]:
     assert m.lifecycle is not None
     return [(kind, handle, reason) for _, _, kind, handle, _, reason in m.lifecycle.events()]
@@ -158,7 +163,7 @@ def test_a_format_2_snapshot_loads_and_enabling_later_starts_at_cursor_1() -> No
     assert m.lifecycle is None and len(m.sessions) == 1
     _apply(m, c.EnableEvents(100, 1 << 20), 2_000)
     _apply(m, c.Delete(_h(1), None), 3_000)
-    assert m.lifecycle is not None and [e[0] for e in m.lifecycle.events()] == [1]
+    assert [e[0] for e in _ring(m).events()] == [1]
 
 
 def test_a_replica_restored_from_a_snapshot_emits_the_same_events_as_one_that_replayed() -> None:
