@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ from ._calls import (
     READ_FROM_LEADER,
 )
 from ._channels import DEFAULT_MAX_MESSAGE_BYTES, AsyncChannelPool, ClientClosedError, TLSConfig
+from ._events import Event, EventReader, read_events_async
 from ._session import Created, Rotated, Session
 
 logger = logging.getLogger(__name__)
@@ -187,3 +188,11 @@ class AsyncSessionClient(calls.ClientCore):
         """The principal's live sessions, metadata only; see SessionClient.list_sessions."""
         call = calls.list_sessions(principal, token, reads_anywhere=self._reads_anywhere)
         return await self._run(call, timeout_s)
+
+    # -- lifecycle events: a stream from any node, resumed across nodes ---------------------
+
+    def events(self, cursor: int | None = None) -> AsyncIterator[Event]:
+        """`async for event in client.events(cursor)`: SessionClient.events on this loop."""
+        if self._closed:
+            raise ClientClosedError("the AsyncSessionClient is closed")
+        return read_events_async(self._channels, EventReader(self._router, cursor, self._timeout_s))

@@ -10,7 +10,7 @@ semantics, in both clients.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 
 from . import _calls as calls
@@ -23,6 +23,7 @@ from ._calls import (
     READ_FROM_LEADER,
 )
 from ._channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, TLSConfig
+from ._events import Event, EventReader, read_events
 from ._retry import Caller
 from ._session import Created, Rotated, Session
 
@@ -192,3 +193,15 @@ class SessionClient(calls.ClientCore):
         """
         call = calls.list_sessions(principal, token, reads_anywhere=self._reads_anywhere)
         return self._caller.run(call, self._deadline(timeout_s))
+
+    # -- lifecycle events: a stream from any node, resumed across nodes ---------------------
+
+    def events(self, cursor: int | None = None) -> Iterator[Event]:
+        """Lifecycle events in commit order, forever: after `cursor`, or from now if None.
+
+        A failed or ended stream is reopened on another node after the last event
+        returned: no gap, no duplicate. Raises EventsCompacted when the events after the
+        cursor are no longer retained, Unavailable when no node served for `timeout_s`.
+        Needs the admin role. Close (or leave) the iterator to cancel the stream.
+        """
+        return read_events(self._channels, EventReader(self._router, cursor, self._timeout_s))

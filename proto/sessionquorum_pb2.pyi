@@ -652,6 +652,9 @@ class StatusResponse(_message.Message):
     SNAPSHOT_BYTES_FIELD_NUMBER: _builtins.int
     SNAPSHOTS_TAKEN_FIELD_NUMBER: _builtins.int
     ACCEPTING_WRITES_FIELD_NUMBER: _builtins.int
+    EVENTS_ENABLED_FIELD_NUMBER: _builtins.int
+    EVENTS_LAST_CURSOR_FIELD_NUMBER: _builtins.int
+    EVENTS_OLDEST_CURSOR_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_address: _builtins.str
@@ -689,6 +692,12 @@ class StatusResponse(_message.Message):
     """Mutations are accepted (the cluster's limits are set; a new cluster's first
     leader seeds them from its file within a moment of the election).
     """
+    events_enabled: _builtins.bool
+    """Lifecycle events (store/events.py) as applied here: whether the ring is on, the
+    newest event's cursor, and the oldest retained one's (0: none).
+    """
+    events_last_cursor: _builtins.int
+    events_oldest_cursor: _builtins.int
     def __init__(
         self,
         *,
@@ -713,10 +722,13 @@ class StatusResponse(_message.Message):
         snapshot_bytes: _builtins.int = ...,
         snapshots_taken: _builtins.int = ...,
         accepting_writes: _builtins.bool = ...,
+        events_enabled: _builtins.bool = ...,
+        events_last_cursor: _builtins.int = ...,
+        events_oldest_cursor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "events_enabled", b"events_enabled", "events_last_cursor", b"events_last_cursor", "events_oldest_cursor", b"events_oldest_cursor", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1169,3 +1181,70 @@ class MemberListResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MemberListResponse: _TypeAlias = MemberListResponse  # noqa: Y015
+
+@_typing.final
+class EventsRequest(_message.Message):
+    """Lifecycle events (store/events.py), in commit order, from any node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """Resume after this cursor (the `cursor` of the last event received; 0 = from the
+    first event ever). Absent: only events applied from now on. A cursor whose next event
+    is no longer retained is answered OUT_OF_RANGE with the `sq-oldest-cursor` trailer.
+    """
+    def __init__(
+        self,
+        *,
+        after: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "after", b"after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "after", b"after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after: _TypeAlias = _typing.Literal["after"]  # noqa: Y015
+    _WhichOneofArgType__after: _TypeAlias = _typing.Literal["_after", b"_after"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after) -> _WhichOneofReturnType__after | None: ...
+
+Global___EventsRequest: _TypeAlias = EventsRequest  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    HANDLE_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """one replicated sequence: the same event has the same cursor on every node"""
+    kind: _builtins.str
+    """created, rotated, updated, deleted, revoked, expired (more may be added)"""
+    handle: _builtins.str
+    """the session's handle; never a token hash"""
+    principal: _builtins.str
+    """"" for an anonymous session"""
+    reason: _builtins.str
+    """revoked: principal | principal_cap; expired: idle | absolute"""
+    at_ms: _builtins.int
+    """the replicated time of the command that caused it"""
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        handle: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "cursor", b"cursor", "handle", b"handle", "kind", b"kind", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015

@@ -104,6 +104,11 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.FromString,
                 _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/sessionquorum.v1.SessionStore/Events',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.EventsRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class SessionStoreServicer:
@@ -194,6 +199,13 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +278,11 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.MemberList,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.EventsRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -646,6 +663,33 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/MemberList',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/Events',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.EventsRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

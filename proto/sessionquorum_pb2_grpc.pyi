@@ -62,6 +62,8 @@ class SessionStoreStub:
     SnapshotSave: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]
     LeaderTransfer: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]
     MemberList: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]
+    Events: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.EventsRequest, _sessionquorum_pb2.Event]
+    """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -81,6 +83,8 @@ class SessionStoreAsyncStub(SessionStoreStub):
     SnapshotSave: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]  # type: ignore[assignment]
     LeaderTransfer: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]  # type: ignore[assignment]
     MemberList: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]  # type: ignore[assignment]
+    Events: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.EventsRequest, _sessionquorum_pb2.Event]  # type: ignore[assignment]
+    """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -181,5 +185,13 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.MemberListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.MemberListResponse, _abc.Awaitable[_sessionquorum_pb2.MemberListResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Events(
+        self,
+        request: _sessionquorum_pb2.EventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_sessionquorum_pb2.Event], _abc.AsyncIterator[_sessionquorum_pb2.Event]]:
+        """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

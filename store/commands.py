@@ -35,11 +35,13 @@ COMMAND_VERSION = 1
 # Level 5:
 # - encryption at rest: Create/Update carry "sealed" (a keyed digest of the plaintext values,
 #   the fingerprint's stand-in for ciphertext) and Update "bound_handle" (store/atrest.py).
+# - EnableEvents: apply starts appending lifecycle events to a replicated ring (store/events.py).
 BASE_LEVEL = 1
 SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
 IDLE_CHANGE_LEVEL = 4
 ATREST_LEVEL = 5
+EVENTS_LEVEL = 5
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -123,6 +125,14 @@ class Configure:
 
 
 @dataclass(frozen=True, slots=True)
+class EnableEvents:
+    """Switch the lifecycle event ring on (or give it new bounds; its cursors continue)."""
+
+    max_count: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class MemberLevel:
     """A node advertises the highest command level it can apply."""
 
@@ -130,7 +140,19 @@ class MemberLevel:
     level: int
 
 
-Op = Create | Touch | Update | Rotate | Delete | RevokePrincipal | Expire | Barrier | Configure | MemberLevel
+Op = (
+    Create
+    | Touch
+    | Update
+    | Rotate
+    | Delete
+    | RevokePrincipal
+    | Expire
+    | Barrier
+    | Configure
+    | MemberLevel
+    | EnableEvents
+)
 
 _NAMES: dict[type[Any], str] = {
     Create: "create",
@@ -143,11 +165,13 @@ _NAMES: dict[type[Any], str] = {
     Barrier: "barrier",
     Configure: "configure",
     MemberLevel: "member_level",
+    EnableEvents: "enable_events",
 }
 
 # The command level that introduced each operation; see the module docstring.
 LEVELS: dict[type[Any], int] = {op: BASE_LEVEL for op in _NAMES}
 LEVELS[Configure] = 2
+LEVELS[EnableEvents] = EVENTS_LEVEL
 # The level from which the envelope carries the client epoch.
 CLIENT_EPOCH_LEVEL = 2
 
@@ -332,6 +356,8 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         return Configure(limits=tuple((p[0], p[1]) for p in pairs), seed=_req(a, "seed", bool))
     if name == "member_level":
         return MemberLevel(node_id=_req(a, "node_id", str), level=_req(a, "level", int))
+    if name == "enable_events":
+        return EnableEvents(max_count=_req(a, "max_count", int), max_bytes=_req(a, "max_bytes", int))
     raise UndecodableEntry(f"unknown operation {name!r}")
 
 

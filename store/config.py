@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from .commands import SUPPORTED_LEVEL
 from .errors import ConfigError
+from .events import check_bounds as check_event_bounds
 
 DAY_MS = 24 * 3600 * 1000
 LOG_FORMATS = ("text", "json")
@@ -195,8 +196,20 @@ class ServerSettings:
     roleless_client_role: str = "app"
     # UNSAFE, for the authorization test's canary only: every caller may call every method.
     unsafe_skip_authorization: bool = False
+    # The lifecycle event ring's bounds (store/events.py). They are replicated state: the
+    # first leader at command level 5 proposes these from its file (EnableEvents), and the
+    # log's values apply on every node from then on, whatever its file says.
+    events_retention_count: int = 65_536
+    events_retention_bytes: int = 4 * 1024 * 1024
+    # Concurrent Events streams one node serves; one more is refused RESOURCE_EXHAUSTED.
+    max_event_streams: int = 64
 
     def validate(self) -> None:
+        problem = check_event_bounds(self.events_retention_count, self.events_retention_bytes)
+        if problem:
+            raise ConfigError(f"server.events_retention_*: {problem}")
+        if self.max_event_streams < 1:
+            raise ConfigError("server.max_event_streams must be >= 1")
         if self.max_message_bytes < 64 * 1024:
             raise ConfigError("server.max_message_bytes must be at least 65536")
         if self.apply_timeout_s <= 0 or self.sweep_interval_s <= 0 or self.touch_interval_ms < 0:

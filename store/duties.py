@@ -12,6 +12,8 @@ cannot do its work now logs one line and tries again on its next round.
 - `seed_limits`: the first leader of a new cluster proposes the limits of its file as the
   cluster's replicated limits (commands.Configure). Afterwards the file's section is only a
   seed: a node whose file disagrees says so once, and apply keeps using the log's.
+- `enable_events`: once every member applies command level 5, the leader switches the
+  lifecycle event ring on with its file's bounds (commands.EnableEvents), once.
 - `sweep_expired`: the leader proposes bounded expire commands when a deadline passed.
 - `watch_leader`: health goes NOT_SERVING while this node hears no leader (it lost
   quorum, or its side of a partition has none), and back once it hears one.
@@ -115,6 +117,45 @@ async def seed_limits(
                 continue
             except StoreError as exc:
                 log.info("seeding the cluster's limits not confirmed: %s", exc.message)
+        await _pause(stop, 0.5)
+
+
+async def enable_events(
+    config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
+) -> None:
+    """On the leader, once the cluster is at EVENTS_LEVEL, propose EnableEvents (a seed, once).
+
+    A replicated switch, not each node's own: every node starts its ring at the same entry,
+    so cursors agree; a member of an older release never meets the command.
+    """
+    server = config.cluster.server
+    op = c.EnableEvents(server.events_retention_count, server.events_retention_bytes)
+    while not stop.is_set():
+        bounds, level = raft.read(
+            lambda m: (
+                None if m.lifecycle is None else (m.lifecycle.max_count, m.lifecycle.max_bytes),
+                cluster_level(m, config),
+            )
+        )
+        if bounds is not None:
+            if bounds != (op.max_count, op.max_bytes):
+                log.warning(
+                    "server.events_retention_* in this node's cluster.json differ from the cluster's "
+                    "replicated event retention %s; the replicated one applies",
+                    bounds,
+                )
+            return
+        if raft.is_leader() and level >= c.EVENTS_LEVEL:
+            try:
+                await raft.propose(
+                    c.encode(c.Command(op, now_ms=clock.stamp(raft.term()))), PROPOSE_TIMEOUT_S
+                )
+                log.info(
+                    "lifecycle events enabled (%d events, %d bytes retained)", op.max_count, op.max_bytes
+                )
+                continue
+            except StoreError as exc:
+                log.info("enabling lifecycle events not confirmed: %s", exc.message)
         await _pause(stop, 0.5)
 
 

@@ -34,6 +34,7 @@ from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
 from .decoding import Undecodable
 from .errors import ConfigError
+from .event_stream import EventFeed, EventStreams
 from .metrics import NodeMetrics
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
@@ -131,6 +132,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         clock: ProposerClock,
         metrics: NodeMetrics | None = None,
         sealing: Sealing | None = None,
+        feed: EventFeed | None = None,
     ) -> None:
         self._config = config
         # Encryption at rest and keyed token hashes (store/sealing.py); off without a key file.
@@ -145,6 +147,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
         # Which cluster a backup comes from: its CA (a restored cluster gets a new one).
         ca_sha = hashlib.sha256(ca.read_bytes()).hexdigest() if ca is not None else ""
         self.saves = SnapshotSaves(raft, config.node.id, ca_sha)
+        self.event_feed = feed or EventFeed(raft.read(lambda m: m))
+        self._events = EventStreams(raft, self.event_feed, self._server.max_event_streams)
 
     @property
     def _limits(self) -> Limits:
@@ -183,6 +187,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 metadata.append((e.VERSION_METADATA_KEY, str(exc.current_version)))
             elif isinstance(exc, e.UpgradePending):
                 metadata.append((e.UPGRADE_METADATA_KEY, "pending"))
+            elif isinstance(exc, e.EventsCompacted):
+                metadata.append((e.OLDEST_CURSOR_METADATA_KEY, str(exc.oldest_cursor)))
             if isinstance(exc, e.PermissionDenied):
                 # The scope check (_check_scope); the role check refused in authz.py already.
                 self._metrics.permission_denied(method, "scope")
@@ -453,9 +459,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 # capture() is a shallow copy; the O(sessions) digest runs off the lock below.
                 cap = m.capture() if request.digest else None
                 level, open_ = cluster_level(m, self._config), accepting_writes(m, self._config)
-                return len(m.sessions), cap, m.limits, level, open_, m.now_ms
+                ring = m.lifecycle
+                events = (0, 0) if ring is None else (ring.last_cursor, ring.oldest if len(ring) else 0)
+                return len(m.sessions), cap, m.limits, level, open_, m.now_ms, ring is not None, events
 
-            count, cap, limits, level, open_, now_ms = self._raft.read(look)
+            count, cap, limits, level, open_, now_ms, events_on, (last, oldest) = self._raft.read(look)
             digest = await asyncio.to_thread(cap.digest) if cap is not None else ""
             return pb.StatusResponse(
                 node_id=self._config.node.id,
@@ -479,6 +487,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 snapshot_bytes=st.snapshot_bytes,
                 snapshots_taken=st.snapshots_taken,
                 accepting_writes=open_,
+                events_enabled=events_on,
+                events_last_cursor=last,
+                events_oldest_cursor=oldest,
             )
 
         return await self._boundary("Status", context, work())
@@ -545,3 +556,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the snapshot save took too long; retry")
         finally:
             self.saves.release()  # also when the stream never started (the caller went away)
+
+    # grpc.aio serves a coroutine handler of a streaming method that writes with
+    # context.write; the generated stub types only the generator form.
+    async def Events(self, request: pb.EventsRequest, context: Any) -> None:  # type: ignore[override]
+        """Server-streaming (store/event_stream.py): written with context.write, ends OK on stop."""
+        await self._boundary("Events", context, self._events.serve(request, context))

@@ -28,7 +28,13 @@ from .dedup import DedupTable
 from .session import Session
 
 # 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
-SNAPSHOT_FORMAT = 2
+# 3: adds the lifecycle event ring ("events", store/events.py), once EnableEvents applied.
+# A state without the ring is still written as format 2, byte for byte as before, so a
+# cluster that has not switched events on keeps the digests and snapshots of the release
+# before; restore reads both.
+SNAPSHOT_FORMAT = 3
+FORMAT_WITHOUT_EVENTS = 2
+READABLE_FORMATS = (FORMAT_WITHOUT_EVENTS, SNAPSHOT_FORMAT)
 
 # Keys sorted per chunk (one C call each), then merged by a Python generator.
 SORT_CHUNK = 20_000
@@ -52,6 +58,8 @@ class Capture:
     sessions: dict[bytes, Session]
     dedup: dict[bytes, Any]
     forgotten_ms: int
+    # EventRing.capture() once the ring is on, else None.
+    events: list[Any] | None = None
 
     def pieces(self) -> Iterator[bytes]:
         return serialize_in_pieces(self)
@@ -70,14 +78,15 @@ def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
     """The canonical snapshot bytes of `capture`, as pieces of about PIECE_BYTES."""
     packer = msgpack.Packer(use_bin_type=True, autoreset=True)
     out = bytearray()
+    events = capture.events
     head: list[tuple[str, Any]] = [
-        ("format", SNAPSHOT_FORMAT),
+        ("format", FORMAT_WITHOUT_EVENTS if events is None else SNAPSHOT_FORMAT),
         ("now_ms", capture.now_ms),
         ("limits", [list(p) for p in limits_to_pairs(capture.limits)]),
         ("configured", capture.configured),
         ("members", sorted([k, lv] for k, lv in capture.member_levels.items())),
     ]
-    out += packer.pack_map_header(8)
+    out += packer.pack_map_header(8 if events is None else 9)
     for key, value in head:
         out += packer.pack(key)
         out += packer.pack(value)
@@ -112,4 +121,17 @@ def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
             out.clear()
     out += packer.pack("forgotten_ms")
     out += packer.pack(capture.forgotten_ms)
+    if events is not None:
+        max_count, max_bytes, next_cursor, rows = events
+        out += packer.pack("events")
+        out += packer.pack_array_header(4)
+        out += packer.pack(max_count)
+        out += packer.pack(max_bytes)
+        out += packer.pack(next_cursor)
+        out += packer.pack_array_header(len(rows))
+        for row in rows:
+            out += packer.pack(row)
+            if len(out) >= PIECE_BYTES:
+                yield bytes(out)
+                out.clear()
     yield bytes(out)

@@ -23,13 +23,14 @@ from dataclasses import replace
 import msgpack
 
 from . import commands as c
+from . import events as ev
 from . import validation as v
 from .config import Limits, limits_from_pairs, limits_to_pairs
 from .dedup import DedupTable
 from .errors import ConfigError
 from .replies import Code, Reply, SessionView
 from .session import Session, pack_attributes
-from .snapshot_format import SNAPSHOT_FORMAT, Capture
+from .snapshot_format import READABLE_FORMATS, Capture
 
 # Most members whose command level the state keeps (a cluster has 3 to 7).
 MAX_MEMBERS = 64
@@ -68,6 +69,9 @@ class SessionMachine:
         # What this node applied since it started, for store/metrics.py: local tallies,
         # never replicated state, never in a snapshot (restore keeps them), never read by apply.
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        # The lifecycle event ring (store/events.py): replicated state, in the snapshot;
+        # None until an EnableEvents command is applied, and then apply emits nothing.
+        self.lifecycle: ev.EventRing | None = None
 
     # ----------------------------------------------------------------- apply
     def apply(self, entry: bytes) -> Reply:
@@ -113,6 +117,8 @@ class SessionMachine:
             return self._member_level(op)
         if isinstance(op, c.Barrier):
             return Reply(Code.OK)
+        if isinstance(op, c.EnableEvents):
+            return self._enable_events(op)
         raise AssertionError(f"no handler for {type(op).__name__}")  # decode() admits no other
 
     def _tally(self, op: c.Op, reply: Reply) -> None:
@@ -152,6 +158,30 @@ class SessionMachine:
         self._dedup.max_clients = limits.max_dedup_clients
         self._dedup.ttl_ms = limits.dedup_ttl_ms
         return Reply(Code.OK)
+
+    def _enable_events(self, op: c.EnableEvents) -> Reply:
+        problem = ev.check_bounds(op.max_count, op.max_bytes)
+        if problem:
+            return Reply(Code.INVALID, problem)
+        ring = self.lifecycle
+        if ring is None:
+            self.lifecycle = ev.EventRing(op.max_count, op.max_bytes)
+        elif (ring.max_count, ring.max_bytes) != (op.max_count, op.max_bytes):
+            self.lifecycle = ring.resized(op.max_count, op.max_bytes)
+        return Reply(Code.OK)
+
+    def _emit(self, kind: str, s: Session, reason: str = "") -> None:
+        """Record a lifecycle event (a handle and a principal: never a token hash or a value)."""
+        ring = self.lifecycle
+        if ring is not None:
+            ring.append(self.now_ms, kind, s.handle, s.principal, reason)
+
+    def _expired(self, s: Session) -> bool:
+        """Remove an expired session and record why it ended; True if its lifetime ran out."""
+        self._remove(s)
+        absolute = s.absolute_deadline_ms <= s.last_access_ms + s.idle_timeout_ms
+        self._emit(ev.Kind.EXPIRED, s, "absolute" if absolute else "idle")
+        return absolute
 
     def _member_level(self, op: c.MemberLevel) -> Reply:
         if not op.node_id or len(op.node_id) > self.limits.max_handle_bytes or op.level < 1:
@@ -205,6 +235,7 @@ class SessionMachine:
             version=1,
         )
         self._insert(s)
+        self._emit(ev.Kind.CREATED, s)
         return Reply(Code.OK, session=s.view(False), handles=evicted)
 
     def _touch(self, op: c.Touch) -> Reply:
@@ -255,6 +286,7 @@ class SessionMachine:
                 idle_timeout_ms=idle_ms,
             )
         )
+        self._emit(ev.Kind.UPDATED, s)
         # The reply carries the incremented counters' new values, nothing else.
         return Reply(Code.OK, session=replace(s.view(False), attributes=tuple(counters)))
 
@@ -334,6 +366,7 @@ class SessionMachine:
             last_access_ms=max(s.last_access_ms, self.now_ms),
         )
         self._insert(s)
+        self._emit(ev.Kind.ROTATED, s)
         return Reply(Code.OK, session=s.view(False), handles=evicted)
 
     def _delete(self, op: c.Delete) -> Reply:
@@ -347,23 +380,30 @@ class SessionMachine:
         s = self.sessions.get(key) if key is not None else None
         if s is None:
             return Reply(Code.OK, existed=False)
-        live = s.expiry_reason(self.now_ms) is None
+        if s.expiry_reason(self.now_ms) is not None:
+            self._expired(s)
+            return Reply(Code.OK, existed=False)
         self._remove(s)
-        return Reply(Code.OK, existed=live)
+        self._emit(ev.Kind.DELETED, s)
+        return Reply(Code.OK, existed=True)
 
     def _revoke(self, op: c.RevokePrincipal) -> Reply:
         problem = v.check_principal(op.principal, self.limits)
         if problem:
             return Reply(*problem)
         revoked: list[str] = []
-        for key in self.by_principal.get(op.principal, ()):
-            s = self.sessions[key]
+        # By handle: the index's order differs between a replayed and a restored replica,
+        # and the events' order must not.
+        for s in self._principal_sessions(op.principal):
             if s.handle == op.except_handle:
                 continue
             if s.expiry_reason(self.now_ms) is None:
                 revoked.append(s.handle)
-            self._remove(s)
-        return Reply(Code.OK, handles=tuple(sorted(revoked)))
+                self._remove(s)
+                self._emit(ev.Kind.REVOKED, s, "principal")
+            else:
+                self._expired(s)
+        return Reply(Code.OK, handles=tuple(revoked))
 
     # --------------------------------------------------------------- helpers
     def _check_session_bytes(self, attributes: Iterable[tuple[str, bytes]]) -> v.Problem | None:
@@ -385,20 +425,23 @@ class SessionMachine:
             return Reply(Code.NOT_FOUND, "session not found")
         reason = s.expiry_reason(self.now_ms)
         if reason is not None:
-            self._remove(s)
+            self._expired(s)
             return Reply(Code.NOT_FOUND, reason)
         return s
 
     def _drop_if_expired(self, token_hash: bytes) -> None:
         s = self.sessions.get(token_hash)
         if s is not None and s.expiry_reason(self.now_ms) is not None:
-            self._remove(s)
+            self._expired(s)
 
     def _make_room(self, principal: str) -> tuple[str, ...] | Reply:
         """Apply the per-principal cap before adding one session to `principal`."""
-        for key in self.by_principal.get(principal, ()):
-            if self.sessions[key].expiry_reason(self.now_ms) is not None:
-                self._remove(self.sessions[key])
+        # Sorted only when there is something to remove: this runs on every create.
+        now, sessions = self.now_ms, self.sessions
+        index = self.by_principal.get(principal, ())
+        gone = [sessions[k] for k in index if sessions[k].expiry_reason(now) is not None]
+        for s in sorted(gone, key=lambda s: s.handle):
+            self._expired(s)
         index = self.by_principal.get(principal, ())
         cap = self.limits.max_sessions_per_principal
         if len(index) < cap:
@@ -409,7 +452,14 @@ class SessionMachine:
         victims = oldest[: len(index) - cap + 1]
         for s in victims:
             self._remove(s)
+            self._emit(ev.Kind.REVOKED, s, "principal_cap")
         return tuple(s.handle for s in victims)
+
+    def _principal_sessions(self, principal: str) -> list[Session]:
+        """The principal's sessions by handle: an order every replica agrees on."""
+        return sorted(
+            (self.sessions[k] for k in self.by_principal.get(principal, ())), key=lambda s: s.handle
+        )
 
     def _store(self, s: Session) -> Session:
         """Replace a session's record (same token hash); a moved deadline gets a heap entry."""
@@ -454,9 +504,9 @@ class SessionMachine:
             if s.deadline_ms != deadline:
                 heapq.heappush(heap, (s.deadline_ms, key))
                 continue
-            self._remove(s)
+            absolute = self._expired(s)
             removed += 1
-            absolute = s.absolute_deadline_ms <= s.last_access_ms + s.idle_timeout_ms
+            # (Metrics count sweeps only, as before; the event stream also sees lazy removals.)
             self.events["expired_absolute" if absolute else "expired_idle"] += 1
         if len(heap) > 2 * len(self.sessions) + 1024:
             self._rebuild_expiry()
@@ -509,6 +559,7 @@ class SessionMachine:
             sessions=dict(self.sessions),
             dedup=self._dedup.capture(),
             forgotten_ms=self._dedup.forgotten_ms,
+            events=None if self.lifecycle is None else self.lifecycle.capture(),
         )
 
     def snapshot(self) -> bytes:
@@ -516,7 +567,7 @@ class SessionMachine:
 
     def restore(self, data: bytes) -> None:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-        if raw.get("format") != SNAPSHOT_FORMAT:
+        if raw.get("format") not in READABLE_FORMATS:
             raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
         events, hits = self.events, self._dedup.hits
         self.__init__(limits_from_pairs(raw["limits"]), self.supported_level)  # type: ignore[misc]
@@ -534,6 +585,8 @@ class SessionMachine:
         # (A principal's index order is never observable: every use sorts or counts.)
         self._rebuild_expiry()
         self._dedup.load_wire(raw["dedup"], raw["forgotten_ms"])
+        if "events" in raw:  # format 3; a format-2 snapshot predates EnableEvents
+            self.lifecycle = ev.EventRing.from_wire(raw["events"])
 
     def digest(self) -> str:
         return self.capture().digest()

@@ -47,6 +47,7 @@ SAMPLES: dict[str, Message] = {
     ),
     # No field, so no truncated form: every prefix of its bytes is the (empty) message.
     "SnapshotSave": pb.SnapshotSaveRequest(),
+    "Events": pb.EventsRequest(after=300),
 }
 
 
