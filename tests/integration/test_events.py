@@ -64,7 +64,7 @@ def test_lifecycle_events_arrive_in_commit_order_on_the_leader_and_a_follower(
 ) -> None:
     cluster = make_cluster(3, overrides={"server": {"sweep_interval_s": 0.2}})
     _wait_enabled(cluster)
-    client = make_client(cluster)
+    client = make_client(cluster, admin=True)
     alice = client.create(principal="alice", attributes={"cart": b"secret-cart"})
     client.update(alice.token, set={"cart": b"other-cart"})
     rotated = client.rotate(alice.token)
@@ -127,7 +127,7 @@ def _consume_async(
     done: threading.Event,
 ) -> None:
     async def run() -> None:
-        tls = cluster.tls_files
+        tls = cluster.admin_tls_files
         async with AsyncSessionClient(
             endpoints, tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key)
         ) as client:
@@ -148,7 +148,7 @@ def test_a_stream_resumes_on_another_node_after_its_node_is_killed_without_gap_o
 ) -> None:
     cluster = make_cluster(3)
     _wait_enabled(cluster)
-    writer = make_client(cluster)
+    writer = make_client(cluster, admin=True)
     first = writer.create()
     start = _read(cluster, cluster.node_ids[0], 0, 1)[0].cursor  # the create above (or later)
     assert start >= 1
@@ -160,7 +160,7 @@ def test_a_stream_resumes_on_another_node_after_its_node_is_killed_without_gap_o
     done = threading.Event()
     target: Callable[[], None]
     if flavour == "sync":
-        target = functools.partial(_consume, make_client(cluster, endpoints), 0, total, received, done)
+        target = functools.partial(_consume, make_client(cluster, endpoints, admin=True), 0, total, received, done)
     else:
         target = functools.partial(_consume_async, cluster, endpoints, 0, total, received, done)
     thread = threading.Thread(target=target, daemon=True)
@@ -186,7 +186,7 @@ def test_a_cursor_older_than_the_retained_events_is_answered_compacted(
 ) -> None:
     cluster = make_cluster(1, overrides={"server": {"events_retention_count": 16}})
     _wait_enabled(cluster)
-    client = make_client(cluster)
+    client = make_client(cluster, admin=True)
     for _ in range(40):
         client.create()
     node = cluster.node_ids[0]
@@ -205,7 +205,7 @@ def test_a_cursor_older_than_the_retained_events_is_answered_compacted(
     resumed.close()  # type: ignore[attr-defined]
 
     async def read_async() -> tuple[int, int]:
-        tls = cluster.tls_files
+        tls = cluster.admin_tls_files
         async with AsyncSessionClient(
             cluster.endpoints, tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key)
         ) as aclient:
@@ -279,7 +279,7 @@ def test_a_follower_that_installed_a_snapshot_serves_the_events_before_it(
     _wait_enabled(cluster)
     leader = cluster.wait_for_leader()
     follower = next(n for n in cluster.node_ids if n != leader)
-    client = make_client(cluster, timeout_s=30.0)
+    client = make_client(cluster, timeout_s=30.0, admin=True)
     created = [client.create() for _ in range(10)]
     cluster.kill(follower)
     installs_before = cluster.log_path(follower).read_text(errors="replace").count("installed a snapshot")
