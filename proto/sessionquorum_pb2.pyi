@@ -598,6 +598,62 @@ class RevokePrincipalResponse(_message.Message):
 Global___RevokePrincipalResponse: _TypeAlias = RevokePrincipalResponse  # noqa: Y015
 
 @_typing.final
+class SetPrincipalEnabledRequest(_message.Message):
+    """Disable a principal (no new session for it until enabled; every session it has ends in
+    the same command) or enable it again. Admin.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    principal: _builtins.str
+    enabled: _builtins.bool
+    @_builtins.property
+    def request_id(self) -> Global___RequestId: ...
+    def __init__(
+        self,
+        *,
+        request_id: Global___RequestId | None = ...,
+        principal: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPrincipalEnabledRequest: _TypeAlias = SetPrincipalEnabledRequest  # noqa: Y015
+
+@_typing.final
+class SetPrincipalEnabledResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDED_HANDLES_FIELD_NUMBER: _builtins.int
+    WAS_DISABLED_FIELD_NUMBER: _builtins.int
+    was_disabled: _builtins.bool
+    """the principal was disabled before this call"""
+    @_builtins.property
+    def ended_handles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sessions the disable ended"""
+
+    def __init__(
+        self,
+        *,
+        ended_handles: _abc.Iterable[_builtins.str] | None = ...,
+        was_disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_handles", b"ended_handles", "was_disabled", b"was_disabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPrincipalEnabledResponse: _TypeAlias = SetPrincipalEnabledResponse  # noqa: Y015
+
+@_typing.final
 class StatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

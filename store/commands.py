@@ -32,10 +32,19 @@ COMMAND_VERSION = 1
 # Level 3: no new command; a behaviour: the node refuses votes while it hears from a leader,
 # which leader leases rely on (store/DESIGN.md, "Leases").
 # Level 4: Update may change the session's idle timeout ("idle_timeout_ms").
+# Level 5: session-security operations (store/secops.py): SecurityOn switches on tombstones
+# (no reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
+# ReuseDetected; Configure of the LATER_LIMITS.
 BASE_LEVEL = 1
-SUPPORTED_LEVEL = 4
+SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
 IDLE_CHANGE_LEVEL = 4
+SECURITY_OPS_LEVEL = 5
+# Limits of level 5: a Configure carrying any of them needs level 5 (config.limits_to_wire
+# leaves them out while at their defaults).
+LATER_LIMITS = frozenset(
+    {"max_tombstones", "rotation_grace_ms", "revoke_on_reuse", "max_disabled_principals", "timeout_profile"}
+)
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -119,7 +128,45 @@ class MemberLevel:
     level: int
 
 
-Op = Create | Touch | Update | Rotate | Delete | RevokePrincipal | Expire | Barrier | Configure | MemberLevel
+@dataclass(frozen=True, slots=True)
+class SecurityOn:
+    """Switches on the level-5 rules (store/secops.py) at one log index on every node.
+
+    The leader proposes it once every member advertised level 5; before it, a removal leaves
+    no tombstone, exactly as older releases apply the same entries.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class SetPrincipalEnabled:
+    """Disable (no new session; its sessions end in this command) or enable a principal."""
+
+    principal: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseDetected:
+    """A read met a rotated-away token after its grace (reads are not log entries)."""
+
+    token_hash: bytes
+
+
+Op = (
+    Create
+    | Touch
+    | Update
+    | Rotate
+    | Delete
+    | RevokePrincipal
+    | Expire
+    | Barrier
+    | Configure
+    | MemberLevel
+    | SecurityOn
+    | SetPrincipalEnabled
+    | ReuseDetected
+)
 
 _NAMES: dict[type[Any], str] = {
     Create: "create",
@@ -132,11 +179,16 @@ _NAMES: dict[type[Any], str] = {
     Barrier: "barrier",
     Configure: "configure",
     MemberLevel: "member_level",
+    SecurityOn: "security_on",
+    SetPrincipalEnabled: "set_principal_enabled",
+    ReuseDetected: "reuse_detected",
 }
 
 # The command level that introduced each operation; see the module docstring.
 LEVELS: dict[type[Any], int] = {op: BASE_LEVEL for op in _NAMES}
 LEVELS[Configure] = 2
+for _op5 in (SecurityOn, SetPrincipalEnabled, ReuseDetected):
+    LEVELS[_op5] = SECURITY_OPS_LEVEL
 # The level from which the envelope carries the client epoch.
 CLIENT_EPOCH_LEVEL = 2
 
@@ -183,6 +235,8 @@ def level_of(cmd: Command) -> int:
         level = max(level, CLIENT_EPOCH_LEVEL)
     if isinstance(cmd.op, Update) and cmd.op.idle_timeout_ms is not None:
         level = max(level, IDLE_CHANGE_LEVEL)
+    if isinstance(cmd.op, Configure) and any(name in LATER_LIMITS for name, _ in cmd.op.limits):
+        level = max(level, SECURITY_OPS_LEVEL)
     return level
 
 
@@ -304,6 +358,12 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         return Configure(limits=tuple((p[0], p[1]) for p in pairs), seed=_req(a, "seed", bool))
     if name == "member_level":
         return MemberLevel(node_id=_req(a, "node_id", str), level=_req(a, "level", int))
+    if name == "security_on":
+        return SecurityOn()
+    if name == "set_principal_enabled":
+        return SetPrincipalEnabled(principal=_req(a, "principal", str), enabled=_req(a, "enabled", bool))
+    if name == "reuse_detected":
+        return ReuseDetected(token_hash=_req(a, "token_hash", bytes))
     raise UndecodableEntry(f"unknown operation {name!r}")
 
 

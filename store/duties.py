@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from . import commands as c
 from .clock import ProposerClock
-from .config import NodeConfig, limits_to_pairs
+from .config import NodeConfig, limits_to_wire
 from .errors import StoreError
 from .raft import ReplicatedLog
 from .service import cluster_level
@@ -103,10 +103,9 @@ async def seed_limits(
                     "`python -m sessionquorum.cluster config set`)"
                 )
             return
-        if raft.is_leader() and level >= c.LEVELS[c.Configure]:
-            entry = c.encode(
-                c.Command(c.Configure(limits_to_pairs(seed), seed=True), now_ms=clock.stamp(raft.term()))
-            )
+        command = c.Command(c.Configure(limits_to_wire(seed), seed=True), now_ms=clock.stamp(raft.term()))
+        if raft.is_leader() and level >= c.level_of(command):
+            entry = c.encode(command)
             try:
                 await raft.propose(entry, PROPOSE_TIMEOUT_S)
                 log.info(

@@ -22,6 +22,8 @@ class Code(StrEnum):
     # The client id's exactly-once entry may have been forgotten: not applied (dedup.py).
     # `Reply.count` carries the replicated time, the epoch for a fresh client id.
     DEDUP_EXPIRED = "dedup_expired"
+    # The principal is disabled (level 5, store/secops.py): no new session for it.
+    DISABLED = "disabled"
 
 
 @dataclass(frozen=True, slots=True)

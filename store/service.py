@@ -28,7 +28,7 @@ from . import commands as c
 from . import errors as e
 from . import validation as v
 from .clock import ProposerClock
-from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
+from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs, limits_to_wire
 from .decoding import Undecodable
 from .errors import ConfigError
 from .metrics import NodeMetrics
@@ -433,7 +433,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 limits = limits_from_pairs({**current, **changes})
             except ConfigError as exc:
                 raise e.InvalidArgument(str(exc)) from None
-            await self._mutate(request, c.Configure(limits_to_pairs(limits)))
+            await self._mutate(request, c.Configure(limits_to_wire(limits)))
             return pb.ConfigureResponse(limits_json=limits_json(self._limits))
 
         return await self._boundary("Configure", context, work())

@@ -23,11 +23,14 @@ from typing import Any
 
 import msgpack
 
-from .config import Limits, limits_to_pairs
+from .config import Limits, limits_to_wire
 from .dedup import DedupTable
+from .secops import SecCapture, tombstone_row
 from .session import Session
 
 # 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
+# Still 2 with the optional "secops" key (level 5): written only once the cluster switched
+# those rules on (every member then reads it); older snapshots lack it and load as before.
 SNAPSHOT_FORMAT = 2
 
 # Keys sorted per chunk (one C call each), then merged by a Python generator.
@@ -52,6 +55,8 @@ class Capture:
     sessions: dict[bytes, Session]
     dedup: dict[bytes, Any]
     forgotten_ms: int
+    # Level-5 session-security state (store/secops.py); None leaves the "secops" key out.
+    secops: SecCapture | None = None
 
     def pieces(self) -> Iterator[bytes]:
         return serialize_in_pieces(self)
@@ -73,11 +78,12 @@ def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
     head: list[tuple[str, Any]] = [
         ("format", SNAPSHOT_FORMAT),
         ("now_ms", capture.now_ms),
-        ("limits", [list(p) for p in limits_to_pairs(capture.limits)]),
+        ("limits", [list(p) for p in limits_to_wire(capture.limits)]),
         ("configured", capture.configured),
         ("members", sorted([k, lv] for k, lv in capture.member_levels.items())),
     ]
-    out += packer.pack_map_header(8)
+    sec = capture.secops
+    out += packer.pack_map_header(8 if sec is None else 9)
     for key, value in head:
         out += packer.pack(key)
         out += packer.pack(value)
@@ -112,4 +118,14 @@ def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
             out.clear()
     out += packer.pack("forgotten_ms")
     out += packer.pack(capture.forgotten_ms)
+    if sec is not None:
+        out += packer.pack("secops")
+        out += packer.pack_array_header(2)
+        out += packer.pack_array_header(len(sec.tombstones))
+        for hashed, tomb in sec.tombstones:
+            out += packer.pack(tombstone_row(hashed, tomb))
+            if len(out) >= PIECE_BYTES:
+                yield bytes(out)
+                out.clear()
+        out += packer.pack(sec.disabled_rows())
     yield bytes(out)

@@ -11,7 +11,10 @@ never raised: pysyncobj retries a raising apply forever and wedges the node. Rul
 - the absolute deadline is fixed at create: no touch, rotate or failover extends it;
 - a principal's index changes in the same command as its sessions, so it cannot leak;
 - a (client id, sequence) retry gets the first answer again instead of applying twice
-  (`dedup.py`).
+  (`dedup.py`);
+- from command level 5 (`secops.py`): an ended session's token hash is refused for a new
+  session until its old absolute deadline, a rotated-away token serves only within the
+  grace (a later use is a reuse), and a disabled principal gets no new session.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .config import Limits, limits_from_pairs, limits_to_pairs
 from .dedup import DedupTable
 from .errors import ConfigError
 from .replies import Code, Reply, SessionView
+from .secops import Ended, SecurityState, Tombstone, clamp_timeouts
 from .session import Session, pack_attributes
 from .snapshot_format import SNAPSHOT_FORMAT, Capture
 
@@ -43,6 +47,12 @@ EVENTS = (
     "revoked",
     "expired_idle",
     "expired_absolute",
+    # Level 5 (secops.py): sessions ended by a disable or a detected reuse, reuses detected,
+    # creates/rotates refused for an ended session's token hash.
+    "ended_disabled",
+    "ended_reuse",
+    "reuse_detected",
+    "tombstone_refused",
 )
 
 
@@ -68,12 +78,17 @@ class SessionMachine:
         # What this node applied since it started, for store/metrics.py: local tallies,
         # never replicated state, never in a snapshot (restore keeps them), never read by apply.
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        # Level 5: tombstones, rotation grace, disabled principals (secops.py).
+        self.sec = SecurityState()
 
     # ----------------------------------------------------------------- apply
     def apply(self, entry: bytes) -> Reply:
         """Apply one log entry. Raises only UndecodableEntry (the node must stop)."""
         cmd = c.decode(entry, self.supported_level)
         self.now_ms = max(self.now_ms, cmd.now_ms)
+        if not self.sec.active and c.level_of(cmd) >= c.SECURITY_OPS_LEVEL:
+            # Every member applies level 5 (the leader proposed this): switch its rules on here.
+            self.sec.active = True
         cid = cmd.client_id
         fingerprint = None
         if cid is not None:
@@ -111,8 +126,12 @@ class SessionMachine:
             return self._configure(op)
         if isinstance(op, c.MemberLevel):
             return self._member_level(op)
-        if isinstance(op, c.Barrier):
+        if isinstance(op, c.Barrier | c.SecurityOn):
             return Reply(Code.OK)
+        if isinstance(op, c.SetPrincipalEnabled):
+            return self._set_enabled(op)
+        if isinstance(op, c.ReuseDetected):
+            return self._reuse_detected(op)
         raise AssertionError(f"no handler for {type(op).__name__}")  # decode() admits no other
 
     def _tally(self, op: c.Op, reply: Reply) -> None:
@@ -142,7 +161,10 @@ class SessionMachine:
             limits = limits_from_pairs(op.limits)
         except ConfigError as exc:
             return Reply(Code.INVALID, str(exc))
-        missing = {name for name, _ in limits_to_pairs(limits)} - {name for name, _ in op.limits}
+        # Level-5 limits may be left out (at their defaults): older releases never sent them.
+        missing = (
+            {name for name, _ in limits_to_pairs(limits)} - {name for name, _ in op.limits} - c.LATER_LIMITS
+        )
         if missing:
             return Reply(
                 Code.INVALID, f"configure must set every limit; missing: {', '.join(sorted(missing))}"
@@ -177,6 +199,9 @@ class SessionMachine:
         self._drop_if_expired(op.token_hash)
         if op.token_hash in self.sessions:
             return Reply(Code.ALREADY_EXISTS, "a session with this token hash already exists")
+        refusal = self._secops_refusal(op.token_hash, op.principal, "token_hash")
+        if refusal is not None:
+            return refusal
         if op.handle in self.by_handle:
             return Reply(Code.ALREADY_EXISTS, "a session with this handle already exists")
         if len(self.sessions) >= lim.max_sessions:
@@ -193,6 +218,7 @@ class SessionMachine:
                 return outcome
             evicted = outcome
         now = self.now_ms
+        idle_ms, absolute_ms = clamp_timeouts(lim.timeout_profile, op.idle_timeout_ms, op.absolute_timeout_ms)
         s = Session(
             token_hash=op.token_hash,
             handle=op.handle,
@@ -200,15 +226,15 @@ class SessionMachine:
             attributes=pack_attributes(dict(op.attributes).items()),
             created_ms=now,
             last_access_ms=now,
-            idle_timeout_ms=op.idle_timeout_ms,
-            absolute_deadline_ms=now + op.absolute_timeout_ms,
+            idle_timeout_ms=idle_ms,
+            absolute_deadline_ms=now + absolute_ms,
             version=1,
         )
         self._insert(s)
         return Reply(Code.OK, session=s.view(False), handles=evicted)
 
     def _touch(self, op: c.Touch) -> Reply:
-        s = self._live(op.token_hash)
+        s = self._live(op.token_hash, follow_grace=True)
         if isinstance(s, Reply):
             return s
         s = self._store(replace(s, last_access_ms=max(s.last_access_ms, self.now_ms)))
@@ -222,7 +248,7 @@ class SessionMachine:
         )
         if problem:
             return Reply(*problem)
-        s = self._live(op.token_hash)
+        s = self._live(op.token_hash, follow_grace=True)
         if isinstance(s, Reply):
             return s
         if op.expected_version is not None and op.expected_version != s.version:
@@ -237,6 +263,7 @@ class SessionMachine:
             problem = v.check_idle_timeout(idle_ms, self.limits)
             if problem:
                 return Reply(*problem)
+            idle_ms = clamp_timeouts(self.limits.timeout_profile, idle_ms, 0)[0]
         outcome = self._merged(s, op)
         if isinstance(outcome, Reply):
             return outcome
@@ -315,12 +342,15 @@ class SessionMachine:
             return Reply(Code.ALREADY_EXISTS, "a session with the new token hash already exists")
         evicted: tuple[str, ...] = ()
         new_principal = s.principal if op.principal is None else op.principal
+        refusal = self._secops_refusal(op.new_token_hash, new_principal, "new_token_hash")
+        if refusal is not None:
+            return refusal
         if new_principal is not None and new_principal != s.principal:
             outcome = self._make_room(new_principal)
             if isinstance(outcome, Reply):
                 return outcome
             evicted = outcome
-        self._remove(s)
+        self._remove(s, Ended.ROTATED, op.new_token_hash)
         s = replace(
             s,
             token_hash=op.new_token_hash,
@@ -339,11 +369,11 @@ class SessionMachine:
             return Reply(Code.INVALID, "delete needs exactly one of token_hash or handle")
         if op.token_hash is not None and (problem := v.check_token_hash(op.token_hash)):
             return Reply(*problem)
-        s = self.sessions.get(key) if key is not None else None
+        s = self._find(key, follow_grace=op.token_hash is not None) if key is not None else None
         if s is None:
             return Reply(Code.OK, existed=False)
         live = s.expiry_reason(self.now_ms) is None
-        self._remove(s)
+        self._remove(s, Ended.DELETED if live else self._expired_why(s))
         return Reply(Code.OK, existed=live)
 
     def _revoke(self, op: c.RevokePrincipal) -> Reply:
@@ -357,8 +387,74 @@ class SessionMachine:
                 continue
             if s.expiry_reason(self.now_ms) is None:
                 revoked.append(s.handle)
-            self._remove(s)
+                self._remove(s, Ended.REVOKED)
+            else:
+                self._remove(s, self._expired_why(s))
         return Reply(Code.OK, handles=tuple(sorted(revoked)))
+
+    # ------------------------------------------------- level 5 (secops.py)
+    def _secops_refusal(self, token_hash: bytes, principal: str | None, field: str) -> Reply | None:
+        """Why a new session may not take `token_hash` / `principal` (None: it may)."""
+        if self.sec.refuses(token_hash, self.now_ms) is not None:
+            self.events["tombstone_refused"] += 1
+            return Reply(
+                Code.ALREADY_EXISTS,
+                f"{field} belonged to a session that ended; it cannot name a new session "
+                "before that session's absolute deadline",
+            )
+        if principal is not None and principal in self.sec.disabled:
+            return Reply(Code.DISABLED, "the principal is disabled: no new session until it is enabled")
+        return None
+
+    def _set_enabled(self, op: c.SetPrincipalEnabled) -> Reply:
+        problem = v.check_principal(op.principal, self.limits)
+        if problem:
+            return Reply(*problem)
+        if op.enabled:
+            return Reply(Code.OK, existed=self.sec.disabled.pop(op.principal, None) is not None)
+        was = op.principal in self.sec.disabled
+        if not self.sec.disable(op.principal, self.now_ms, self.limits.max_disabled_principals):
+            return Reply(
+                Code.QUOTA,
+                f"{len(self.sec.disabled)} principals are disabled, "
+                f"the limit is {self.limits.max_disabled_principals}",
+            )
+        # Disabling ends every session the principal has, in this same command (ASVS 5 7.4.2).
+        ended: list[str] = []
+        for key in self.by_principal.get(op.principal, ()):
+            s = self.sessions[key]
+            live = s.expiry_reason(self.now_ms) is None
+            if live:
+                ended.append(s.handle)
+            self._remove(s, Ended.DISABLED if live else self._expired_why(s))
+        self.events["ended_disabled"] += len(ended)
+        return Reply(Code.OK, handles=tuple(sorted(ended)), existed=was)
+
+    def _reuse_detected(self, op: c.ReuseDetected) -> Reply:
+        problem = v.check_token_hash(op.token_hash)
+        if problem:
+            return Reply(*problem)
+        if not self.sec.is_reuse(op.token_hash, self.now_ms):
+            return Reply(Code.OK)  # already reported (another read raced it), or swept
+        return Reply(Code.OK, handles=self._reuse(op.token_hash), count=1)
+
+    def _reuse(self, token_hash: bytes) -> tuple[str, ...]:
+        """Record a reuse of rotated-away `token_hash`; with revoke_on_reuse, end its successor."""
+        self.sec.mark_reported(token_hash)
+        self.events["reuse_detected"] += 1
+        if self.limits.revoke_on_reuse != "on":
+            return ()
+        successor = self.sec.live_successor(token_hash, self.sessions)
+        if successor is None:
+            return ()
+        s = self.sessions[successor]
+        self._remove(s, Ended.REUSE)
+        self.events["ended_reuse"] += 1
+        return (s.handle,)
+
+    def reused(self, token_hash: bytes, now_ms: int) -> bool:
+        """Read-only, for a read that found nothing: is this an unreported reuse to propose?"""
+        return self.sec.is_reuse(token_hash, max(now_ms, self.now_ms))
 
     # --------------------------------------------------------------- helpers
     def _check_session_bytes(self, attributes: Iterable[tuple[str, bytes]]) -> v.Problem | None:
@@ -370,30 +466,50 @@ class SessionMachine:
             )
         return None
 
-    def _live(self, token_hash: bytes) -> Session | Reply:
-        """The session if it exists and has not expired; expired ones are removed here."""
+    def _live(self, token_hash: bytes, follow_grace: bool = False) -> Session | Reply:
+        """The session if it exists and has not expired; expired ones are removed here.
+
+        `follow_grace`: a rotated-away token within its grace serves its successor.
+        """
         problem = v.check_token_hash(token_hash)
         if problem:
             return Reply(*problem)
-        s = self.sessions.get(token_hash)
+        s = self._find(token_hash, follow_grace)
         if s is None:
             return Reply(Code.NOT_FOUND, "session not found")
         reason = s.expiry_reason(self.now_ms)
         if reason is not None:
-            self._remove(s)
+            self._remove(s, self._expired_why(s))
             return Reply(Code.NOT_FOUND, reason)
         return s
+
+    def _find(self, token_hash: bytes, follow_grace: bool) -> Session | None:
+        """The session of `token_hash`; a use of a rotated-away one past its grace is a reuse."""
+        s = self.sessions.get(token_hash)
+        if s is not None or not self.sec.active:
+            return s
+        if follow_grace:
+            successor = self.sec.successor(token_hash, self.now_ms, self.sessions)
+            if successor is not None:
+                return self.sessions[successor]
+        if self.sec.is_reuse(token_hash, self.now_ms):
+            self._reuse(token_hash)
+        return None
 
     def _drop_if_expired(self, token_hash: bytes) -> None:
         s = self.sessions.get(token_hash)
         if s is not None and s.expiry_reason(self.now_ms) is not None:
-            self._remove(s)
+            self._remove(s, self._expired_why(s))
+
+    def _expired_why(self, s: Session) -> Ended:
+        absolute = self.now_ms >= s.absolute_deadline_ms
+        return Ended.EXPIRED_ABSOLUTE if absolute else Ended.EXPIRED_IDLE
 
     def _make_room(self, principal: str) -> tuple[str, ...] | Reply:
         """Apply the per-principal cap before adding one session to `principal`."""
         for key in self.by_principal.get(principal, ()):
             if self.sessions[key].expiry_reason(self.now_ms) is not None:
-                self._remove(self.sessions[key])
+                self._remove(self.sessions[key], self._expired_why(self.sessions[key]))
         index = self.by_principal.get(principal, ())
         cap = self.limits.max_sessions_per_principal
         if len(index) < cap:
@@ -403,7 +519,7 @@ class SessionMachine:
         oldest = sorted((self.sessions[k] for k in index), key=lambda s: (s.created_ms, s.handle))
         victims = oldest[: len(index) - cap + 1]
         for s in victims:
-            self._remove(s)
+            self._remove(s, Ended.EVICTED)
         return tuple(s.handle for s in victims)
 
     def _store(self, s: Session) -> Session:
@@ -421,7 +537,13 @@ class SessionMachine:
             self.by_principal[s.principal] = (*self.by_principal.get(s.principal, ()), s.token_hash)
         heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
 
-    def _remove(self, s: Session) -> None:
+    def _remove(self, s: Session, why: Ended, successor: bytes | None = None) -> None:
+        """Take `s` out of the state and its indexes. `why` is where lifecycle events hook;
+        from level 5 the hash is tombstoned until the session's absolute deadline."""
+        if self.sec.active:
+            grace = self.now_ms + self.limits.rotation_grace_ms if successor is not None else 0
+            tomb = Tombstone(s.absolute_deadline_ms, s.handle, why, successor, grace)
+            self.sec.bury(s.token_hash, tomb, self.limits.max_tombstones, self.now_ms)
         del self.sessions[s.token_hash]
         del self.by_handle[s.handle]
         if s.principal is not None:
@@ -449,13 +571,14 @@ class SessionMachine:
             if s.deadline_ms != deadline:
                 heapq.heappush(heap, (s.deadline_ms, key))
                 continue
-            self._remove(s)
-            removed += 1
             absolute = s.absolute_deadline_ms <= s.last_access_ms + s.idle_timeout_ms
+            self._remove(s, Ended.EXPIRED_ABSOLUTE if absolute else Ended.EXPIRED_IDLE)
+            removed += 1
             self.events["expired_absolute" if absolute else "expired_idle"] += 1
         if len(heap) > 2 * len(self.sessions) + 1024:
             self._rebuild_expiry()
         self._dedup.expire(self.now_ms)
+        self.sec.sweep(self.now_ms, limit)
         return removed
 
     def _rebuild_expiry(self) -> None:
@@ -467,10 +590,14 @@ class SessionMachine:
         problem = v.check_token_hash(token_hash)
         if problem:
             return Reply(*problem)
+        now = max(now_ms, self.now_ms)
         s = self.sessions.get(token_hash)
+        if s is None and self.sec.active:
+            successor = self.sec.successor(token_hash, now, self.sessions)
+            s = self.sessions[successor] if successor is not None else None
         if s is None:
             return Reply(Code.NOT_FOUND, "session not found")
-        reason = s.expiry_reason(max(now_ms, self.now_ms))
+        reason = s.expiry_reason(now)
         if reason is not None:
             return Reply(Code.NOT_FOUND, reason)
         return Reply(Code.OK, session=s.view(True))
@@ -504,6 +631,7 @@ class SessionMachine:
             sessions=dict(self.sessions),
             dedup=self._dedup.capture(),
             forgotten_ms=self._dedup.forgotten_ms,
+            secops=self.sec.capture(),
         )
 
     def snapshot(self) -> bytes:
@@ -513,9 +641,9 @@ class SessionMachine:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
         if raw.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
-        events, hits = self.events, self._dedup.hits
+        events, hits, evicted = self.events, self._dedup.hits, self.sec.tombstones_evicted
         self.__init__(limits_from_pairs(raw["limits"]), self.supported_level)  # type: ignore[misc]
-        self.events, self._dedup.hits = events, hits
+        self.events, self._dedup.hits, self.sec.tombstones_evicted = events, hits, evicted
         self.configured = raw["configured"]
         self.member_levels = dict(raw["members"])
         self.now_ms = raw["now_ms"]
@@ -529,6 +657,7 @@ class SessionMachine:
         # (A principal's index order is never observable: every use sorts or counts.)
         self._rebuild_expiry()
         self._dedup.load_wire(raw["dedup"], raw["forgotten_ms"])
+        self.sec.load(raw.get("secops"))
 
     def digest(self) -> str:
         return self.capture().digest()

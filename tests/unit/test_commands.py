@@ -22,8 +22,11 @@ from sessionquorum.store.commands import (
     Delete,
     Expire,
     Op,
+    ReuseDetected,
     RevokePrincipal,
     Rotate,
+    SecurityOn,
+    SetPrincipalEnabled,
     Touch,
     UndecodableEntry,
     Update,
@@ -51,6 +54,10 @@ ONE_OF_EACH: list[Op] = [
     RevokePrincipal("alice", None),
     Expire(1_000),
     Barrier(),
+    SecurityOn(),
+    SetPrincipalEnabled("alice", False),
+    SetPrincipalEnabled("alice", True),
+    ReuseDetected(HASH),
 ]
 
 

@@ -137,7 +137,7 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state() -> Non
 
     from sessionquorum.store import snapshot_format as snapshot_stream
     from sessionquorum.store.commands import Command, Create, encode
-    from sessionquorum.store.config import Limits, limits_to_pairs
+    from sessionquorum.store.config import Limits, limits_to_wire
     from sessionquorum.store.dedup import DedupTable
     from sessionquorum.store.state import SessionMachine
 
@@ -159,7 +159,7 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state() -> Non
         {
             "format": snapshot_stream.SNAPSHOT_FORMAT,
             "now_ms": capture.now_ms,
-            "limits": [list(p) for p in limits_to_pairs(capture.limits)],
+            "limits": [list(p) for p in limits_to_wire(capture.limits)],
             "configured": capture.configured,
             "members": sorted([k, lv] for k, lv in capture.member_levels.items()),
             "sessions": [
