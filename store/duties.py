@@ -12,6 +12,8 @@ cannot do its work now logs one line and tries again on its next round.
 - `seed_limits`: the first leader of a new cluster proposes the limits of its file as the
   cluster's replicated limits (commands.Configure). Afterwards the file's section is only a
   seed: a node whose file disagrees says so once, and apply keeps using the log's.
+- `switch_on_security_ops`: once every member advertised level 5, the leader proposes
+  `SecurityOn`, from which removals leave tombstones (store/secops.py).
 - `sweep_expired`: the leader proposes bounded expire commands when a deadline passed.
 - `watch_leader`: health goes NOT_SERVING while this node hears no leader (it lost
   quorum, or its side of a partition has none), and back once it hears one.
@@ -114,6 +116,25 @@ async def seed_limits(
                 continue
             except StoreError as exc:
                 log.info("seeding the cluster's limits not confirmed: %s", exc.message)
+        await _pause(stop, 0.5)
+
+
+async def switch_on_security_ops(
+    config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
+) -> None:
+    """On the leader, once every member applies level 5, switch the level-5 rules on."""
+    while not stop.is_set():
+        active, level = raft.read(lambda m: (m.sec.active, cluster_level(m, config)))
+        if active:
+            return
+        if raft.is_leader() and level >= c.SECURITY_OPS_LEVEL:
+            entry = c.encode(c.Command(c.SecurityOn(), now_ms=clock.stamp(raft.term())))
+            try:
+                await raft.propose(entry, PROPOSE_TIMEOUT_S)
+                log.info("session-security operations (command level %d) are on", c.SECURITY_OPS_LEVEL)
+                continue
+            except StoreError as exc:
+                log.info("switching on session-security operations not confirmed: %s", exc.message)
         await _pause(stop, 0.5)
 
 

@@ -11,6 +11,7 @@
     ├── NoLeader                    UNAVAILABLE: no leader known; nothing was applied
     ├── NotReady                    UNAVAILABLE: the node is still catching up after start
     ├── UpgradePending              FAILED_PRECONDITION: not every member supports it yet
+    ├── PrincipalDisabled           PERMISSION_DENIED: the principal is disabled (no new session)
     └── OutcomeUnknown              UNKNOWN: may or may not have been applied; retry with
         │                           the same request id, which is safe
         └── DedupExpired            UNKNOWN (+ sq-epoch): this request was not applied, an
@@ -84,6 +85,10 @@ class NotReady(StoreError):
 
 class UpgradePending(StoreError):
     status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PrincipalDisabled(StoreError):
+    status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class OutcomeUnknown(StoreError):

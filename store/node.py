@@ -173,6 +173,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         asyncio.create_task(duties.advertise_level(config, raft, stop)),
         asyncio.create_task(duties.seed_limits(config, raft, clock, stop)),
         asyncio.create_task(duties.sweep_expired(config, raft, clock, stop)),
+        asyncio.create_task(duties.switch_on_security_ops(config, raft, clock, stop)),
         asyncio.create_task(duties.watch_leader(config, raft, stop, on_leader)),
     ]
     await stop.wait()

@@ -27,6 +27,7 @@ from . import batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
+from ._reuse_report import ReuseReporter
 from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs, limits_to_wire
 from .decoding import Undecodable
@@ -50,6 +51,7 @@ _REPLY_ERRORS: dict[Code, type[e.StoreError]] = {
     Code.VERSION_CONFLICT: e.VersionConflict,
     Code.QUOTA: e.QuotaExceeded,
     Code.STALE_SEQUENCE: e.StaleSequence,
+    Code.DISABLED: e.PrincipalDisabled,
 }
 
 
@@ -132,6 +134,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         self._clock = clock
         # Set by the node once it applied what was committed when it started (node.py).
         self.ready = False
+        self._reuse = ReuseReporter(raft, config.cluster.server.apply_timeout_s)
 
     @property
     def _limits(self) -> Limits:
@@ -328,6 +331,18 @@ class SessionService(pb_grpc.SessionStoreServicer):
 
         return await self._boundary("RevokePrincipal", context, work())
 
+    async def SetPrincipalEnabled(
+        self, request: pb.SetPrincipalEnabledRequest, context: Any
+    ) -> pb.SetPrincipalEnabledResponse:
+        async def work() -> pb.SetPrincipalEnabledResponse:
+            _check(v.check_principal(request.principal, self._limits))
+            reply = await self._mutate(request, c.SetPrincipalEnabled(request.principal, request.enabled))
+            return pb.SetPrincipalEnabledResponse(
+                ended_handles=list(reply.handles), was_disabled=reply.existed
+            )
+
+        return await self._boundary("SetPrincipalEnabled", context, work())
+
     # --------------------------------------------------------------- reads
     async def _linearizable(self) -> int:
         """Wait for a confirmed read index (any node: ReadIndex, no log entry); returns `now`."""
@@ -349,7 +364,12 @@ class SessionService(pb_grpc.SessionStoreServicer):
             else:
                 now = await self._linearizable()
             h = request.token_hash
-            reply = _ok(self._raft.read(lambda m: m.read(h, now)))
+            reply, reused = self._raft.read(lambda m: (m.read(h, now), m.reused(h, now)))
+            if reused:
+                # A rotated-away token after its grace: NOT_FOUND like any unknown token, and
+                # the reuse is recorded through the log (secops.py, _reuse_report.py).
+                await self._reuse.report(h, self._now())
+            _ok(reply)
             view = reply.session
             assert view is not None
             # Touch coalescing: write only when last access is older than the interval.
