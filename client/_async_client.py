@@ -166,6 +166,14 @@ class AsyncSessionClient(calls.ClientCore):
         """End all of a principal's sessions, optionally but one; returns the ended handles."""
         return await self._run(calls.revoke_principal(principal, except_handle), timeout_s)
 
+    async def disable_principal(self, principal: str, *, timeout_s: float | None = None) -> list[str]:
+        """Disable a principal and end its sessions; see SessionClient.disable_principal."""
+        return await self._run(calls.set_principal_enabled(principal, False), timeout_s)
+
+    async def enable_principal(self, principal: str, *, timeout_s: float | None = None) -> None:
+        """Let a disabled principal get sessions again; see SessionClient.enable_principal."""
+        await self._run(calls.set_principal_enabled(principal, True), timeout_s)
+
     # -- reads: no request id; retried freely ----------------------------------------------
 
     async def validate(

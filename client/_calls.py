@@ -217,6 +217,17 @@ def revoke_principal(principal: str, except_handle: str | None) -> Call[list[str
     return _mutation("revoke_principal", "RevokePrincipal", request, _revoked, None)
 
 
+def _ended(response: pb.SetPrincipalEnabledResponse) -> list[str]:
+    return list(response.ended_handles)
+
+
+def set_principal_enabled(principal: str, enabled: bool) -> Call[list[str]]:
+    # Idempotent at the node (disabling a disabled principal changes nothing), and exactly-once.
+    request = pb.SetPrincipalEnabledRequest(principal=principal, enabled=enabled)
+    label = "enable_principal" if enabled else "disable_principal"
+    return _mutation(label, "SetPrincipalEnabled", request, _ended, None)
+
+
 def validate(token: str, touch: bool, stale: bool, *, reads_anywhere: bool) -> Call[Session]:
     # A touch is idempotent at the node, so it is retried like a read; stale is ignored with it.
     token_hash = hash_token(token)

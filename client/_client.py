@@ -157,6 +157,15 @@ class SessionClient(calls.ClientCore):
         """End all of a principal's sessions, optionally but one; returns the ended handles."""
         return self._caller.run(calls.revoke_principal(principal, except_handle), self._deadline(timeout_s))
 
+    def disable_principal(self, principal: str, *, timeout_s: float | None = None) -> list[str]:
+        """Disable a principal: no new session for it until enabled, and every session it has
+        ends in the same command (an admin operation); returns the ended handles."""
+        return self._caller.run(calls.set_principal_enabled(principal, False), self._deadline(timeout_s))
+
+    def enable_principal(self, principal: str, *, timeout_s: float | None = None) -> None:
+        """Let a disabled principal get sessions again (an admin operation)."""
+        self._caller.run(calls.set_principal_enabled(principal, True), self._deadline(timeout_s))
+
     # -- reads: no request id; retried freely ----------------------------------------------
 
     def validate(

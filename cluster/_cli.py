@@ -34,7 +34,7 @@ from sessionquorum.client import (
     Unavailable,
 )
 
-from . import _cli_local, _cli_remote
+from . import _cli_local, _cli_principals, _cli_remote
 from ._errors import ClusterError, ClusterTimeout, ClusterUnavailable
 from ._local import NodeCommand, default_node_command
 from ._output import error
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_local(commands)
     _add_remote(commands)
+    _cli_principals.register(commands, _add)
     return parser
 
 
