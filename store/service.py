@@ -407,9 +407,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 # capture() is a shallow copy; the O(sessions) digest runs off the lock below.
                 cap = m.capture() if request.digest else None
                 level, open_ = cluster_level(m, self._config), accepting_writes(m, self._config)
-                return len(m.sessions), cap, m.limits, level, open_, m.now_ms
+                sec = (m.sec.active, len(m.sec.tombstones), len(m.sec.disabled))
+                return len(m.sessions), cap, m.limits, level, open_, m.now_ms, sec
 
-            count, cap, limits, level, open_, now_ms = self._raft.read(look)
+            count, cap, limits, level, open_, now_ms, sec = self._raft.read(look)
             digest = await asyncio.to_thread(cap.digest) if cap is not None else ""
             return pb.StatusResponse(
                 node_id=self._config.node.id,
@@ -433,6 +434,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 snapshot_bytes=st.snapshot_bytes,
                 snapshots_taken=st.snapshots_taken,
                 accepting_writes=open_,
+                security_ops=sec[0],
+                tombstones=sec[1],
+                disabled_principals=sec[2],
             )
 
         return await self._boundary("Status", context, work())
