@@ -45,6 +45,10 @@ class Ended(StrEnum):
     REUSE = "reuse"  # its rotated-away token was used after the grace (revoke_on_reuse)
 
 
+# Ended(value) costs an Enum call (about 10x a dict lookup): restore reads many.
+_ENDED_BY_VALUE = {e.value: e for e in Ended}
+
+
 @dataclass(frozen=True, slots=True)
 class Tombstone:
     # The ended session's absolute deadline: the hash is refused until then.
@@ -184,6 +188,6 @@ class SecurityState:
         tombs, disabled = raw
         self.active = True
         for key, deadline, handle, reason, successor, grace, reported in tombs:
-            self.tombstones[key] = Tombstone(deadline, handle, Ended(reason), successor, grace, reported)
+            self.tombstones[key] = Tombstone(deadline, handle, _ENDED_BY_VALUE[reason], successor, grace, reported)
         self._heap = sorted((t.deadline_ms, k) for k, t in self.tombstones.items())
         self.disabled = {p: at for p, at in disabled}
