@@ -187,7 +187,8 @@ class SecurityState:
             return
         tombs, disabled = raw
         self.active = True
+        by_value = _ENDED_BY_VALUE
         for key, deadline, handle, reason, successor, grace, reported in tombs:
-            self.tombstones[key] = Tombstone(deadline, handle, _ENDED_BY_VALUE[reason], successor, grace, reported)
+            self.tombstones[key] = Tombstone(deadline, handle, by_value[reason], successor, grace, reported)
         self._heap = sorted((t.deadline_ms, k) for k, t in self.tombstones.items())
         self.disabled = {p: at for p, at in disabled}
