@@ -350,7 +350,11 @@ class SessionMachine:
             if isinstance(outcome, Reply):
                 return outcome
             evicted = outcome
-        self._remove(s, Ended.ROTATED, op.new_token_hash)
+        # The grace serves in-flight requests of a routine rotation only. A rotation that
+        # binds the principal (login, re-authentication, privilege change) ends the old token
+        # at once, or a fixed token would open the logged-in session (session fixation).
+        grace_ms = self.limits.rotation_grace_ms if op.principal is None else 0
+        self._remove(s, Ended.ROTATED, op.new_token_hash, grace_ms)
         s = replace(
             s,
             token_hash=op.new_token_hash,
@@ -537,12 +541,12 @@ class SessionMachine:
             self.by_principal[s.principal] = (*self.by_principal.get(s.principal, ()), s.token_hash)
         heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
 
-    def _remove(self, s: Session, why: Ended, successor: bytes | None = None) -> None:
+    def _remove(self, s: Session, why: Ended, successor: bytes | None = None, grace_ms: int = 0) -> None:
         """Take `s` out of the state and its indexes. `why` is where lifecycle events hook;
-        from level 5 the hash is tombstoned until the session's absolute deadline."""
+        from level 5 the hash is tombstoned until the session's absolute deadline (rotated
+        away: naming its `successor`, which it serves for `grace_ms`)."""
         if self.sec.active:
-            grace = self.now_ms + self.limits.rotation_grace_ms if successor is not None else 0
-            tomb = Tombstone(s.absolute_deadline_ms, s.handle, why, successor, grace)
+            tomb = Tombstone(s.absolute_deadline_ms, s.handle, why, successor, self.now_ms + grace_ms)
             self.sec.bury(s.token_hash, tomb, self.limits.max_tombstones, self.now_ms)
         del self.sessions[s.token_hash]
         del self.by_handle[s.handle]

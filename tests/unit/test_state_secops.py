@@ -173,6 +173,16 @@ def test_a_reuse_detected_for_a_token_within_its_grace_or_never_rotated_changes_
     assert m.digest() == before
 
 
+def test_a_login_rotation_ends_the_old_token_at_once_so_a_fixed_token_opens_nothing() -> None:
+    m = machine(revoke_on_reuse="off")
+    assert run(m, create(1), 10).ok  # the token an attacker fixed in the victim's browser
+    assert run(m, c.Rotate(th(1), th(2), "alice"), 100).ok  # the victim logs in
+    assert m.read(th(1), 100).code is Code.NOT_FOUND  # no grace for a principal binding
+    assert run(m, c.Touch(th(1)), 101).code is Code.NOT_FOUND
+    assert m.event_counts()["reuse_detected"] == 1  # and the attempt is a reuse
+    assert m.read(th(2), 101).ok
+
+
 def test_a_delete_with_the_old_token_within_the_grace_logs_the_session_out() -> None:
     m = rotated()
     assert run(m, c.Delete(th(1), None), 100 + GRACE_MS - 1).existed
