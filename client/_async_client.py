@@ -147,10 +147,10 @@ class AsyncSessionClient(calls.ClientCore):
         return await self._run(calls.touch(token), timeout_s)
 
     async def rotate(
-        self, token: str, *, principal: str | None = None, timeout_s: float | None = None
+        self, token: str, *, principal: str | None = None, grace: bool = False, timeout_s: float | None = None
     ) -> Rotated:
         """Move the session to a new token (do this at login); see SessionClient.rotate."""
-        return await self._run(calls.rotate(token, principal), timeout_s)
+        return await self._run(calls.rotate(token, principal, grace), timeout_s)
 
     async def delete(self, token: str, *, timeout_s: float | None = None) -> bool:
         """End the session (logout); returns whether it existed. Idempotent."""

@@ -181,10 +181,10 @@ def touch(token: str) -> Call[Session]:
     return _mutation(f"touch {hash_prefix(token_hash)}", "Touch", request, _session, "touch")
 
 
-def rotate(token: str, principal: str | None) -> Call[Rotated]:
+def rotate(token: str, principal: str | None, grace: bool = False) -> Call[Rotated]:
     token_hash = hash_token(token)
     fresh = new_token()
-    request = pb.RotateRequest(token_hash=token_hash, new_token_hash=hash_token(fresh))
+    request = pb.RotateRequest(token_hash=token_hash, new_token_hash=hash_token(fresh), grace=grace)
     if principal is not None:
         request.principal = principal
 

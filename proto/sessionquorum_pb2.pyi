@@ -416,10 +416,15 @@ class RotateRequest(_message.Message):
     TOKEN_HASH_FIELD_NUMBER: _builtins.int
     NEW_TOKEN_HASH_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    GRACE_FIELD_NUMBER: _builtins.int
     token_hash: _builtins.bytes
     new_token_hash: _builtins.bytes
     principal: _builtins.str
     """bind (login) or re-bind the session"""
+    grace: _builtins.bool
+    """A routine rotation: the old token keeps serving for the cluster's rotation_grace_ms
+    (requests in flight). Not with principal (a login ends the old token at once).
+    """
     @_builtins.property
     def request_id(self) -> Global___RequestId: ...
     def __init__(
@@ -429,10 +434,11 @@ class RotateRequest(_message.Message):
         token_hash: _builtins.bytes = ...,
         new_token_hash: _builtins.bytes = ...,
         principal: _builtins.str | None = ...,
+        grace: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "new_token_hash", b"new_token_hash", "principal", b"principal", "request_id", b"request_id", "token_hash", b"token_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "grace", b"grace", "new_token_hash", b"new_token_hash", "principal", b"principal", "request_id", b"request_id", "token_hash", b"token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__principal: _TypeAlias = _typing.Literal["principal"]  # noqa: Y015
     _WhichOneofArgType__principal: _TypeAlias = _typing.Literal["_principal", b"_principal"]  # noqa: Y015

@@ -34,7 +34,7 @@ COMMAND_VERSION = 1
 # Level 4: Update may change the session's idle timeout ("idle_timeout_ms").
 # Level 5: session-security operations (store/secops.py): SecurityOn switches on tombstones
 # (no reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
-# ReuseDetected; Configure of the LATER_LIMITS.
+# ReuseDetected; Rotate with "grace"; Configure of the LATER_LIMITS.
 BASE_LEVEL = 1
 SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
@@ -86,6 +86,9 @@ class Rotate:
     token_hash: bytes
     new_token_hash: bytes
     principal: str | None  # None keeps the current principal
+    # Level 5: the old token serves its successor for rotation_grace_ms (a routine rotation
+    # with requests in flight; never with a principal). False is not encoded.
+    grace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,14 +209,19 @@ class Command:
 
 # Fields a proposer fills with fresh values: a retry of the same request carries new ones.
 _FRESH_FIELDS: dict[type[Any], frozenset[str]] = {Create: frozenset({"handle"})}
-# Fields added after level 1 that are left out of an entry (and its fingerprint) while None,
-# so an entry without them is byte-identical to what older releases wrote and fingerprint.
-_LATER_FIELDS: dict[type[Any], frozenset[str]] = {Update: frozenset({"idle_timeout_ms"})}
+# Fields added after level 1 that are left out of an entry (and its fingerprint) while at
+# their default (None, False), so an entry without them is byte-identical to what older
+# releases wrote and fingerprint.
+_LATER_FIELDS: dict[type[Any], frozenset[str]] = {
+    Update: frozenset({"idle_timeout_ms"}),
+    Rotate: frozenset({"grace"}),
+}
 
 
 def _fields(op: Op) -> list[str]:
     later = _LATER_FIELDS.get(type(op), frozenset())
-    return [n for n in op.__dataclass_fields__ if n not in later or getattr(op, n) is not None]
+    fields = op.__dataclass_fields__
+    return [n for n in fields if n not in later or getattr(op, n) != fields[n].default]
 
 
 def fingerprint(op: Op) -> bytes:
@@ -235,6 +243,8 @@ def level_of(cmd: Command) -> int:
         level = max(level, CLIENT_EPOCH_LEVEL)
     if isinstance(cmd.op, Update) and cmd.op.idle_timeout_ms is not None:
         level = max(level, IDLE_CHANGE_LEVEL)
+    if isinstance(cmd.op, Rotate) and cmd.op.grace:
+        level = max(level, SECURITY_OPS_LEVEL)
     if isinstance(cmd.op, Configure) and any(name in LATER_LIMITS for name, _ in cmd.op.limits):
         level = max(level, SECURITY_OPS_LEVEL)
     return level
@@ -329,6 +339,7 @@ def _op(name: str, a: dict[str, Any]) -> Op:
             token_hash=_req(a, "token_hash", bytes),
             new_token_hash=_req(a, "new_token_hash", bytes),
             principal=_req(a, "principal", str, optional=True),
+            grace=_req(a, "grace", bool) if "grace" in a else False,
         )
     if name == "delete":
         return Delete(

@@ -55,9 +55,12 @@ class Tombstone:
     deadline_ms: int
     handle: str
     reason: Ended
-    # ROTATED only: the hash it was rotated into, and until when the old one still serves.
+    # ROTATED only: the hash it was rotated into, and until when a use of the old one is
+    # taken for a request that was in flight (not a reuse); with `serves` (a rotation asked
+    # for a grace) the old token also serves its successor until then.
     successor: bytes | None = None
     grace_until_ms: int = 0
+    serves: bool = False
     # A reuse of this hash was recorded (once per tombstone: a replayed stolen token costs
     # one log entry, not one per attempt).
     reported: bool = False
@@ -81,7 +84,7 @@ class SecCapture:
 
 
 def tombstone_row(key: bytes, t: Tombstone) -> list[Any]:
-    return [key, t.deadline_ms, t.handle, t.reason.value, t.successor, t.grace_until_ms, t.reported]
+    return [key, t.deadline_ms, t.handle, t.reason.value, t.successor, t.grace_until_ms, t.serves, t.reported]
 
 
 class SecurityState:
@@ -117,7 +120,7 @@ class SecurityState:
         """The live hash a rotated-away `token_hash` still serves within its grace, if any."""
         for _ in range(MAX_CHAIN):
             tomb = self.tombstones.get(token_hash)
-            if tomb is None or tomb.successor is None or now_ms >= tomb.grace_until_ms:
+            if tomb is None or tomb.successor is None or not tomb.serves or now_ms >= tomb.grace_until_ms:
                 return None
             token_hash = tomb.successor
             if token_hash in live:
@@ -188,7 +191,8 @@ class SecurityState:
         tombs, disabled = raw
         self.active = True
         by_value = _ENDED_BY_VALUE
-        for key, deadline, handle, reason, successor, grace, reported in tombs:
-            self.tombstones[key] = Tombstone(deadline, handle, by_value[reason], successor, grace, reported)
+        for key, deadline, handle, reason, successor, grace, serves, reported in tombs:
+            ended = by_value[reason]
+            self.tombstones[key] = Tombstone(deadline, handle, ended, successor, grace, serves, reported)
         self._heap = sorted((t.deadline_ms, k) for k, t in self.tombstones.items())
         self.disabled = {p: at for p, at in disabled}

@@ -297,9 +297,13 @@ class SessionService(pb_grpc.SessionStoreServicer):
             principal = request.principal if request.HasField("principal") else None
             if principal is not None:
                 _check(v.check_principal(principal, self._limits))
-            reply = await self._mutate(
-                request, c.Rotate(request.token_hash, request.new_token_hash, principal)
-            )
+            if request.grace and principal is not None:
+                raise e.InvalidArgument(
+                    "grace is for a routine rotation; a rotation that binds a principal (login) "
+                    "ends the old token at once"
+                )
+            op = c.Rotate(request.token_hash, request.new_token_hash, principal, request.grace)
+            reply = await self._mutate(request, op)
             return pb.RotateResponse(session=_session(reply.session), evicted_handles=list(reply.handles))
 
         return await self._boundary("Rotate", context, work())

@@ -350,11 +350,12 @@ class SessionMachine:
             if isinstance(outcome, Reply):
                 return outcome
             evicted = outcome
-        # The grace serves in-flight requests of a routine rotation only. A rotation that
-        # binds the principal (login, re-authentication, privilege change) ends the old token
-        # at once, or a fixed token would open the logged-in session (session fixation).
-        grace_ms = self.limits.rotation_grace_ms if op.principal is None else 0
-        self._remove(s, Ended.ROTATED, op.new_token_hash, grace_ms)
+        # A use of the old token within the grace is a request that was in flight, not a
+        # reuse. Only a rotation that asked for it (a routine one) lets the old token serve
+        # meanwhile: a login or privilege change ends it at once, or a token an attacker
+        # fixed in the victim's browser would open the logged-in session (session fixation).
+        serves = op.grace and op.principal is None
+        self._remove(s, Ended.ROTATED, op.new_token_hash, self.limits.rotation_grace_ms, serves)
         s = replace(
             s,
             token_hash=op.new_token_hash,
@@ -541,12 +542,15 @@ class SessionMachine:
             self.by_principal[s.principal] = (*self.by_principal.get(s.principal, ()), s.token_hash)
         heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
 
-    def _remove(self, s: Session, why: Ended, successor: bytes | None = None, grace_ms: int = 0) -> None:
+    def _remove(
+        self, s: Session, why: Ended, successor: bytes | None = None, grace_ms: int = 0, serves: bool = False
+    ) -> None:
         """Take `s` out of the state and its indexes. `why` is where lifecycle events hook;
         from level 5 the hash is tombstoned until the session's absolute deadline (rotated
-        away: naming its `successor`, which it serves for `grace_ms`)."""
+        away: naming its `successor`, with a grace of `grace_ms`, serving it if `serves`)."""
         if self.sec.active:
-            tomb = Tombstone(s.absolute_deadline_ms, s.handle, why, successor, self.now_ms + grace_ms)
+            grace_until = self.now_ms + grace_ms
+            tomb = Tombstone(s.absolute_deadline_ms, s.handle, why, successor, grace_until, serves)
             self.sec.bury(s.token_hash, tomb, self.limits.max_tombstones, self.now_ms)
         del self.sessions[s.token_hash]
         del self.by_handle[s.handle]

@@ -15,7 +15,7 @@ import time
 import grpc
 import pytest
 
-from sessionquorum.client import NotFound, PermissionDenied, SessionClient, TLSConfig
+from sessionquorum.client import InvalidArgument, NotFound, PermissionDenied, SessionClient, TLSConfig
 from sessionquorum.cluster import LocalCluster
 from sessionquorum.cluster._cli import main as cli_main
 
@@ -56,7 +56,7 @@ def test_a_rotated_token_serves_within_grace_and_its_reuse_after_revokes_the_ses
     follower = next(n for n in cluster.node_ids if n != leader)
     client = make_client(cluster)
     created = client.create(principal="alice", attributes={"cart": b"2"})
-    rotated = client.rotate(created.token)
+    rotated = client.rotate(created.token, grace=True)
     grace_ends_ms = rotated.session.last_access_ms + GRACE_MS
     with node_client(cluster, leader) as on_leader, node_client(cluster, follower) as on_follower:
         # In-flight requests with the old token, on the leader and on a follower.
@@ -67,6 +67,8 @@ def test_a_rotated_token_serves_within_grace_and_its_reuse_after_revokes_the_ses
         # After it: a reuse, refused like any unknown token, reported from the follower.
         with pytest.raises(NotFound):
             on_follower.validate(created.token)
+    with pytest.raises(InvalidArgument, match="grace is for a routine rotation"):
+        client.rotate(rotated.token, principal="alice", grace=True)  # a login gets no grace
     wait_converged(cluster)
     # revoke_on_reuse: the session the old token was rotated into is gone on every node.
     cluster.wait_until(

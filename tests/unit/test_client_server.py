@@ -506,8 +506,10 @@ def test_rotate_sends_old_and_new_hashes_and_returns_new_token(
 
     rotated = client.rotate("old-token", principal="alice")
     client.rotate("old-token")
+    client.rotate("old-token", grace=True)
 
-    bound, kept = node.requests("Rotate")
+    bound, kept, graced = node.requests("Rotate")
+    assert not bound.grace and not kept.grace and graced.grace
     assert bound.token_hash == hash_token("old-token")
     assert bound.new_token_hash == hash_token(rotated.token)
     assert rotated.token != "old-token"

@@ -48,6 +48,7 @@ ONE_OF_EACH: list[Op] = [
     Update(HASH, (), (), None),
     Rotate(HASH, NEW_HASH, "alice"),
     Rotate(HASH, NEW_HASH, None),
+    Rotate(HASH, NEW_HASH, None, grace=True),
     Delete(HASH, None),
     Delete(None, "h1"),
     RevokePrincipal("alice", "h1"),

@@ -114,7 +114,7 @@ def rotated(**limits: int | str) -> SessionMachine:
     m = machine(**limits)
     assert run(m, create(1, "alice"), 10).ok
     assert run(m, c.Update(th(1), (("cart", b"3"),), (), None), 11).ok
-    assert run(m, c.Rotate(th(1), th(2), None), 100).ok
+    assert run(m, c.Rotate(th(1), th(2), None, grace=True), 100).ok
     return m
 
 
@@ -159,7 +159,7 @@ def test_with_revoke_on_reuse_a_reuse_ends_the_session_it_was_rotated_into() -> 
 
 def test_a_reuse_follows_a_chain_of_rotations_to_the_live_session() -> None:
     m = rotated(revoke_on_reuse="on")
-    assert run(m, c.Rotate(th(2), th(3), None), 200).ok
+    assert run(m, c.Rotate(th(2), th(3), None, grace=True), 200).ok
     assert m.read(th(1), 100 + GRACE_MS - 1).ok  # old -> mid -> new, within both graces
     assert run(m, c.Update(th(1), (), (), None), 200 + GRACE_MS).code is Code.NOT_FOUND
     assert m.read(th(3), 200 + GRACE_MS).code is Code.NOT_FOUND
@@ -173,14 +173,35 @@ def test_a_reuse_detected_for_a_token_within_its_grace_or_never_rotated_changes_
     assert m.digest() == before
 
 
-def test_a_login_rotation_ends_the_old_token_at_once_so_a_fixed_token_opens_nothing() -> None:
-    m = machine(revoke_on_reuse="off")
+@pytest.mark.parametrize("grace", [False, True])
+def test_a_login_rotation_ends_the_old_token_at_once_so_a_fixed_token_opens_nothing(grace: bool) -> None:
+    m = machine(revoke_on_reuse="on")
     assert run(m, create(1), 10).ok  # the token an attacker fixed in the victim's browser
-    assert run(m, c.Rotate(th(1), th(2), "alice"), 100).ok  # the victim logs in
-    assert m.read(th(1), 100).code is Code.NOT_FOUND  # no grace for a principal binding
+    assert run(m, c.Rotate(th(1), th(2), "alice", grace=grace), 100).ok  # the victim logs in
+    assert m.read(th(1), 100).code is Code.NOT_FOUND  # no grace with a principal binding
     assert run(m, c.Touch(th(1)), 101).code is Code.NOT_FOUND
-    assert m.event_counts()["reuse_detected"] == 1  # and the attempt is a reuse
-    assert m.read(th(2), 101).ok
+    # Within the grace a use is taken for a request in flight: not a reuse, nothing revoked.
+    assert m.event_counts()["reuse_detected"] == 0 and m.read(th(2), 101).ok
+    assert run(m, c.Touch(th(1)), 100 + GRACE_MS).code is Code.NOT_FOUND
+    assert m.event_counts()["reuse_detected"] == 1  # after it, a reuse
+
+
+def test_a_rotation_without_grace_serves_nothing_from_the_old_token() -> None:
+    m = machine()
+    assert run(m, create(1), 10).ok
+    assert run(m, c.Rotate(th(1), th(2), None), 100).ok
+    assert m.read(th(1), 100).code is Code.NOT_FOUND
+    assert not m.reused(th(1), 100) and m.reused(th(1), 100 + GRACE_MS)
+
+
+def test_grace_is_a_level_5_field_left_out_of_the_entry_while_false() -> None:
+    plain = c.Command(c.Rotate(th(1), th(2), None), 5)
+    assert b"grace" not in c.encode(plain) and c.level_of(plain) == 1
+    graced = c.Command(c.Rotate(th(1), th(2), None, grace=True), 5)
+    assert c.level_of(graced) == c.SECURITY_OPS_LEVEL
+    assert c.decode(c.encode(graced)).op == graced.op
+    with pytest.raises(c.UndecodableEntry, match="level 5"):
+        c.decode(c.encode(graced), supported_level=4)
 
 
 def test_a_delete_with_the_old_token_within_the_grace_logs_the_session_out() -> None:
@@ -252,7 +273,7 @@ def history(m: SessionMachine) -> None:
     for n in range(6):
         run(m, create(n, "alice" if n % 2 else "bob"), 10 + n, client=b"c", seq=n + 1)
     run(m, c.Delete(th(0), None), 20)
-    run(m, c.Rotate(th(1), th(11), None), 21)
+    run(m, c.Rotate(th(1), th(11), None, grace=True), 21)
     run(m, c.SetPrincipalEnabled("bob", False), 22)
     run(m, c.Touch(th(1)), 21 + GRACE_MS)  # a reuse
     run(m, c.Expire(100), 30 + IDLE_MS)
