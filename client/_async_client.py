@@ -161,10 +161,15 @@ class AsyncSessionClient(calls.ClientCore):
         return await self._run(calls.delete_handle(handle), timeout_s)
 
     async def revoke_principal(
-        self, principal: str, *, except_handle: str | None = None, timeout_s: float | None = None
+        self,
+        principal: str,
+        *,
+        except_handle: str | None = None,
+        token: str | None = None,
+        timeout_s: float | None = None,
     ) -> list[str]:
-        """End all of a principal's sessions, optionally but one; returns the ended handles."""
-        return await self._run(calls.revoke_principal(principal, except_handle), timeout_s)
+        """End all of a principal's sessions, optionally but one; see SessionClient.revoke_principal."""
+        return await self._run(calls.revoke_principal(principal, except_handle, token), timeout_s)
 
     async def disable_principal(self, principal: str, *, timeout_s: float | None = None) -> list[str]:
         """Disable a principal and end its sessions; see SessionClient.disable_principal."""
@@ -184,6 +189,9 @@ class AsyncSessionClient(calls.ClientCore):
             calls.validate(token, touch, stale, reads_anywhere=self._reads_anywhere), timeout_s
         )
 
-    async def list_sessions(self, principal: str, *, timeout_s: float | None = None) -> list[Session]:
-        """The principal's live sessions, metadata only (for a "your devices" page)."""
-        return await self._run(calls.list_sessions(principal, reads_anywhere=self._reads_anywhere), timeout_s)
+    async def list_sessions(
+        self, principal: str, *, token: str | None = None, timeout_s: float | None = None
+    ) -> list[Session]:
+        """The principal's live sessions, metadata only; see SessionClient.list_sessions."""
+        call = calls.list_sessions(principal, token, reads_anywhere=self._reads_anywhere)
+        return await self._run(call, timeout_s)

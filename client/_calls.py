@@ -212,8 +212,15 @@ def _revoked(response: pb.RevokePrincipalResponse) -> list[str]:
     return list(response.revoked_handles)
 
 
-def revoke_principal(principal: str, except_handle: str | None) -> Call[list[str]]:
-    request = pb.RevokePrincipalRequest(principal=principal, except_handle=except_handle or "")
+def _scope(token: str | None) -> bytes:
+    """The proof an app-role certificate gives that it acts for a principal: a session's hash."""
+    return hash_token(token) if token is not None else b""
+
+
+def revoke_principal(principal: str, except_handle: str | None, token: str | None = None) -> Call[list[str]]:
+    request = pb.RevokePrincipalRequest(
+        principal=principal, except_handle=except_handle or "", session_token_hash=_scope(token)
+    )
     return _mutation("revoke_principal", "RevokePrincipal", request, _revoked, None)
 
 
@@ -248,8 +255,8 @@ def _sessions(response: pb.ListSessionsResponse) -> list[Session]:
     return [session_from_pb(s) for s in response.sessions]
 
 
-def list_sessions(principal: str, *, reads_anywhere: bool) -> Call[list[Session]]:
-    request = pb.ListSessionsRequest(principal=principal)
+def list_sessions(principal: str, token: str | None = None, *, reads_anywhere: bool) -> Call[list[Session]]:
+    request = pb.ListSessionsRequest(principal=principal, session_token_hash=_scope(token))
     return Call(
         "list_sessions", "ListSessions", request, _sessions, mutation=False, leader_only=not reads_anywhere
     )

@@ -162,10 +162,20 @@ class SessionClient(calls.ClientCore):
         return self._caller.run(calls.delete_handle(handle), self._deadline(timeout_s))
 
     def revoke_principal(
-        self, principal: str, *, except_handle: str | None = None, timeout_s: float | None = None
+        self,
+        principal: str,
+        *,
+        except_handle: str | None = None,
+        token: str | None = None,
+        timeout_s: float | None = None,
     ) -> list[str]:
-        """End all of a principal's sessions, optionally but one; returns the ended handles."""
-        return self._caller.run(calls.revoke_principal(principal, except_handle), self._deadline(timeout_s))
+        """End all of a principal's sessions, optionally but one; returns the ended handles.
+
+        `token`, a live session of `principal`, is what an app-role certificate needs to act
+        for the principal (store/authz.py); without it, only an admin certificate may.
+        """
+        call = calls.revoke_principal(principal, except_handle, token)
+        return self._caller.run(call, self._deadline(timeout_s))
 
     def disable_principal(self, principal: str, *, timeout_s: float | None = None) -> list[str]:
         """Disable a principal: no new session for it until enabled, and every session it has
@@ -192,7 +202,12 @@ class SessionClient(calls.ClientCore):
         call = calls.validate(token, touch, stale, reads_anywhere=self._reads_anywhere)
         return self._caller.run(call, self._deadline(timeout_s))
 
-    def list_sessions(self, principal: str, *, timeout_s: float | None = None) -> list[Session]:
-        """The principal's live sessions, metadata only (for a "your devices" page)."""
-        call = calls.list_sessions(principal, reads_anywhere=self._reads_anywhere)
+    def list_sessions(
+        self, principal: str, *, token: str | None = None, timeout_s: float | None = None
+    ) -> list[Session]:
+        """The principal's live sessions, metadata only (for a "your devices" page).
+
+        `token`: as for revoke_principal (an app-role certificate needs it).
+        """
+        call = calls.list_sessions(principal, token, reads_anywhere=self._reads_anywhere)
         return self._caller.run(call, self._deadline(timeout_s))

@@ -6,11 +6,14 @@ because cluster.json holds paths relative to itself):
     cluster.json            the shared config (store/config.py); no secrets in it
     secrets/                0700
       raft.password         0600, guards pysyncobj's pickled peer traffic
+      atrest.keys           0600, the keys values are sealed with and token hashes keyed
+                            with (store/keyfile.py); `keys rotate` adds one while it runs
       ca.key                0600, kept so more certificates can be issued later
     tls/                    0700
       ca.pem                what clients and nodes trust
       n1.pem, n1.key        node certificate (serverAuth + clientAuth) and key (0600)
-      client.pem, client.key  the certificate applications and tests present
+      client.pem, client.key  role app: what applications (web backends, examples) present
+      admin.pem, admin.key    role admin: what the operator's tools (the CLI, LocalCluster) present
     n1/, n2/, ...           node data dirs, 0700 (Raft journal and snapshots are pickles:
                             whoever can write them runs code at the next start)
 
@@ -34,8 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sessionquorum.store.authz import Role
 from sessionquorum.store.config import ClusterConfig, load_cluster_config, parse_cluster_config
 from sessionquorum.store.errors import ConfigError
+from sessionquorum.store.keyfile import new_keys, write_keys
 
 from . import _tls
 from ._errors import ClusterError
@@ -44,7 +53,11 @@ CONFIG_NAME = "cluster.json"
 HOST = "127.0.0.1"
 DIR_MODE = 0o700
 OVERRIDE_SECTIONS = ("limits", "raft", "server")
+# {"atrest": {"enabled": False}} makes a cluster that stores values as sent (test canaries).
+ATREST_SECTION = "atrest"
+KEY_FILE = "secrets/atrest.keys"
 CLIENT_NAME = "sessionquorum-client"
+ADMIN_NAME = "sessionquorum-admin"
 
 Overrides = Mapping[str, Mapping[str, object]]
 # RFC 1123 names: labels of letters, digits and inner hyphens, dot-separated.
@@ -63,8 +76,15 @@ class TLSFiles:
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> TLSFiles:
+        """The app-role certificate: session operations only (store/authz.py)."""
         tls = data_dir / "tls"
         return cls(ca=tls / "ca.pem", cert=tls / "client.pem", key=tls / "client.key")
+
+    @classmethod
+    def admin_in_dir(cls, data_dir: Path) -> TLSFiles:
+        """The admin-role certificate: every method (listing, revoking, Configure, digests)."""
+        tls = data_dir / "tls"
+        return cls(ca=tls / "ca.pem", cert=tls / "admin.pem", key=tls / "admin.key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +95,13 @@ class PreparedCluster:
     config_path: Path
     tls: TLSFiles
     created: bool
+    # The operator's certificate. A directory made before roles has none until `init` or
+    # `up` runs on it again: then this is `tls` (role-less, so the nodes' roleless setting rules).
+    admin_tls: TLSFiles | None = None
+
+    @property
+    def admin(self) -> TLSFiles:
+        return self.admin_tls or self.tls
 
 
 def free_ports(count: int, host: str = HOST) -> list[int]:
@@ -96,12 +123,17 @@ def _mkdir_private(path: Path) -> None:
 def _normalized(overrides: Overrides | None) -> dict[str, dict[str, Any]]:
     """Overrides as they would read back from JSON, without empty sections (for comparison)."""
     overrides = overrides or {}
-    unknown = sorted(set(overrides) - set(OVERRIDE_SECTIONS))
+    unknown = sorted(set(overrides) - {*OVERRIDE_SECTIONS, ATREST_SECTION})
     if unknown:
         raise ClusterError(
             f"unknown override section(s) {', '.join(unknown)} (known: {', '.join(OVERRIDE_SECTIONS)})"
         )
     result: dict[str, dict[str, Any]] = json.loads(json.dumps({k: dict(v) for k, v in overrides.items()}))
+    atrest = result.get(ATREST_SECTION, {})
+    if set(atrest) - {"enabled"} or not isinstance(atrest.get("enabled", True), bool):
+        raise ClusterError('the atrest override takes only {"enabled": true|false}')
+    if atrest.get("enabled", True):
+        result.pop(ATREST_SECTION, None)  # the default: compare equal to no override
     return {k: v for k, v in result.items() if v}
 
 
@@ -170,12 +202,14 @@ def _fresh_config(
                 "tls_key": f"tls/{node_id}.key",
             }
         )
+    atrest = {"key_file": KEY_FILE, "enabled": overrides.get(ATREST_SECTION, {}).get("enabled", True)}
     return {
         "nodes": node_entries,
         "raft_password_file": "secrets/raft.password",
         "tls_ca": "tls/ca.pem",
         "tls_client_auth": True,
         **overrides,
+        ATREST_SECTION: atrest,
     }
 
 
@@ -191,6 +225,8 @@ def _write_material(data_dir: Path, config: ClusterConfig) -> None:
     _mkdir_private(data_dir / "secrets")
     _mkdir_private(data_dir / "tls")
     _tls.write_private(config.raft_password_file, (secrets.token_urlsafe(32) + "\n").encode())
+    # Written even when encryption is off (a canary), so switching it on needs no new secret.
+    write_keys(data_dir / KEY_FILE, new_keys())
     ca = _tls.create_ca()
     assert config.tls_ca is not None  # set by _fresh_config
     _tls.write_issued(ca, config.tls_ca, data_dir / "secrets" / "ca.key")
@@ -199,7 +235,33 @@ def _write_material(data_dir: Path, config: ClusterConfig) -> None:
         assert node.tls_cert is not None and node.tls_key is not None
         _tls.write_issued(leaf, node.tls_cert, node.tls_key)
     client = TLSFiles.in_dir(data_dir)
-    _tls.write_issued(_tls.issue_leaf(ca, CLIENT_NAME, (CLIENT_NAME,), server=False), client.cert, client.key)
+    app = _tls.issue_leaf(ca, CLIENT_NAME, (CLIENT_NAME,), server=False, role=Role.APP)
+    _tls.write_issued(app, client.cert, client.key)
+    _issue_admin(data_dir, ca)
+
+
+def _issue_admin(data_dir: Path, ca: _tls.Issued) -> None:
+    admin = TLSFiles.admin_in_dir(data_dir)
+    issued = _tls.issue_leaf(ca, ADMIN_NAME, (ADMIN_NAME,), server=False, role=Role.ADMIN)
+    _tls.write_issued(issued, admin.cert, admin.key)
+
+
+def _add_missing_admin(data_dir: Path) -> bool:
+    """A directory made before roles gets its admin certificate, from the CA key it kept.
+
+    Nothing else changes: the nodes trust the same CA, so no restart is needed, and the
+    old client.pem stays what it was (role-less: `server.roleless_client_role` decides).
+    """
+    admin = TLSFiles.admin_in_dir(data_dir)
+    ca_key = data_dir / "secrets" / "ca.key"
+    ca_cert = TLSFiles.in_dir(data_dir).ca
+    if admin.cert.exists() or not ca_key.exists():
+        return False
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ClusterError(f"{ca_key} is not the EC key this tool writes")
+    _issue_admin(data_dir, _tls.Issued(key, x509.load_pem_x509_certificate(ca_cert.read_bytes())))
+    return True
 
 
 def _write_json_atomically(path: Path, raw: dict[str, Any]) -> None:
@@ -220,13 +282,16 @@ def open_cluster_dir(data_dir: Path) -> PreparedCluster:
         raise ClusterError(str(exc)) from exc
     tls = TLSFiles.in_dir(data_dir)
     needed = [config.raft_password_file, tls.ca, tls.cert, tls.key]
+    needed += [p for n in config.nodes if (p := config.key_file_of(n)) is not None]
     needed += [p for n in config.nodes for p in (n.tls_cert, n.tls_key) if p is not None]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         raise ClusterError(f"cluster directory {data_dir} is incomplete, missing: {', '.join(missing)}")
     for node in config.nodes:
         _mkdir_private(data_dir / node.id)
-    return PreparedCluster(config=config, config_path=path, tls=tls, created=False)
+    admin = TLSFiles.admin_in_dir(data_dir)
+    admin_tls = admin if admin.cert.exists() and admin.key.exists() else None
+    return PreparedCluster(config=config, config_path=path, tls=tls, created=False, admin_tls=admin_tls)
 
 
 def prepare_cluster_dir(
@@ -258,6 +323,10 @@ def prepare_cluster_dir(
     data_dir = data_dir.resolve()
     path = data_dir / CONFIG_NAME
     if path.exists():
+        try:
+            _add_missing_admin(data_dir)
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot add the admin certificate to {data_dir}: {exc}") from exc
         prepared = open_cluster_dir(data_dir)
         have = len(prepared.config.nodes)
         if have != nodes:
@@ -267,7 +336,11 @@ def prepare_cluster_dir(
             )
         if overrides is not None:
             stored = _normalized(
-                {k: v for k, v in json.loads(path.read_text()).items() if k in OVERRIDE_SECTIONS}
+                {
+                    k: ({"enabled": v.get("enabled", True)} if k == ATREST_SECTION else v)
+                    for k, v in json.loads(path.read_text()).items()
+                    if k in (*OVERRIDE_SECTIONS, ATREST_SECTION)
+                }
             )
             if stored != wanted:
                 raise ClusterError(
@@ -305,4 +378,10 @@ def prepare_cluster_dir(
         config = load_cluster_config(path)
     except OSError as exc:
         raise ClusterError(f"cannot create cluster directory {data_dir}: {exc}") from exc
-    return PreparedCluster(config=config, config_path=path, tls=TLSFiles.in_dir(data_dir), created=True)
+    return PreparedCluster(
+        config=config,
+        config_path=path,
+        tls=TLSFiles.in_dir(data_dir),
+        created=True,
+        admin_tls=TLSFiles.admin_in_dir(data_dir),
+    )

@@ -8,6 +8,9 @@
     node run --config F --node ID        become one node (exec; a machine's service entry point)
     config   get | set NAME=VALUE ...    the replicated limits (one log index on every node)
     sessions list PRINCIPAL | revoke (PRINCIPAL | --handle H)
+    keys     show | rotate               the at-rest keys; rotate while the cluster runs
+    certs    rotate --role app|admin | revoke FILE.pem   (client certificates)
+    snapshot save FILE | info FILE | restore FILE --out DIR   backups (_cli_snapshot.py)
 
 Parsing lives here, the commands in _cli_local.py (this machine's processes) and
 _cli_remote.py (a running cluster). Exit codes, one mapping for every command:
@@ -34,8 +37,8 @@ from sessionquorum.client import (
     Unavailable,
 )
 
-from . import _cli_local, _cli_principals, _cli_remote
-from ._errors import ClusterError, ClusterTimeout, ClusterUnavailable
+from . import _cli_certs, _cli_keys, _cli_local, _cli_principals, _cli_remote, _cli_snapshot
+from ._errors import BadBackup, ClusterError, ClusterTimeout, ClusterUnavailable
 from ._local import NodeCommand, default_node_command
 from ._output import error
 
@@ -201,13 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_local(commands)
     _add_remote(commands)
+    _cli_keys.register(commands, _add)
+    _cli_certs.register(commands, _add)
+    _cli_snapshot.add_parsers(commands, _add)
     _cli_principals.register(commands, _add)
     return parser
 
 
 def _exit_code(exc: BaseException) -> tuple[int, str]:
     """The one place that turns an error into an exit status (and the message to print)."""
-    if isinstance(exc, ClusterTimeout):
+    if isinstance(exc, ClusterTimeout | BadBackup):
         return EXIT_FAILURE, str(exc)
     if isinstance(exc, ClusterUnavailable | Unavailable):
         return EXIT_UNAVAILABLE, str(exc)

@@ -122,7 +122,9 @@ def up(args: argparse.Namespace, node_command: NodeCommand) -> int:
         text.append(f"leader: {leader}\nclient example:\n  {_client_example(cluster)}")
         data = {"data_dir": str(cluster.data_dir), "created": prepared.created, "leader": leader}
         tls_files = {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)}
-        emit(args, {**data, "nodes": nodes, "tls": tls_files}, "\n".join(text))
+        admin = cluster.admin_tls_files
+        admin_files = {"ca": str(admin.ca), "cert": str(admin.cert), "key": str(admin.key)}
+        emit(args, {**data, "nodes": nodes, "tls": tls_files, "admin_tls": admin_files}, "\n".join(text))
         if args.detach:
             cluster.detach()
             detached = True

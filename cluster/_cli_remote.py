@@ -1,9 +1,10 @@
 """The commands that talk to a running cluster: `config get|set`, `sessions list|revoke`.
 
-The endpoints and the client certificate come from the cluster directory (cluster.json and
-tls/), so they work wherever that directory is: on the machine that ran `init`, or on an
-operator's machine with a copy. Sessions go through the public client (`SessionClient`),
-which finds the leader and retries; its errors are mapped to exit codes in _cli.py.
+The endpoints and the admin certificate come from the cluster directory (cluster.json and
+tls/admin.pem; a directory made before roles: tls/client.pem), so they work wherever that
+directory is: on the machine that ran `init`, or on an operator's machine with a copy.
+Sessions go through the public client (`SessionClient`), which finds the leader and
+retries; its errors are mapped to exit codes in _cli.py.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def config(args: argparse.Namespace, node_command: NodeCommand) -> int:
 
 def _client(args: argparse.Namespace) -> SessionClient:
     prepared = open_cluster_dir(args.data_dir)
-    tls = prepared.tls
+    tls = prepared.admin  # listing and revoking any principal's sessions: the admin role
     endpoints = [n.grpc_address for n in prepared.config.nodes]
     return SessionClient(
         endpoints, tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key), timeout_s=args.timeout

@@ -3,6 +3,7 @@
     ClusterError            a cluster-tools request cannot be done as asked: an unknown node,
     │                       a data dir made for another node count, a node that is (not)
     │                       running. The CLI prints the message as one line and exits 2.
+    ├── BadBackup           a backup file fails its checks (snapshot info/restore): exit 1.
     ├── ClusterUnavailable  the cluster cannot answer now: no node answers, or no leader is
     │                       agreed on by a quorum. The CLI exits 3 (try again later).
     └── ClusterTimeout      a condition was not reached in time. The message carries every
@@ -19,6 +20,10 @@ from __future__ import annotations
 
 class ClusterError(Exception):
     """A cluster-tools operation cannot be done; the message says what to change."""
+
+
+class BadBackup(ClusterError):
+    """A backup file that is corrupt, truncated, of another version or does not decode. Exit 1."""
 
 
 class ClusterUnavailable(ClusterError):

@@ -9,8 +9,9 @@ to openssl: no external tool, and the same code runs in tests.
 - Node certificates are valid for serverAuth *and* clientAuth: a node may one day call
   another node's gRPC API (leader forwarding) and must then present a client certificate.
   Their SANs always cover 127.0.0.1 and localhost plus the host of the node's gRPC address.
-- The client certificate is clientAuth only. It carries a DNS SAN too (its own name):
-  RFC 5280 verifiers (cryptography's among them) refuse a leaf without SANs.
+- Client certificates are clientAuth only, one per role (store/authz.py): the role is a
+  SAN URI `sessionquorum:role:<role>`. They carry a DNS SAN too (their own name): RFC 5280
+  verifiers (cryptography's among them) refuse a leaf without SANs.
 - Leaf certificates never outlive the CA, and start 5 minutes in the past so a slightly
   slow clock on another machine does not reject a certificate just made.
 """
@@ -27,6 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sessionquorum.store.authz import Role, role_uri
 
 CA_VALIDITY = dt.timedelta(days=3650)
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -94,11 +97,14 @@ def _san_entry(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def issue_leaf(ca: Issued, common_name: str, names: tuple[str, ...], *, server: bool) -> Issued:
+def issue_leaf(
+    ca: Issued, common_name: str, names: tuple[str, ...], *, server: bool, role: Role | None = None
+) -> Issued:
     """A certificate signed by `ca` for clientAuth, and with `server` also serverAuth.
 
     `names` (IP addresses or DNS names) become the SANs: what a server certificate is
-    checked against, and what verifiers require of a client certificate too.
+    checked against, and what verifiers require of a client certificate too. `role` (a
+    client's) becomes a SAN URI the nodes authorize by.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -138,6 +144,8 @@ def issue_leaf(ca: Issued, common_name: str, names: tuple[str, ...], *, server: 
         entry = _san_entry(name)
         if entry not in sans:
             sans.append(entry)
+    if role is not None:
+        sans.append(x509.UniformResourceIdentifier(role_uri(role)))
     builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     return Issued(key, builder.sign(ca.key, hashes.SHA256()))

@@ -65,7 +65,13 @@ class ClusterView:
 
     @property
     def tls_files(self) -> TLSFiles:
+        """The app-role client certificate: what an application presents (session operations)."""
         return self.prepare().tls
+
+    @property
+    def admin_tls_files(self) -> TLSFiles:
+        """The admin-role certificate: what this view's own channels present (Status with digest, ...)."""
+        return self.prepare().admin
 
     def grpc_address(self, node_id: str) -> str:
         self._check_known(node_id)
@@ -88,8 +94,8 @@ class ClusterView:
     # -- asking the nodes -----------------------------------------------------------------
 
     def channel(self, node_id: str) -> grpc.Channel:
-        """A new TLS channel to the node, presenting the client certificate; the caller closes it."""
-        return secure_channel(self.grpc_address(node_id), client_credentials(self.tls_files))
+        """A new TLS channel to the node, presenting the admin certificate; the caller closes it."""
+        return secure_channel(self.grpc_address(node_id), client_credentials(self.admin_tls_files))
 
     def _status_channel(self, node_id: str) -> grpc.Channel:
         if node_id not in self._channels:

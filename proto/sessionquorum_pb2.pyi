@@ -522,15 +522,21 @@ class ListSessionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_HASH_FIELD_NUMBER: _builtins.int
     principal: _builtins.str
+    session_token_hash: _builtins.bytes
+    """A live session of `principal` the caller holds (its token hash): what lets an
+    app-role certificate list this principal's sessions (store/authz.py); admin needs none.
+    """
     def __init__(
         self,
         *,
         principal: _builtins.str = ...,
+        session_token_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal", "session_token_hash", b"session_token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -563,9 +569,12 @@ class RevokePrincipalRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
     EXCEPT_HANDLE_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_HASH_FIELD_NUMBER: _builtins.int
     principal: _builtins.str
     except_handle: _builtins.str
     """"" revokes all"""
+    session_token_hash: _builtins.bytes
+    """As in ListSessionsRequest: an app-role caller proves it acts for `principal`."""
     @_builtins.property
     def request_id(self) -> Global___RequestId: ...
     def __init__(
@@ -574,10 +583,11 @@ class RevokePrincipalRequest(_message.Message):
         request_id: Global___RequestId | None = ...,
         principal: _builtins.str = ...,
         except_handle: _builtins.str = ...,
+        session_token_hash: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["except_handle", b"except_handle", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["except_handle", b"except_handle", "principal", b"principal", "request_id", b"request_id", "session_token_hash", b"session_token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1020,3 +1030,56 @@ class BatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchResponse: _TypeAlias = BatchResponse  # noqa: Y015
+
+@_typing.final
+class SnapshotSaveRequest(_message.Message):
+    """Backup (admin): the leader's replicated state at one log index, as a stream that
+    `sessionquorum snapshot save` writes to a file (store/backup.py). The index is confirmed
+    with a read index first, so the backup includes every write acknowledged before the call.
+    One save at a time per node: a second is refused with RESOURCE_EXHAUSTED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotSaveRequest: _TypeAlias = SnapshotSaveRequest  # noqa: Y015
+
+@_typing.final
+class SnapshotChunk(_message.Message):
+    """First chunk: `meta` only; then `data` pieces of the state in order; last chunk:
+    `state_sha256` and `state_bytes` only (the reader checks what it received).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    STATE_SHA256_FIELD_NUMBER: _builtins.int
+    STATE_BYTES_FIELD_NUMBER: _builtins.int
+    meta: _builtins.bytes
+    data: _builtins.bytes
+    state_sha256: _builtins.bytes
+    state_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        meta: _builtins.bytes = ...,
+        data: _builtins.bytes = ...,
+        state_sha256: _builtins.bytes = ...,
+        state_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "meta", b"meta", "state_bytes", b"state_bytes", "state_sha256", b"state_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotChunk: _TypeAlias = SnapshotChunk  # noqa: Y015

@@ -94,6 +94,11 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.SnapshotSave = channel.unary_stream(
+                '/sessionquorum.v1.SessionStore/SnapshotSave',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotSaveRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class SessionStoreServicer:
@@ -172,6 +177,12 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SnapshotSave(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +245,11 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.Batch,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.SerializeToString,
+            ),
+            'SnapshotSave': grpc.unary_stream_rpc_method_handler(
+                    servicer.SnapshotSave,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotSaveRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -560,6 +576,33 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/Batch',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SnapshotSave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/SnapshotSave',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotSaveRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,7 @@ class SessionStoreStub:
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]
     Batch: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]
+    SnapshotSave: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -77,6 +78,7 @@ class SessionStoreAsyncStub(SessionStoreStub):
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]  # type: ignore[assignment]
     Batch: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]  # type: ignore[assignment]
+    SnapshotSave: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]  # type: ignore[assignment]
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -163,5 +165,12 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.BatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.BatchResponse, _abc.Awaitable[_sessionquorum_pb2.BatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SnapshotSave(
+        self,
+        request: _sessionquorum_pb2.SnapshotSaveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_sessionquorum_pb2.SnapshotChunk], _abc.AsyncIterator[_sessionquorum_pb2.SnapshotChunk]]: ...
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

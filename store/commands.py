@@ -32,13 +32,17 @@ COMMAND_VERSION = 1
 # Level 3: no new command; a behaviour: the node refuses votes while it hears from a leader,
 # which leader leases rely on (store/DESIGN.md, "Leases").
 # Level 4: Update may change the session's idle timeout ("idle_timeout_ms").
-# Level 5: session-security operations (store/secops.py): SecurityOn switches on tombstones
-# (no reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
-# ReuseDetected; Rotate with "grace"; Configure of the LATER_LIMITS.
+# Level 5:
+# - encryption at rest: Create/Update carry "sealed" (a keyed digest of the plaintext values,
+#   the fingerprint's stand-in for ciphertext) and Update "bound_handle" (store/atrest.py).
+# - session-security operations (store/secops.py): SecurityOn switches on tombstones (no
+#   reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
+#   ReuseDetected; Rotate with "grace"; Configure of the LATER_LIMITS.
 BASE_LEVEL = 1
 SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
 IDLE_CHANGE_LEVEL = 4
+ATREST_LEVEL = 5
 SECURITY_OPS_LEVEL = 5
 # Limits of level 5: a Configure carrying any of them needs level 5 (config.limits_to_wire
 # leaves them out while at their defaults).
@@ -61,6 +65,9 @@ class Create:
     attributes: Attributes
     idle_timeout_ms: int
     absolute_timeout_ms: int
+    # Level 5: the attribute values are sealed (store/atrest.py); this keyed digest of their
+    # plaintext stands in for them in the fingerprint (a retry seals with new nonces).
+    sealed: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,10 @@ class Update:
     increment: tuple[tuple[str, int], ...] = ()
     # A new idle timeout for the session (level 4); None leaves it, and is not encoded.
     idle_timeout_ms: int | None = None
+    # Level 5: the handle the sealed values are bound to; apply refuses (retryable, not
+    # remembered) when the session's handle differs (a proposer that read stale state).
+    bound_handle: str | None = None
+    sealed: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,14 +219,20 @@ class Command:
 
 
 # Fields a proposer fills with fresh values: a retry of the same request carries new ones.
-_FRESH_FIELDS: dict[type[Any], frozenset[str]] = {Create: frozenset({"handle"})}
+_FRESH_FIELDS: dict[type[Any], frozenset[str]] = {
+    Create: frozenset({"handle"}),
+    Update: frozenset({"bound_handle"}),
+}
 # Fields added after level 1 that are left out of an entry (and its fingerprint) while at
 # their default (None, False), so an entry without them is byte-identical to what older
 # releases wrote and fingerprint.
 _LATER_FIELDS: dict[type[Any], frozenset[str]] = {
-    Update: frozenset({"idle_timeout_ms"}),
+    Create: frozenset({"sealed"}),
+    Update: frozenset({"idle_timeout_ms", "bound_handle", "sealed"}),
     Rotate: frozenset({"grace"}),
 }
+# Sealed values: a retry carries other ciphertext, so the fingerprint takes "sealed" instead.
+_SEALED_FIELDS: dict[type[Any], str] = {Create: "attributes", Update: "set"}
 
 
 def _fields(op: Op) -> list[str]:
@@ -232,6 +249,8 @@ def fingerprint(op: Op) -> bytes:
     reply (store/dedup.py).
     """
     fresh = _FRESH_FIELDS.get(type(op), frozenset())
+    if getattr(op, "sealed", None) is not None:
+        fresh = fresh | {_SEALED_FIELDS[type(op)]}
     args = [[name, getattr(op, name)] for name in _fields(op) if name not in fresh]
     return hashlib.sha256(msgpack.packb([_NAMES[type(op)], args], use_bin_type=True)).digest()[:16]
 
@@ -247,6 +266,10 @@ def level_of(cmd: Command) -> int:
         level = max(level, SECURITY_OPS_LEVEL)
     if isinstance(cmd.op, Configure) and any(name in LATER_LIMITS for name, _ in cmd.op.limits):
         level = max(level, SECURITY_OPS_LEVEL)
+    if isinstance(cmd.op, Create | Update) and cmd.op.sealed is not None:
+        level = max(level, ATREST_LEVEL)
+    if isinstance(cmd.op, Update) and cmd.op.bound_handle is not None:
+        level = max(level, ATREST_LEVEL)
     return level
 
 
@@ -307,6 +330,7 @@ def _op(name: str, a: dict[str, Any]) -> Op:
             attributes=_attrs(a.get("attributes"), "attributes"),
             idle_timeout_ms=_req(a, "idle_timeout_ms", int),
             absolute_timeout_ms=_req(a, "absolute_timeout_ms", int),
+            sealed=_req(a, "sealed", bytes) if "sealed" in a else None,
         )
     if name == "touch":
         return Touch(
@@ -333,6 +357,8 @@ def _op(name: str, a: dict[str, Any]) -> Op:
             expected_version=_req(a, "expected_version", int, optional=True),
             increment=tuple((p[0], p[1]) for p in increments),
             idle_timeout_ms=_req(a, "idle_timeout_ms", int) if "idle_timeout_ms" in a else None,
+            bound_handle=_req(a, "bound_handle", str) if "bound_handle" in a else None,
+            sealed=_req(a, "sealed", bytes) if "sealed" in a else None,
         )
     if name == "rotate":
         return Rotate(

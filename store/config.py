@@ -16,8 +16,13 @@ and copied freely.
       "tls_client_auth": true,
       "limits": {"max_sessions_per_principal": 32},
       "raft": {"election_min_s": 0.3},
-      "server": {"max_message_bytes": 1048576}
+      "server": {"max_message_bytes": 1048576},
+      "atrest": {"key_file": "secrets/atrest.keys", "enabled": true}
     }
+
+`atrest` (encryption at rest, store/DESIGN.md): the key file every node reads (a node entry
+may name its own with "key_file"); without the section, or with "enabled": false, values
+are stored as sent and token hashes unkeyed (clusters made before it, and the canary).
 
 Any key of `Limits`, `RaftSettings` or `ServerSettings` may be overridden under its
 section; an unknown key is an error (a typo must not silently leave a default in force).
@@ -220,6 +225,12 @@ class ServerSettings:
     # "text" (one line per event, for people) or "json" (one JSON object per line with the
     # node id and term, for log pipelines); the node's --log-format flag overrides it.
     log_format: str = "text"
+    # The role of a client certificate that names none (store/authz.py): "app" (least
+    # privilege that keeps applications working), "admin" (an operator finishing an upgrade
+    # from a cluster made before roles, whose one client.pem did everything), or "none".
+    roleless_client_role: str = "app"
+    # UNSAFE, for the authorization test's canary only: every caller may call every method.
+    unsafe_skip_authorization: bool = False
 
     def validate(self) -> None:
         if self.max_message_bytes < 64 * 1024:
@@ -230,6 +241,9 @@ class ServerSettings:
             raise ConfigError("server.clock_drift_ms must be >= 0")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"server.log_format must be 'text' or 'json', got {self.log_format!r}")
+        if self.roleless_client_role not in ("app", "admin", "none"):
+            got = self.roleless_client_role
+            raise ConfigError(f"server.roleless_client_role must be 'app', 'admin' or 'none', got {got!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +259,8 @@ class NodeSpec:
     # endpoint. Per node, like the other addresses: nodes sharing a host need their own
     # ports. Port 0 lets the kernel choose (the node logs it).
     metrics_address: str | None = None
+    # This node's at-rest key file, when it is not the cluster's shared one (atrest.key_file).
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +273,19 @@ class ClusterConfig:
     raft: RaftSettings = field(default_factory=RaftSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     source: Path | None = None
+    # The at-rest key file (store/keyfile.py); None: values and token hashes stored as sent.
+    atrest_key_file: Path | None = None
+
+    def key_file_of(self, node: NodeSpec) -> Path | None:
+        """The key file `node` reads, or None when encryption at rest is off."""
+        if self.atrest_key_file is None:
+            return None
+        return node.key_file or self.atrest_key_file
+
+    # SHA-256 fingerprints of client certificates the nodes refuse (store/authz.py), one per
+    # line; default: revoked.txt beside the CA file. Watched while the node runs; a missing
+    # file revokes nothing (`sessionquorum certs rotate` writes it).
+    tls_revoked_file: Path | None = None
 
     def node(self, node_id: str) -> NodeSpec:
         for spec in self.nodes:
@@ -344,6 +373,18 @@ def _metrics_address(raw: Any, index: int) -> str | None:
     return raw
 
 
+def _atrest_key_file(raw: Any, base: Path) -> Path | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"key_file", "enabled"}:
+        raise ConfigError("atrest must be an object with key_file and enabled")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("atrest.enabled must be true or false")
+    path = _path(base, raw.get("key_file"), "atrest.key_file")
+    return path if enabled else None
+
+
 def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> ClusterConfig:
     """Build a ClusterConfig from decoded JSON; paths are resolved against `base`."""
     if not isinstance(raw, dict):
@@ -366,6 +407,7 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
                 tls_cert=_path(base, n["tls_cert"], f"nodes[{i}].tls_cert") if "tls_cert" in n else None,
                 tls_key=_path(base, n["tls_key"], f"nodes[{i}].tls_key") if "tls_key" in n else None,
                 metrics_address=_metrics_address(n.get("metrics"), i),
+                key_file=_path(base, n["key_file"], f"nodes[{i}].key_file") if "key_file" in n else None,
             )
         )
     for attr in ("id", "raft_address", "grpc_address"):
@@ -386,6 +428,10 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
     client_auth = raw.get("tls_client_auth", True)
     if not isinstance(client_auth, bool):
         raise ConfigError("tls_client_auth must be true or false")
+    if raw.get("tls_revoked_file") is not None:
+        revoked_file: Path | None = _path(base, raw["tls_revoked_file"], "tls_revoked_file")
+    else:
+        revoked_file = tls_ca.parent / REVOKED_FILE_NAME if tls_ca is not None else None
     return ClusterConfig(
         nodes=tuple(nodes),
         raft_password_file=_path(base, raw.get("raft_password_file"), "raft_password_file"),
@@ -395,6 +441,8 @@ def parse_cluster_config(raw: Any, base: Path, source: Path | None = None) -> Cl
         raft=_section(RaftSettings, raw.get("raft"), "raft"),
         server=_section(ServerSettings, raw.get("server"), "server"),
         source=source,
+        atrest_key_file=_atrest_key_file(raw.get("atrest"), base),
+        tls_revoked_file=revoked_file,
     )
 
 
@@ -421,6 +469,37 @@ def load_node_config(
     return NodeConfig(
         cluster=cluster, node=node, data_dir=(data_dir or base / node_id).resolve(), command_level=level
     )
+
+
+REVOKED_FILE_NAME = "revoked.txt"
+# A revocation list is read on every change: bounded so a runaway file cannot stall a node.
+REVOKED_MAX_BYTES = 4 * 1024 * 1024
+_FINGERPRINT_HEX = 64
+
+
+def read_revoked(path: Path) -> frozenset[bytes]:
+    """The certificate fingerprints (SHA-256 of the DER) in a revocation list; none if absent.
+
+    One hex fingerprint per line (colons allowed, case ignored); `#` starts a comment.
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(REVOKED_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return frozenset()
+    except OSError as exc:
+        raise ConfigError(f"cannot read revocation list {path}: {exc.strerror}") from exc
+    if len(data) > REVOKED_MAX_BYTES:
+        raise ConfigError(f"revocation list {path} is over {REVOKED_MAX_BYTES} bytes")
+    found: set[bytes] = set()
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        text = line.split("#", 1)[0].strip().replace(":", "").lower()
+        if not text:
+            continue
+        if len(text) != _FINGERPRINT_HEX or any(ch not in "0123456789abcdef" for ch in text):
+            raise ConfigError(f"{path}:{number}: not a SHA-256 fingerprint (64 hex digits)")
+        found.add(bytes.fromhex(text))
+    return frozenset(found)
 
 
 def read_secret(path: Path) -> str:

@@ -16,7 +16,7 @@ itself with RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -66,9 +66,30 @@ Refuse = Callable[[Undecodable, grpc.aio.ServicerContext[Any, Any]], Awaitable[A
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
+def _guarded_stream(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse: Refuse) -> Any:
+    """A unary-stream method (SnapshotSave): the same refusal, then the handler's stream."""
+    assert handler.request_deserializer is not None and handler.unary_stream is not None
+    behaviour = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
+
+    async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        if isinstance(request, Undecodable):
+            await refuse(request, context)
+            return
+        async for response in behaviour(request, context):
+            yield response
+
+    return grpc.unary_stream_rpc_method_handler(
+        unary_stream,
+        request_deserializer=safe_deserializer(handler.request_deserializer, message_name),
+        response_serializer=handler.response_serializer,
+    )
+
+
 def _guarded(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse: Refuse) -> Any:
+    if not handler.request_streaming and handler.response_streaming and handler.unary_stream is not None:
+        return _guarded_stream(handler, message_name, refuse)
     if handler.request_streaming or handler.response_streaming or handler.unary_unary is None:
-        raise TypeError(f"only unary-unary methods are guarded; {message_name} is not")
+        raise TypeError(f"only unary-unary and unary-stream methods are guarded; {message_name} is not")
     assert handler.request_deserializer is not None
     behaviour = cast(Behaviour, handler.unary_unary)
 

@@ -2,6 +2,7 @@
 
     StoreError                      every error a node reports about a request
     ├── InvalidArgument             INVALID_ARGUMENT: the request itself is malformed
+    ├── PermissionDenied            PERMISSION_DENIED: the caller's role does not cover it
     ├── NotFound                    NOT_FOUND: no such session (or it expired / was deleted)
     ├── AlreadyExists               ALREADY_EXISTS: the token hash (or handle) is taken
     ├── VersionConflict             ABORTED: expected_version does not match
@@ -11,6 +12,8 @@
     ├── NoLeader                    UNAVAILABLE: no leader known; nothing was applied
     ├── NotReady                    UNAVAILABLE: the node is still catching up after start
     ├── UpgradePending              FAILED_PRECONDITION: not every member supports it yet
+    ├── Undecryptable               DATA_LOSS: a stored value does not open on this node
+    │                               (unknown key id, or not authentic where it is stored)
     ├── PrincipalDisabled           PERMISSION_DENIED: the principal is disabled (no new session)
     └── OutcomeUnknown              UNKNOWN: may or may not have been applied; retry with
         │                           the same request id, which is safe
@@ -45,6 +48,12 @@ class StoreError(Exception):
 
 class InvalidArgument(StoreError):
     status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class PermissionDenied(StoreError):
+    """The caller's role does not cover this request (store/authz.py, the service's scope check)."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class NotFound(StoreError):
@@ -85,6 +94,10 @@ class NotReady(StoreError):
 
 class UpgradePending(StoreError):
     status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Undecryptable(StoreError):
+    status = grpc.StatusCode.DATA_LOSS
 
 
 class PrincipalDisabled(StoreError):

@@ -213,6 +213,14 @@ class NodeMetrics:
             "Touching validates that wrote nothing: last access was within server.touch_interval_ms.",
             registry=self.registry,
         )
+        self._refused = Counter(
+            f"{PREFIX}_permission_denied",
+            "Requests refused PERMISSION_DENIED, by method and why: role (the certificate's roles do "
+            "not cover the method, store/authz.py) or scope (session_token_hash names no live session "
+            "of the principal).",
+            ["method", "why"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         if view is not None:
             self.registry.register(_NodeCollector(view))
@@ -224,6 +232,10 @@ class NodeMetrics:
             self._children[(method, code)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def permission_denied(self, method: str, why: str) -> None:
+        """A refused call (why: "role" or "scope"); the caller counts it as a request too."""
+        self._refused.labels(method, why).inc()
 
     def observe_proposal(self, seconds: float) -> None:
         self._proposal.observe(seconds)

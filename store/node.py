@@ -26,13 +26,15 @@ from grpc_health.v1._async import HealthServicer
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import decoding, duties, logs
+from . import authz, decoding, duties, logs
 from .clock import ProposerClock
 from .commands import BASE_LEVEL
-from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config
+from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config, read_revoked
 from .errors import ConfigError
+from .keyfile import KeyRing
 from .metrics import MetricsServer, NodeMetrics, ScrapeView
 from .raft import ReplicatedLog
+from .sealing import Sealing
 from .service import SessionService
 from .state import SessionMachine
 
@@ -83,6 +85,12 @@ class _Health:
 async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.data_dir, 0o700)
+    # Read before anything starts: a node whose key file is unusable does not start.
+    key_file = config.cluster.key_file_of(config.node)
+    ring = KeyRing(key_file) if key_file is not None else None
+    revoked_file = config.cluster.tls_revoked_file
+    # Read before anything opens: a revocation list that does not parse stops the start.
+    revoked = read_revoked(revoked_file) if revoked_file is not None else frozenset()
     # The code's default limits until the log configures them (never this node's file:
     # replicas must apply the same rules; duties.seed_limits).
     machine = SessionMachine(Limits(), supported_level=config.command_level)
@@ -90,13 +98,6 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
     raft = ReplicatedLog(config, machine, on_applied=clock.observe)
     if log_context is not None:
         log_context.term = raft.term
-    limit = config.cluster.server.max_message_bytes
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ]
-    )
     health = HealthServicer()
     state = _Health(health)
 
@@ -116,7 +117,28 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
 
     metrics = NodeMetrics(config.node.id, scrape)
     raft.observe_proposal, raft.observe_read_index = metrics.observe_proposal, metrics.observe_read_index
-    service = SessionService(config, raft, clock, metrics)
+    service = SessionService(config, raft, clock, metrics, Sealing(ring))
+
+    def refused(method: str) -> None:
+        metrics.permission_denied(method, "role")
+        metrics.observe_request(method, "PERMISSION_DENIED", 0.0)
+
+    # Every method of every service passes the role check first (store/authz.py).
+    authorizer = authz.Authorizer(
+        authz.roleless_roles(config.cluster.server.roleless_client_role),
+        config.node.id,
+        refused,
+        enabled=not config.cluster.server.unsafe_skip_authorization,
+    )
+    authorizer.revoked = revoked
+    limit = config.cluster.server.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[authorizer],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+    )
     metrics_server = None
     if config.node.metrics_address is not None:
         try:
@@ -151,6 +173,11 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
             "UNSAFE: server.unsafe_skip_read_barrier is set: linearizable reads skip the read barrier "
             "and a deposed leader may serve stale data (a test setting, never for production)"
         )
+    if config.cluster.server.unsafe_skip_authorization:
+        log.warning(
+            "UNSAFE: server.unsafe_skip_authorization is set: every client certificate may call every "
+            "method (a test setting, never for production)"
+        )
     if config.command_level < BASE_LEVEL + 1:
         log.warning("acting as an older release: command level %d", config.command_level)
 
@@ -176,6 +203,8 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         asyncio.create_task(duties.switch_on_security_ops(config, raft, clock, stop)),
         asyncio.create_task(duties.watch_leader(config, raft, stop, on_leader)),
     ]
+    if revoked_file is not None:
+        tasks.append(asyncio.create_task(authz.watch_revocations(revoked_file, authorizer, stop)))
     await stop.wait()
     log.info("stopping node %s", config.node.id)
     await health.enter_graceful_shutdown()

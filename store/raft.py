@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
@@ -31,6 +33,7 @@ from pysyncobj import syncobj as pysyncobj_syncobj
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.syncobj import _COMMAND_TYPE
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
@@ -40,10 +43,10 @@ from ._readindex import RaftView, ReadIndex, Waiter
 from .commands import LEASE_LEVEL, UndecodableEntry
 from .config import NodeConfig, read_secret
 from .errors import ConfigError, NoLeader, OutcomeUnknown, StoreError
-from .journal import RaftJournal
+from .journal import RaftJournal, fsync_dir
 from .replies import Reply
-from .snapshot_format import serialize_in_pieces
-from .snapshots import Progress, Snapshotter, compaction_due
+from .snapshot_format import Capture, serialize_in_pieces
+from .snapshots import Progress, Snapshotter, compaction_due, write_snapshot
 from .state import SessionMachine
 
 log = logging.getLogger(__name__)
@@ -583,6 +586,9 @@ class ReplicatedLog:
         self._node_ids = {n.raft_address: n.id for n in config.cluster.nodes}
         self._seen_leader: tuple[int, Any] = (0, None)
         self.leader_changes = 0
+        # Backups waiting for a capture between two applies (`capture_applied`); at most one
+        # per save, and a node runs one save at a time (store/backup_stream.py).
+        self._capture_requests: list[Callable[[Capture, int, int], None]] = []
         self._sync.addOnTickCallback(self._after_tick)
 
     # ------------------------------------------------------ snapshots (tick thread)
@@ -643,6 +649,8 @@ class ReplicatedLog:
 
     def _after_tick(self) -> None:
         self._note_leader()
+        if self._capture_requests:
+            self._serve_captures()
         self._sync.read_tick(self._take_reads())
         transport = getattr(self._sync, "_SyncObj__transport", None)
         if isinstance(transport, _DurableTransport):
@@ -668,6 +676,39 @@ class ReplicatedLog:
             average = self._journal.size_bytes / max(1, len(self._journal))
             self._journal.retain = int(min(r.compaction_entries // 4, r.journal_max_bytes / 8 / average))
             self._sync._forceLogCompaction()
+
+    def _serve_captures(self) -> None:
+        """On the tick thread, after this tick's applies: the state and its index agree here.
+
+        pysyncobj advances its last-applied index after the apply callback returns, outside
+        the state lock, so a capture taken from another thread could include an entry the
+        index does not count yet. The tick thread is the only one that applies.
+        """
+        with self._reads_lock:
+            requests, self._capture_requests = self._capture_requests, []
+        capture = self._capture()
+        index = int(getattr(self._sync, "_SyncObj__raftLastApplied"))  # noqa: B009 - mangled
+        term = int(self._sync._getTerm())
+        for deliver in requests:
+            deliver(capture, index, term)
+
+    async def capture_applied(self) -> tuple[Capture, int, int]:
+        """A capture of the state and the log index (and term) it includes exactly."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Capture, int, int]] = loop.create_future()
+
+        def deliver(capture: Capture, index: int, term: int) -> None:  # tick thread
+            def settle() -> None:
+                if not future.done():
+                    future.set_result((capture, index, term))
+
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        with self._reads_lock:
+            self._capture_requests.append(deliver)
+        self._sync.wake()
+        return await future
 
     # --------------------------------------------------------------- writes
     def submit(self, entry: bytes) -> asyncio.Future[Reply]:
@@ -823,3 +864,32 @@ class ReplicatedLog:
             by_lease,
         )
         self._sync.destroy()
+
+
+def seed_snapshot(
+    data_dir: Path, capture: Capture, *, index: int, term: int, members: Sequence[str]
+) -> tuple[int, str]:
+    """Make `data_dir` (a new node's, empty) start from `capture` as of log `index` and `term`.
+
+    For a cluster restored from a backup (cluster/_cli_snapshot.py): every node gets the same
+    `raft.snapshot`, whose boundary entries are pysyncobj no-ops at `index - 1` and `index`,
+    so the nodes agree on their log's head and the first leader appends after it. Returns
+    the file's size and the state's digest (what `Status.state_digest` will say).
+    """
+    if any((data_dir / name).exists() for name in ("raft.log", "raft.meta", "raft.snapshot")):
+        raise ConfigError(f"{data_dir} already holds a node's Raft files; a restore needs empty data dirs")
+    noop = bytes([_COMMAND_TYPE.NO_OP])
+    at = max(index, 2)  # pysyncobj's log starts at index 1: two boundary entries need 1 and 2
+    path = data_dir / "raft.snapshot"
+    tmp = path.with_name(path.name + ".restore")
+    sha = hashlib.sha256()
+
+    def hashed() -> Iterator[bytes]:
+        for piece in serialize_in_pieces(capture):
+            sha.update(piece)
+            yield piece
+
+    size = write_snapshot(tmp, (noop, at, term), (noop, at - 1, term), tuple(sorted(members)), hashed())
+    os.replace(tmp, path)
+    fsync_dir(data_dir)
+    return size, sha.hexdigest()

@@ -22,6 +22,9 @@ class Code(StrEnum):
     # The client id's exactly-once entry may have been forgotten: not applied (dedup.py).
     # `Reply.count` carries the replicated time, the epoch for a fresh client id.
     DEDUP_EXPIRED = "dedup_expired"
+    # The proposer read stale state (an Update's values bound to another handle): nothing
+    # was applied and, unlike every other outcome, it is not remembered: retry (level 5).
+    RETRY = "retry"
     # The principal is disabled (level 5, store/secops.py): no new session for it.
     DISABLED = "disabled"
 

@@ -11,11 +11,13 @@ status; anything else becomes INTERNAL with no detail (the node logs the traceba
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -23,11 +25,12 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import batch
+from . import atrest, authz, batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
 from ._reuse_report import ReuseReporter
+from .backup_stream import SnapshotSaves
 from .clock import ProposerClock
 from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs, limits_to_wire
 from .decoding import Undecodable
@@ -35,6 +38,7 @@ from .errors import ConfigError
 from .metrics import NodeMetrics
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
+from .sealing import Sealing
 from .state import SessionMachine
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,8 @@ def _ok(reply: Reply) -> Reply:
         raise e.DedupExpired(reply.message, reply.count)
     if reply.code is Code.VERSION_CONFLICT:
         raise e.VersionConflictAt(reply.message, reply.count)
+    if reply.code is Code.RETRY:  # nothing applied, nothing remembered: the client retries
+        raise e.NotReady(reply.message)
     raise _REPLY_ERRORS[reply.code](reply.message)
 
 
@@ -126,8 +132,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
         raft: ReplicatedLog,
         clock: ProposerClock,
         metrics: NodeMetrics | None = None,
+        sealing: Sealing | None = None,
     ) -> None:
         self._config = config
+        # Encryption at rest and keyed token hashes (store/sealing.py); off without a key file.
+        self._sealing = sealing or Sealing(None)
         self._metrics = metrics or NodeMetrics(config.node.id)
         self._server = config.cluster.server
         self._raft = raft
@@ -135,11 +144,23 @@ class SessionService(pb_grpc.SessionStoreServicer):
         # Set by the node once it applied what was committed when it started (node.py).
         self.ready = False
         self._reuse = ReuseReporter(raft, config.cluster.server.apply_timeout_s)
+        ca = config.cluster.tls_ca
+        # Which cluster a backup comes from: its CA (a restored cluster gets a new one).
+        ca_sha = hashlib.sha256(ca.read_bytes()).hexdigest() if ca is not None else ""
+        self.saves = SnapshotSaves(raft, config.node.id, ca_sha)
 
     @property
     def _limits(self) -> Limits:
         """The replicated limits (a Configure command set them), never this node's file."""
         return self._raft.read(lambda m: m.limits)
+
+    def _value_limits(self, limits: Limits) -> Limits:
+        """The limits a client's plaintext values meet: net of what sealing adds to each."""
+        if not self._sealing.enabled:
+            return limits
+        return replace(
+            limits, max_attribute_value_bytes=max(1, limits.max_attribute_value_bytes - atrest.OVERHEAD_BYTES)
+        )
 
     def _now(self) -> int:
         return self._clock.stamp(self._raft.term())
@@ -165,9 +186,21 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 metadata.append((e.VERSION_METADATA_KEY, str(exc.current_version)))
             elif isinstance(exc, e.UpgradePending):
                 metadata.append((e.UPGRADE_METADATA_KEY, "pending"))
-            if isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
+            if isinstance(exc, e.PermissionDenied):
+                # The scope check (_check_scope); the role check refused in authz.py already.
+                self._metrics.permission_denied(method, "scope")
+                log.info(
+                    "refused a request: PERMISSION_DENIED: %s (certificate %r): %s",
+                    method,
+                    authz.caller_name(context),
+                    exc.message,
+                )
+            elif isinstance(exc, e.InvalidArgument | e.QuotaExceeded | e.UpgradePending):
                 # Bad input: one line, no traceback, nothing proposed.
                 log.info("refused a request: %s: %s", exc.status.name, exc.message)
+            elif isinstance(exc, e.Undecryptable):
+                # The node's key file lacks a key, or stored data changed: the operator must know.
+                log.warning("a stored value did not open: %s", exc.message)
             context.set_trailing_metadata(tuple(metadata))
             await context.abort(exc.status, exc.message)
         except Exception:
@@ -213,11 +246,23 @@ class SessionService(pb_grpc.SessionStoreServicer):
         """Leader check, stamp, propose, await apply, and the Reply -> error translation."""
         cid, seq, epoch = self._request_id(request.request_id, request.HasField("request_id"))
         self._require_leader()
-        level, open_, refusal = self._raft.read(
-            lambda m: (cluster_level(m, self._config), accepting_writes(m, self._config), m.precheck(op))
-        )
+        sealing = self._sealing
+
+        def look(m: SessionMachine) -> tuple[int, bool, Any, Reply | None]:
+            level = cluster_level(m, self._config)
+            plan = sealing.plan(m, op, level)
+            return level, accepting_writes(m, self._config), plan, None if plan else m.precheck(op)
+
+        level, open_, plan, refusal = self._raft.read(look)
         if not open_ and not isinstance(op, c.Configure):
             raise e.NotReady("the cluster's limits are being set (a new cluster); nothing was applied, retry")
+        if plan is not None:
+            # Keyed hashes and sealed values (AES-GCM runs here, off the state lock).
+            op = sealing.prepare(op, plan, level)
+            sealed_op = op
+            refusal = self._raft.read(lambda m: m.precheck(sealed_op))
+            if refusal is not None and refusal.code is Code.QUOTA:
+                refusal = replace(refusal, message=refusal.message + sealing.limit_note())
         if refusal is not None:
             _ok(refusal)  # a size the log must not carry: refused before it enters the journal
         needed = c.level_of(c.Command(op, now_ms=0))
@@ -238,7 +283,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.CreateResponse:
             attrs = _attributes(request.attributes, "attributes")
             principal = request.principal or None
-            limits = self._limits  # one read of the replicated limits (it takes the state lock)
+            limits = self._value_limits(self._limits)  # one read of the replicated limits (state lock)
             _check(v.check_request_token_hash(request.token_hash))
             if principal is not None:
                 _check(v.check_principal(principal, limits))
@@ -266,7 +311,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 (_name(x.name, "increment", i), x.delta) for i, x in enumerate(request.increment)
             )
             _check(v.check_request_token_hash(request.token_hash))
-            limits = self._limits  # one read of the replicated limits (it takes the state lock)
+            limits = self._value_limits(self._limits)  # one read of the replicated limits (state lock)
             _check(v.check_attributes(sets, limits, "set"))
             _check(v.check_update_names(sets, deletes, increments, limits))
             expected = request.expected_version if request.HasField("expected_version") else None
@@ -329,6 +374,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
     ) -> pb.RevokePrincipalResponse:
         async def work() -> pb.RevokePrincipalResponse:
             _check(v.check_principal(request.principal, self._limits))
+            if request.session_token_hash:
+                self._check_scope(request.principal, request.session_token_hash, await self._linearizable())
             op = c.RevokePrincipal(request.principal, request.except_handle or None)
             reply = await self._mutate(request, op)
             return pb.RevokePrincipalResponse(revoked_handles=list(reply.handles))
@@ -346,6 +393,23 @@ class SessionService(pb_grpc.SessionStoreServicer):
             )
 
         return await self._boundary("SetPrincipalEnabled", context, work())
+
+    def _check_scope(self, principal: str, session_token_hash: bytes, now: int) -> None:
+        """A session_token_hash, when given, must name a live session of `principal`.
+
+        It is how an app-role certificate acts for one principal (store/authz.py requires
+        it of app callers; an admin may give one too and is held to it). Checked after a
+        confirmed read index: a session deleted a moment ago no longer vouches.
+        """
+        if not session_token_hash:
+            return
+        _check(v.check_request_token_hash(session_token_hash, "session_token_hash"))
+        _, reply = self._raft.read(lambda m: self._sealing.read(m, session_token_hash, now))
+        owner = reply.session.principal if reply.code is Code.OK and reply.session is not None else None
+        if owner != principal:
+            raise e.PermissionDenied(
+                "permission denied: session_token_hash names no live session of this principal"
+            )
 
     # --------------------------------------------------------------- reads
     async def _linearizable(self) -> int:
@@ -367,13 +431,18 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 now = self._now()
             else:
                 now = await self._linearizable()
-            h = request.token_hash
-            reply, reused = self._raft.read(lambda m: (m.read(h, now), m.reused(h, now)))
+
+            # The stored form of the hash: keyed, or raw for a session from before keying.
+            def look(m: SessionMachine) -> tuple[bytes, Reply, bool]:
+                stored, found = self._sealing.read(m, request.token_hash, now)
+                return stored, found, m.reused(stored, now)
+
+            h, found, reused = self._raft.read(look)
             if reused:
                 # A rotated-away token after its grace: NOT_FOUND like any unknown token, and
                 # the reuse is recorded through the log (secops.py, _reuse_report.py).
                 await self._reuse.report(h, self._now())
-            _ok(reply)
+            reply = _ok(found)
             view = reply.session
             assert view is not None
             # Touch coalescing: write only when last access is older than the interval.
@@ -389,7 +458,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                     log.info("touch during validate not confirmed; answering from the barrier read")
             elif request.touch:
                 self._metrics.touch_coalesced()
-            return pb.ValidateResponse(session=_session(reply.session))
+            return pb.ValidateResponse(session=_session(self._sealing.open_view(reply.session)))
 
         return await self._boundary("Validate", context, work())
 
@@ -397,6 +466,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.ListSessionsResponse:
             _check(v.check_principal(request.principal, self._limits))
             now = await self._linearizable()
+            self._check_scope(request.principal, request.session_token_hash, now)
             views = self._raft.read(lambda m: m.list_principal(request.principal, now))
             return pb.ListSessionsResponse(sessions=[_session(s) for s in views])
 
@@ -476,3 +546,22 @@ class SessionService(pb_grpc.SessionStoreServicer):
             "delete": self.Delete,
         }
         return await self._boundary("Batch", context, batch.serve(handlers, request))
+
+    async def SnapshotSave(
+        self, request: pb.SnapshotSaveRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.SnapshotChunk]:
+        """A backup at one log index (store/backup_stream.py); admin only."""
+
+        async def prepare() -> Any:
+            self._require_leader()
+            return await self.saves.begin()
+
+        save = await self._boundary("SnapshotSave", context, prepare())
+        try:
+            async for chunk in save.chunks():
+                yield chunk
+        except TimeoutError:
+            log.warning("snapshot save at index %d took too long; ended", save.index)
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the snapshot save took too long; retry")
+        finally:
+            self.saves.release()  # also when the stream never started (the caller went away)

@@ -103,7 +103,7 @@ class SessionMachine:
         reply = self._dispatch(cmd.op)
         if reply.code is Code.OK:
             self._tally(cmd.op, reply)
-        if cid is not None:
+        if cid is not None and reply.code is not Code.RETRY:
             self._dedup.remember(cid, cmd.sequence, reply, self.now_ms, fingerprint)
         return reply
 
@@ -251,6 +251,11 @@ class SessionMachine:
         s = self._live(op.token_hash, follow_grace=True)
         if isinstance(s, Reply):
             return s
+        if op.bound_handle is not None and op.bound_handle != s.handle:
+            # Sealed under another handle's binding: storing them would make them unreadable.
+            return Reply(
+                Code.RETRY, "the session changed since this node read it; nothing was applied, retry"
+            )
         if op.expected_version is not None and op.expected_version != s.version:
             return Reply(
                 Code.VERSION_CONFLICT,
@@ -456,6 +461,11 @@ class SessionMachine:
         self._remove(s, Ended.REUSE)
         self.events["ended_reuse"] += 1
         return (s.handle,)
+
+    def holds(self, token_hash: bytes) -> bool:
+        """Whether the state knows this stored hash: a session's, or an ended one's tombstone
+        (so a raw, pre-keying hash that was rotated away still finds its grace and reuse)."""
+        return token_hash in self.sessions or token_hash in self.sec.tombstones
 
     def reused(self, token_hash: bytes, now_ms: int) -> bool:
         """Read-only, for a read that found nothing: is this an unreported reuse to propose?"""

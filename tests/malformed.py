@@ -44,6 +44,8 @@ SAMPLES: dict[str, Message] = {
     "Batch": pb.BatchRequest(
         items=[pb.BatchItem(create=pb.CreateRequest(request_id=_RID, token_hash=_HASH, principal="alice"))]
     ),
+    # No field, so no truncated form: every prefix of its bytes is the (empty) message.
+    "SnapshotSave": pb.SnapshotSaveRequest(),
 }
 
 
@@ -89,7 +91,7 @@ def batch() -> list[Malformed]:
         sample = SAMPLES[method.name]
         name = method.input_type.name
         kinds = {
-            "truncated": sample.SerializeToString()[:-1],
+            "truncated": sample.SerializeToString()[:-1] if sample.ByteSize() else None,
             "random": random.Random(method.name).randbytes(48),
             "invalid-utf8": _bad_utf8_string(sample),
             "deep-nesting": nested_groups(NESTING_DEPTH),

@@ -242,7 +242,9 @@ def logout_everywhere(data: SessionData, keep_current: bool) -> Flow[list[str]]:
     if data.session is None or data.principal is None:
         return []
     keep = data.session.handle if keep_current else None
-    handles: list[str] = yield Call("revoke_principal", (data.principal,), {"except_handle": keep})
+    # The current session's token: what lets an app-role certificate act for this principal.
+    scope = {"token": data.token}
+    handles: list[str] = yield Call("revoke_principal", (data.principal,), {"except_handle": keep, **scope})
     if not keep_current:
         data.ended()
     return handles
@@ -253,7 +255,7 @@ def my_sessions(data: SessionData) -> Flow[list[Session]]:
     data.ensure_loaded()
     if data.principal is None:
         return []
-    sessions: list[Session] = yield Call("list_sessions", (data.principal,), {})
+    sessions: list[Session] = yield Call("list_sessions", (data.principal,), {"token": data.token})
     return sessions
 
 
@@ -262,7 +264,7 @@ def end_session(data: SessionData, handle: str) -> Flow[bool]:
     data.ensure_loaded()
     if data.principal is None:
         return False
-    sessions: list[Session] = yield Call("list_sessions", (data.principal,), {})
+    sessions: list[Session] = yield Call("list_sessions", (data.principal,), {"token": data.token})
     if handle not in {s.handle for s in sessions}:
         return False  # never someone else's session, whatever handle the form posted
     existed: bool = yield Call("delete_handle", (handle,), {})

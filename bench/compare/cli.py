@@ -99,6 +99,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where sessionquorum's linearizable reads go: the leader, or each node in turn",
     )
     parser.add_argument(
+        "--sq-atrest",
+        choices=("on", "off"),
+        default="on",
+        help="sessionquorum encryption at rest (sealed values, keyed hashes); off measures its cost",
+    )
+    parser.add_argument(
         "--skip-missing",
         action="store_true",
         help="leave out etcd / Redis when their binary or client is missing, instead of failing",
@@ -155,7 +161,7 @@ class _Run:
 
     def __init__(self, args: argparse.Namespace, root: Path) -> None:
         self.args = args
-        self.sq = SessionquorumServer(root)
+        self.sq = SessionquorumServer(root, atrest=self.args.sq_atrest == "on")
         self.root = root
         self.servers: dict[str, Server] = {}
         self.async_targets: dict[str, AsyncTarget] = {}

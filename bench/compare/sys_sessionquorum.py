@@ -14,6 +14,7 @@ Both pay mutual TLS, as every sessionquorum client must.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from sessionquorum.client import AsyncSessionClient, SessionClient, TLSConfig
+from sessionquorum.client import AsyncSessionClient, NotFound, SessionClient, TLSConfig
 from sessionquorum.cluster import LocalCluster
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
@@ -43,8 +44,9 @@ class SessionquorumServer:
 
     name = "sessionquorum"
 
-    def __init__(self, root: Path) -> None:
-        self.cluster = LocalCluster(root / "sessionquorum", nodes=NODES)
+    def __init__(self, root: Path, *, atrest: bool = True) -> None:
+        overrides = None if atrest else {"atrest": {"enabled": False}}
+        self.cluster = LocalCluster(root / "sessionquorum", nodes=NODES, overrides=overrides)
         self.leader_id = ""
 
     def prepare(self) -> None:
@@ -249,8 +251,10 @@ class SqAsyncClientTarget:
         )
 
     async def open(self) -> None:
-        # The leader is the first endpoint's guess only by chance: one read settles it.
-        await self._client.list_sessions("bench-warm-up", timeout_s=OP_TIMEOUT_S)
+        # The leader is the first endpoint's guess only by chance: one read settles it (a
+        # session operation: the app-role certificate may not list a principal without one).
+        with contextlib.suppress(NotFound):
+            await self._client.validate(secrets.token_urlsafe(32), timeout_s=OP_TIMEOUT_S)
 
     async def close(self) -> None:
         await self._client.close()

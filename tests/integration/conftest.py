@@ -52,13 +52,20 @@ def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Clu
 
 @pytest.fixture
 def make_client() -> Iterator[ClientFactory]:
-    """A client on a cluster, optionally on some endpoints only: make_client(cluster, [addr])."""
+    """A client on a cluster, optionally on some endpoints only: make_client(cluster, [addr]).
+
+    It presents the app-role certificate, as an application does; admin=True: the admin one.
+    """
     clients: list[SessionClient] = []
 
     def make(
-        cluster: LocalCluster, endpoints: Sequence[str] | None = None, **kwargs: object
+        cluster: LocalCluster,
+        endpoints: Sequence[str] | None = None,
+        *,
+        admin: bool = False,
+        **kwargs: object,
     ) -> SessionClient:
-        tls = cluster.tls_files
+        tls = cluster.admin_tls_files if admin else cluster.tls_files
         client = SessionClient(
             list(endpoints or cluster.endpoints),
             tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key),

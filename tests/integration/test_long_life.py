@@ -311,7 +311,9 @@ def test_sessions_of_64_kib_replicate_without_pysyncobjs_chunked_path(
     """Measured before: 3-200 such requests made followers log 96-398 EOFError tracebacks
     (pysyncobj's chunked transmission of one entry >= its 64 KiB batch size). The canary sets
     that batch size back to 64 KiB and must see the chunked path taken."""
-    overrides: dict[str, dict[str, object]] = {"limits": {"max_session_bytes": 70_000}}
+    # Values of 16 KiB: the value limit leaves room for what encryption at rest adds (34 bytes).
+    limits = {"max_session_bytes": 70_000, "max_attribute_value_bytes": 17_000}
+    overrides: dict[str, dict[str, object]] = {"limits": limits}
     if batch_bytes is not None:
         overrides["raft"] = {"append_batch_bytes": batch_bytes}
     cluster = make_cluster(3, overrides=overrides)

@@ -1,0 +1,150 @@
+"""The service's side of encryption at rest: what a command carries, what a reply shows.
+
+Before proposing, `Sealing.prepare` rewrites a plaintext operation into what the log may
+hold (from command level 5, with a key file configured):
+- token hashes keyed (`atrest.keyed_hash`); a session stored under its raw hash (created
+  before keying began) is still named by its raw hash, found by looking it up;
+- attribute values sealed, bound to the session handle: Create's fresh handle, or for an
+  Update the handle this node's state holds for the token hash (`bound_handle`, which apply
+  checks, so a stale read cannot store values under the wrong binding);
+- a keyed digest of the plaintext values (`sealed`) for the exactly-once fingerprint.
+`open_view` opens sealed values for a reply. Without a key file (or below level 5) both
+are the identity, and reads still find keyed sessions first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from . import atrest
+from . import commands as c
+from . import errors as e
+from .keyfile import KeyRing
+from .replies import Reply, SessionView
+from .state import SessionMachine
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What prepare() learned from local state under the lock (sealing runs outside it)."""
+
+    token_hash: bytes | None
+    handle: str
+    sealed_counters: tuple[str, ...]
+
+
+class Sealing:
+    def __init__(self, ring: KeyRing | None) -> None:
+        self._ring = ring
+
+    @property
+    def enabled(self) -> bool:
+        return self._ring is not None
+
+    def _keys(self) -> atrest.Keys:
+        assert self._ring is not None
+        return self._ring.keys()
+
+    # ------------------------------------------------------------ token hashes
+    def candidates(self, token_hash: bytes) -> tuple[bytes, ...]:
+        """The stored forms a presented hash may have, keyed first."""
+        if self._ring is None:
+            return (token_hash,)
+        keyed = atrest.keyed_hash(self._keys(), token_hash)
+        return (keyed, token_hash) if atrest.may_be_raw(token_hash) else (keyed,)
+
+    def resolve(self, m: SessionMachine, token_hash: bytes, level: int) -> bytes:
+        """The hash a command names a session by: the stored form, else the one new ones get."""
+        options = self.candidates(token_hash)
+        for option in options:
+            if m.holds(option):
+                return option
+        return options[0] if level >= c.ATREST_LEVEL else token_hash
+
+    def read(self, m: SessionMachine, token_hash: bytes, now_ms: int) -> tuple[bytes, Reply]:
+        """(stored hash, m.read reply): the keyed form first, then the raw one."""
+        options = self.candidates(token_hash)
+        found = next((o for o in options if m.holds(o)), options[0])
+        return found, m.read(found, now_ms)
+
+    # ---------------------------------------------------------------- commands
+    def plan(self, m: SessionMachine, op: c.Op, level: int) -> _Plan | None:
+        """Read under the state lock what prepare() needs; None when nothing changes."""
+        if self._ring is None:
+            return None
+        if isinstance(op, c.Update | c.Touch | c.Delete | c.Rotate) and op.token_hash is not None:
+            stored = self.resolve(m, op.token_hash, level)
+        else:
+            stored = None
+        handle, counters = "", tuple[str, ...]()
+        if isinstance(op, c.Update) and stored is not None:
+            s = m.sessions.get(stored)
+            if s is not None:
+                handle = s.handle
+                names = {n for n, _ in op.increment}
+                counters = tuple(n for n, v in s.pairs() if n in names and atrest.is_sealed(v))
+        return _Plan(stored, handle, counters)
+
+    def prepare(self, op: c.Op, plan: _Plan | None, level: int) -> c.Op:
+        if plan is None or self._ring is None:
+            return op
+        if plan.sealed_counters:
+            raise e.InvalidArgument(
+                f"attribute {plan.sealed_counters[0]!r} holds an encrypted value, not a counter: "
+                "counters are plaintext integers written only by increment (store/DESIGN.md)"
+            )
+        keyed = level >= c.ATREST_LEVEL
+        keys = self._keys()
+        if isinstance(op, c.Create) and keyed:
+            return replace(
+                op,
+                token_hash=atrest.keyed_hash(keys, op.token_hash),
+                attributes=self._seal(keys, op.handle, op.attributes),
+                sealed=atrest.digest_values(keys, op.attributes),
+            )
+        if isinstance(op, c.Update):
+            assert plan.token_hash is not None
+            if not keyed or not op.set:
+                return replace(op, token_hash=plan.token_hash)
+            return replace(
+                op,
+                token_hash=plan.token_hash,
+                set=self._seal(keys, plan.handle, op.set),
+                bound_handle=plan.handle,
+                sealed=atrest.digest_values(keys, op.set),
+            )
+        if isinstance(op, c.Rotate):
+            assert plan.token_hash is not None
+            new = atrest.keyed_hash(keys, op.new_token_hash) if keyed else op.new_token_hash
+            return replace(op, token_hash=plan.token_hash, new_token_hash=new)
+        if isinstance(op, c.Touch | c.Delete) and plan.token_hash is not None:
+            return replace(op, token_hash=plan.token_hash)
+        return op
+
+    @staticmethod
+    def _seal(keys: atrest.Keys, handle: str, pairs: c.Attributes) -> c.Attributes:
+        return tuple((name, atrest.seal(keys, handle, name, value)) for name, value in pairs)
+
+    def limit_note(self) -> str:
+        if self._ring is None:
+            return ""
+        return f" (each value counts {atrest.OVERHEAD_BYTES} bytes more: it is stored encrypted)"
+
+    # ------------------------------------------------------------------ replies
+    def open_view(self, view: SessionView | None) -> SessionView | None:
+        if view is None or not any(atrest.is_sealed(v) for _, v in view.attributes):
+            return view
+        if self._ring is None:
+            raise e.Undecryptable("stored values are encrypted but this node has no key file configured")
+        keys = self._ring.keys()
+        out = []
+        for name, value in view.attributes:
+            if atrest.is_sealed(value):
+                if keys.key(atrest.key_id_of(value)) is None:
+                    keys = self._ring.keys(force=True)  # rotated a moment ago: look at the file now
+                try:
+                    value = atrest.open_value(keys, view.handle, name, value)
+                except atrest.Undecryptable as exc:
+                    raise e.Undecryptable(str(exc)) from None
+            out.append((name, value))
+        return replace(view, attributes=tuple(out))
