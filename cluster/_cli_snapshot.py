@@ -28,13 +28,17 @@ import grpc
 
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
+from sessionquorum.store import atrest
+from sessionquorum.store.atrest import Keys
 from sessionquorum.store.backup import BackupCorrupt, BackupInfo, BackupWriter, read_info, restored_capture
 from sessionquorum.store.clock import wall_ms
 from sessionquorum.store.errors import ConfigError
 from sessionquorum.store.journal import fsync_dir
+from sessionquorum.store.keyfile import read_keys, write_keys
 from sessionquorum.store.raft import seed_snapshot
+from sessionquorum.store.snapshot_format import Capture
 
-from ._bootstrap import CONFIG_NAME, prepare_cluster_dir
+from ._bootstrap import CONFIG_NAME, KEY_FILE, prepare_cluster_dir
 from ._cli_local import require_leader, shown
 from ._errors import BadBackup, ClusterError, ClusterUnavailable
 from ._local import LocalCluster, NodeCommand
@@ -86,6 +90,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser], a
     restore_.add_argument("--hosts", nargs="+", metavar="HOST", help="one address per node, as for init")
     restore_.add_argument("--raft-port", type=int, help="Raft port on each host")
     restore_.add_argument("--grpc-port", type=int, help="gRPC port on each host")
+    restore_.add_argument(
+        "--key-file",
+        type=Path,
+        help="the SOURCE cluster's at-rest key file (its secrets/atrest.keys): sealed values and "
+        "keyed token hashes open only with it; required when the backup holds any",
+    )
     restore_.add_argument(
         "--keep-time",
         action="store_true",
@@ -174,6 +184,27 @@ def _copy_durably(source: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
+def _source_keys(key_file: Path | None, capture: Capture) -> Keys | None:
+    """The source's at-rest keys (copied into the new cluster), or None for fresh ones.
+
+    A backup is useless without the keys its state was sealed and keyed with (a restored
+    cluster with fresh keys would find none of its sessions): refuse rather than restore that.
+    """
+    if key_file is None:
+        if any(not atrest.may_be_raw(h) for h in capture.sessions) or any(
+            atrest.is_sealed(value) for s in capture.sessions.values() for _, value in s.pairs()
+        ):
+            raise ClusterError(
+                "the backup holds sealed values or keyed token hashes: give the source cluster's "
+                "key file with --key-file (its secrets/atrest.keys)"
+            )
+        return None
+    try:
+        return read_keys(key_file)
+    except (OSError, ConfigError) as exc:
+        raise ClusterError(f"cannot read the key file {key_file}: {exc}") from None
+
+
 def restore(args: argparse.Namespace, node_command: NodeCommand) -> int:
     """A new cluster directory whose every node starts from the backup's state."""
     started = time.perf_counter()
@@ -193,11 +224,15 @@ def restore(args: argparse.Namespace, node_command: NodeCommand) -> int:
         capture = restored_capture(args.file, found, now_ms=None if args.keep_time else wall_ms())
     except BackupCorrupt as exc:
         raise BadBackup(f"refusing the backup: {exc}") from None
+    keys = _source_keys(args.key_file, capture)
     # The backup's limits in the file too: they are in force anyway (replicated state), and a
     # file that agrees spares every node the "limits differ" warning.
     prepared = prepare_cluster_dir(out, nodes, {"limits": found.limits}, hosts=hosts, base_ports=ports)
     config = prepared.config
     try:
+        if keys is not None:
+            # The source's keys, not fresh ones: the state is sealed and keyed with them.
+            write_keys(out / KEY_FILE, keys)
         members = [n.raft_address for n in config.nodes]
         first = out / config.nodes[0].id
         size, digest = seed_snapshot(first, capture, index=found.index, term=found.term, members=members)

@@ -104,7 +104,7 @@ def test_a_restored_cluster_serves_the_same_sessions_principals_versions_deadlin
     make_cluster: ClusterFactory, make_client: ClientFactory, tmp_path: Path
 ) -> None:
     source = make_cluster(3, overrides=QUIET)
-    client = make_client(source)
+    client = make_client(source, admin=True)  # listing any principal is an admin call
     tokens = _write_history(client, source)
     digest = wait_converged(source)
     before = _sessions(source, source.wait_for_leader(), tokens)
@@ -117,7 +117,25 @@ def test_a_restored_cluster_serves_the_same_sessions_principals_versions_deadlin
     assert cli("snapshot", "info", str(backup))["index"] == saved["index"]
 
     out = tmp_path / "restored"
-    restored = cli("snapshot", "restore", str(backup), "--out", str(out))
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sessionquorum.cluster",
+            "snapshot",
+            "restore",
+            str(backup),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Fresh at-rest keys would open none of the sealed values and keyed hashes: refused.
+    assert refused.returncode != 0 and "--key-file" in refused.stderr
+    keys = str(source.data_dir / "secrets" / "atrest.keys")
+    restored = cli("snapshot", "restore", str(backup), "--out", str(out), "--key-file", keys)
     assert restored["saved_digest"] == digest and restored["index"] == saved["index"]
     # The restore moved the cluster's time to now (the one change it makes): the state it
     # wrote is the saved one at that time, and the new nodes hold exactly that.
@@ -137,7 +155,7 @@ def test_a_restored_cluster_serves_the_same_sessions_principals_versions_deadlin
         after = _sessions(target, leader, tokens)
         # Session equality covers attributes, versions, last access and both deadlines.
         assert after == before and all(s is not None for s in after.values())
-        tls = target.tls_files
+        tls = target.admin_tls_files
         with SessionClient(
             list(target.endpoints), tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key)
         ) as new_client:
