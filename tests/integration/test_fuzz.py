@@ -93,7 +93,8 @@ def grpc_cases(seed: int, per_method: int) -> Iterator[tuple[str, str, bytes]]:
         valid = SAMPLES[method.name].SerializeToString()
         for _ in range(per_method):
             yield method.name, "random", rng.randbytes(rng.randint(0, 256))
-            yield method.name, "truncated", valid[: rng.randrange(len(valid))]
+            if valid:  # SnapshotSaveRequest has no field: no truncated form
+                yield method.name, "truncated", valid[: rng.randrange(len(valid))]
             yield method.name, "fields", _random_fields(rng)
             if method.name not in NOT_MUTATED:
                 yield method.name, "mutated", _mutated(rng, valid)
