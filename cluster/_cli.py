@@ -11,6 +11,8 @@
     keys     show | rotate               the at-rest keys; rotate while the cluster runs
     certs    rotate --role app|admin | revoke FILE.pem   (client certificates)
     snapshot save FILE | info FILE | restore FILE --out DIR   backups (_cli_snapshot.py)
+    leader   transfer [--to NODE]        hand leadership over (planned maintenance)
+    member   list                        the Raft members as the leader sees them
 
 Parsing lives here, the commands in _cli_local.py (this machine's processes) and
 _cli_remote.py (a running cluster). Exit codes, one mapping for every command:
@@ -37,7 +39,7 @@ from sessionquorum.client import (
     Unavailable,
 )
 
-from . import _cli_certs, _cli_keys, _cli_local, _cli_principals, _cli_remote, _cli_snapshot
+from . import _cli_certs, _cli_keys, _cli_local, _cli_member, _cli_principals, _cli_remote, _cli_snapshot
 from ._errors import BadBackup, ClusterError, ClusterTimeout, ClusterUnavailable
 from ._local import NodeCommand, default_node_command
 from ._output import error
@@ -134,7 +136,12 @@ def _add_local(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument(
         "--watch", type=float, metavar="SECONDS", help="ask again every SECONDS until Ctrl-C (exit: the last)"
     )
-    _add(commands, "down", "stop every node of the directory (SIGTERM, then SIGKILL)", _cli_local.down)
+    _add(
+        commands,
+        "down",
+        "stop every node of the directory (SIGTERM: a leader hands over first; then SIGKILL)",
+        _cli_local.down,
+    )
     for action, (what, _, _) in _cli_local.SIGNAL_ACTIONS.items():
         _add(commands, action, what, _cli_local.signal_action(action)).add_argument("node", metavar="NODE")
     restart = _add(commands, "restart", "kill one node (if running), then start it", _cli_local.restart)
@@ -207,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_keys.register(commands, _add)
     _cli_certs.register(commands, _add)
     _cli_snapshot.add_parsers(commands, _add)
+    _cli_member.add_commands(commands, _add)
     _cli_principals.register(commands, _add)
     return parser
 

@@ -1083,3 +1083,162 @@ class SnapshotChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SnapshotChunk: _TypeAlias = SnapshotChunk  # noqa: Y015
+
+@_typing.final
+class LeaderTransferRequest(_message.Message):
+    """Hand leadership to another member (planned maintenance); sent to the leader. Proposals
+    wait while the target catches up; the old leader's read lease ends before it hands over.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_NODE_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    to_node_id: _builtins.str
+    """"": the most caught-up connected follower"""
+    timeout_s: _builtins.float
+    """0: the node's raft.transfer_timeout_s"""
+    def __init__(
+        self,
+        *,
+        to_node_id: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout_s", b"timeout_s", "to_node_id", b"to_node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaderTransferRequest: _TypeAlias = LeaderTransferRequest  # noqa: Y015
+
+@_typing.final
+class LeaderTransferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEADER_NODE_ID_FIELD_NUMBER: _builtins.int
+    LEADER_ADDRESS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    leader_node_id: _builtins.str
+    """the new leader; "" if none was known by the deadline"""
+    leader_address: _builtins.str
+    """its gRPC address"""
+    seconds: _builtins.float
+    """from the request until this node no longer led"""
+    def __init__(
+        self,
+        *,
+        leader_node_id: _builtins.str = ...,
+        leader_address: _builtins.str = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_address", b"leader_address", "leader_node_id", b"leader_node_id", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaderTransferResponse: _TypeAlias = LeaderTransferResponse  # noqa: Y015
+
+@_typing.final
+class MemberListRequest(_message.Message):
+    """The Raft members as the answering node sees them (ask the leader for match indexes)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEADER_ONLY_FIELD_NUMBER: _builtins.int
+    leader_only: _builtins.bool
+    """Answer only on the leader (else FAILED_PRECONDITION with the sq-leader trailer): the
+    view clients route by, with match indexes.
+    """
+    def __init__(
+        self,
+        *,
+        leader_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_only", b"leader_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberListRequest: _TypeAlias = MemberListRequest  # noqa: Y015
+
+@_typing.final
+class Member(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    RAFT_ADDRESS_FIELD_NUMBER: _builtins.int
+    GRPC_ADDRESS_FIELD_NUMBER: _builtins.int
+    IS_LEADER_FIELD_NUMBER: _builtins.int
+    IS_SELF_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    MATCH_INDEX_FIELD_NUMBER: _builtins.int
+    COMMAND_LEVEL_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    raft_address: _builtins.str
+    grpc_address: _builtins.str
+    is_leader: _builtins.bool
+    """the answering node's current leader"""
+    is_self: _builtins.bool
+    """the answering node"""
+    connected: _builtins.bool
+    """the answering node has a live Raft link to it (itself: true)"""
+    match_index: _builtins.int
+    """on the leader: the last entry known stored there; -1 elsewhere"""
+    command_level: _builtins.int
+    """the command level it advertised in the log (0: none yet)"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        raft_address: _builtins.str = ...,
+        grpc_address: _builtins.str = ...,
+        is_leader: _builtins.bool = ...,
+        is_self: _builtins.bool = ...,
+        connected: _builtins.bool = ...,
+        match_index: _builtins.int = ...,
+        command_level: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_level", b"command_level", "connected", b"connected", "grpc_address", b"grpc_address", "is_leader", b"is_leader", "is_self", b"is_self", "match_index", b"match_index", "node_id", b"node_id", "raft_address", b"raft_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class MemberListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    COMMIT_INDEX_FIELD_NUMBER: _builtins.int
+    FROM_LEADER_FIELD_NUMBER: _builtins.int
+    answered_by: _builtins.str
+    term: _builtins.int
+    commit_index: _builtins.int
+    from_leader: _builtins.bool
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]:
+        """sorted by node id"""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___Member] | None = ...,
+        answered_by: _builtins.str = ...,
+        term: _builtins.int = ...,
+        commit_index: _builtins.int = ...,
+        from_leader: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "commit_index", b"commit_index", "from_leader", b"from_leader", "members", b"members", "term", b"term"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberListResponse: _TypeAlias = MemberListResponse  # noqa: Y015

@@ -99,6 +99,16 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotSaveRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotChunk.FromString,
                 _registered_method=True)
+        self.LeaderTransfer = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/LeaderTransfer',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferResponse.FromString,
+                _registered_method=True)
+        self.MemberList = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/MemberList',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.FromString,
+                _registered_method=True)
 
 
 class SessionStoreServicer:
@@ -183,6 +193,18 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaderTransfer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +272,16 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.SnapshotSave,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotSaveRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotChunk.SerializeToString,
+            ),
+            'LeaderTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaderTransfer,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferResponse.SerializeToString,
+            ),
+            'MemberList': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberList,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -603,6 +635,60 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/SnapshotSave',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotSaveRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaderTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/LeaderTransfer',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.LeaderTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/MemberList',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,8 @@ class SessionStoreStub:
     Configure: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]
     Batch: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]
     SnapshotSave: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]
+    LeaderTransfer: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]
+    MemberList: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -79,6 +81,8 @@ class SessionStoreAsyncStub(SessionStoreStub):
     Configure: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]  # type: ignore[assignment]
     Batch: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.BatchRequest, _sessionquorum_pb2.BatchResponse]  # type: ignore[assignment]
     SnapshotSave: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]  # type: ignore[assignment]
+    LeaderTransfer: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]  # type: ignore[assignment]
+    MemberList: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]  # type: ignore[assignment]
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -172,5 +176,19 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.SnapshotSaveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_sessionquorum_pb2.SnapshotChunk], _abc.AsyncIterator[_sessionquorum_pb2.SnapshotChunk]]: ...
+
+    @_abc_1.abstractmethod
+    def LeaderTransfer(
+        self,
+        request: _sessionquorum_pb2.LeaderTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.LeaderTransferResponse, _abc.Awaitable[_sessionquorum_pb2.LeaderTransferResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MemberList(
+        self,
+        request: _sessionquorum_pb2.MemberListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.MemberListResponse, _abc.Awaitable[_sessionquorum_pb2.MemberListResponse]]: ...
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -213,6 +213,10 @@ class PeerGuard:
         self._accepted_at: dict[Any, float] = {}
         self.refused = {"address": 0, "too_many": 0, "deadline": 0}
 
+    def allow_only(self, allowed_ips: frozenset[str]) -> None:
+        """The members changed (a membership change, or a snapshot's members loaded)."""
+        self._allowed = allowed_ips
+
     def admit(self, conn: Any, unauthenticated: int) -> bool:
         """A new incoming connection: False means it was closed at once."""
         try:

@@ -136,6 +136,10 @@ class PreVote:
         self.rounds_started = 0
         self.rounds_won = 0
 
+    def resize(self, cluster_size: int) -> None:
+        """The membership changed (pysyncobj's dynamic membership): majorities of the new one."""
+        self._cluster_size = cluster_size
+
     def _majority(self, votes: int) -> bool:
         return votes * 2 > self._cluster_size
 
@@ -237,6 +241,7 @@ class PreVoteGate:
         sync._SyncObj__raftElectionDeadline = float("inf")
         if deadline < now and sync._SyncObj__connectedNodes:
             self._hidden = now + sync._SyncObj__generateRaftTimeout()
+            pre_vote.resize(len(sync._SyncObj__otherNodes) + 1)
             self._send(pre_vote.start(term, self._last(), str(sync._SyncObj__selfNode.id), now))
         elif (request := pre_vote.resend_due(now)) is not None:
             self._send(request, resend=True)

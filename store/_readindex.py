@@ -121,6 +121,12 @@ class ReadIndex:
         """Nothing pending, in flight or waiting: a tick has nothing to do."""
         return not (self._pending or self._rounds or self._remote_asks or self._asks or self._applying)
 
+    def end_lease(self) -> None:
+        """From now on every read of this term needs a confirmed round (a leadership transfer
+        hands over: store/_transfer.py). Rounds confirmed later give no lease while the view's
+        lease_s is 0."""
+        self._lease_until = float("-inf")
+
     # ------------------------------------------------------------------ tick
     def tick(self, now: float, view: RaftView, incoming: list[Waiter], send: Send) -> None:
         """Take new reads, start a round (leader) or ask the leader (follower), expire.

@@ -183,8 +183,13 @@ class RaftSettings:
     # Leader leases for reads (store/DESIGN.md, "Leases"): a leader whose read round a
     # majority confirmed answers reads without a round for 3/4 of election_min_s after it.
     lease_reads: bool = True
+    # A leadership transfer (`leader transfer`, and a leader asked to stop) waits at most this
+    # long for the target to catch up and win; proposals are held meanwhile.
+    transfer_timeout_s: float = 2.0
 
     def validate(self) -> None:
+        if not 0 < self.transfer_timeout_s <= 60:
+            raise ConfigError("raft.transfer_timeout_s must be > 0 and at most 60")
         if not 0 < self.election_min_s < self.election_max_s:
             raise ConfigError("raft.election_min_s must be > 0 and < raft.election_max_s")
         if self.append_entries_period_s * 3 > self.election_min_s:

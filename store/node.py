@@ -30,7 +30,7 @@ from . import authz, decoding, duties, logs
 from .clock import ProposerClock
 from .commands import BASE_LEVEL
 from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config, read_revoked
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .keyfile import KeyRing
 from .metrics import MetricsServer, NodeMetrics, ScrapeView
 from .raft import ReplicatedLog
@@ -207,6 +207,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         tasks.append(asyncio.create_task(authz.watch_revocations(revoked_file, authorizer, stop)))
     await stop.wait()
     log.info("stopping node %s", config.node.id)
+    await hand_over_before_stop(raft, config.cluster.raft.transfer_timeout_s)
     await health.enter_graceful_shutdown()
     await server.stop(config.cluster.server.grace_shutdown_s)
     # A proposal in flight may wait for peers that are stopping too: do not wait for it.
@@ -219,6 +220,19 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         metrics_server.close()
     raft.close()
     log.info("node %s stopped", config.node.id)
+
+
+async def hand_over_before_stop(raft: ReplicatedLog, timeout_s: float) -> None:
+    """A leader asked to stop hands over first (bounded): its clients see one short pause
+    instead of an election timeout. Failing is fine: the node stops anyway."""
+    if not raft.is_leader():
+        return
+    try:
+        leader = await raft.transfer_leadership(None, timeout_s)
+    except StoreError as exc:
+        log.warning("stopping without handing over leadership: %s", exc.message)
+        return
+    log.info("handed leadership over to %s before stopping", leader or "(not yet known)")
 
 
 def main(argv: list[str] | None = None) -> int:

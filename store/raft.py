@@ -37,12 +37,12 @@ from pysyncobj.syncobj import _COMMAND_TYPE
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
-from . import _peerguard, _readindex
+from . import _membership, _peerguard, _readindex, _transfer
 from ._prevote import PreVote, PreVoteGate
 from ._readindex import RaftView, ReadIndex, Waiter
 from .commands import LEASE_LEVEL, UndecodableEntry
 from .config import NodeConfig, read_secret
-from .errors import ConfigError, NoLeader, OutcomeUnknown, StoreError
+from .errors import ConfigError, InvalidArgument, NoLeader, NotLeader, NotReady, OutcomeUnknown, StoreError
 from .journal import RaftJournal, fsync_dir
 from .replies import Reply
 from .snapshot_format import Capture, serialize_in_pieces
@@ -194,6 +194,7 @@ FIX_COUNTS = (
     "next_index_rewinds_refused",
     "election_deadlines_renewed",
     "votes_refused_while_led",
+    "votes_granted_for_transfer",
 )
 COUNTS_LOG_EVERY_S = 5.0
 
@@ -237,6 +238,12 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         self.counts = dict.fromkeys(FIX_COUNTS, 0)
         self._counts_logged_at = -COUNTS_LOG_EVERY_S
         self._gate = PreVoteGate(self, pre_vote, min_election_s=election_min_s, clock=raft_clock)
+        # Leadership transfer (store/_transfer.py): ends this leader's lease before it hands over.
+        # A target that has not won within election_min_s of timeout_now is not coming.
+        self.handover = _transfer.Handover(self, raft_clock, reads.end_lease, election_min_s)
+        # One membership change at a time (store/_membership.py), when dynamic change is on.
+        self._change_gate = _membership.ChangeGate()
+        self._tail_changes_pending = True
         super().__init__(*args, **kwargs)
 
     def count(self, kind: str, n: int = 1) -> None:
@@ -271,11 +278,19 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         if isinstance(journal, RaftJournal):
             journal.before_send()
         started = raft_clock()
+        self.handover.leader_tick()
+        self.handover.before_tick()
         self._gate.before_tick()
         try:
             SyncObj._onTick(self, timeToWait)
         finally:
             self._gate.after_tick()
+        if self._tail_changes_pending and not self._SyncObj__needLoadDumpFile:
+            # The first ready tick loaded the snapshot (and its members): now the changes
+            # appended after it, committed or not (store/DESIGN.md, "Membership", 3).
+            self._tail_changes_pending = False
+            if self._SyncObj__conf.dynamicMembershipChange:
+                self.apply_tail_changes()
         if raft_clock() - started > self._busy_tick_s and not self._isLeader():
             self._renew_election_deadline()
 
@@ -298,6 +313,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         Under load the entries that queued up meanwhile go out together: batching is by
         what is waiting, not by a timer.
         """
+        if self.handover.holds_proposals():
+            return  # a transfer target must end up with every entry (store/_transfer.py)
         before = self._SyncObj__getCurrentLogIndex()
         SyncObj._checkCommandsToApply(self)
         if self._isLeader() and self._SyncObj__getCurrentLogIndex() != before:
@@ -313,18 +330,58 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             return True
         return need_send
 
+    def _SyncObj__changeCluster(self, request: Any) -> bool:
+        """pysyncobj's leader-side membership change, with the one-at-a-time rule enforced."""
+        if not self._change_gate.may_change(self._SyncObj__raftCommitIndex):
+            return False  # pysyncobj answers REQUEST_DENIED
+        index = self._SyncObj__getCurrentLogIndex() + 1  # where pysyncobj appends it next
+        done = bool(SyncObj._SyncObj__changeCluster(self, request))
+        if done:
+            self._change_gate.appended(index)
+        return done
+
+    def apply_tail_changes(self) -> int:
+        """Make the membership the latest in this node's log, as Raft says (pysyncobj applies
+        a change at append, but after a restart only once it is applied). Re-applying one
+        later is a no-op in pysyncobj; truncating it reverses it. Returns how many applied."""
+        applied = int(self._SyncObj__raftLastApplied)
+        end = int(self._SyncObj__getCurrentLogIndex())
+        changed = 0
+        for entry in self._SyncObj__getEntries(applied + 1, end - applied) if end > applied else []:
+            request = self._SyncObj__parseChangeClusterRequest(entry[0])
+            if request is not None and self._SyncObj__doChangeCluster(request):
+                changed += 1
+        if changed:
+            log.info("applied %d membership change(s) from the log's uncommitted tail at start", changed)
+        return changed
+
+    def snapshot_members(self, last_index: int, cluster: Any) -> set[Any]:
+        """The members as of the snapshot's last entry, not of the log's end (tick thread)."""
+        if not self._SyncObj__conf.dynamicMembershipChange:
+            return set(cluster)
+        end = self._SyncObj__getCurrentLogIndex()
+        later = self._SyncObj__getEntries(last_index + 1, end - last_index) if end > last_index else []
+        changes = [self._SyncObj__parseChangeClusterRequest(entry[0]) for entry in later]
+        return _membership.members_at(cluster, [c for c in changes if c is not None])
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        if self.handover.silences_appends():
+            return  # handed over: no contact that would renew the followers' refusal window
+        SyncObj._SyncObj__sendAppendEntries(self)
+
     def raft_view(self) -> RaftView:
         leader = bool(self._isLeader())
         commit = int(self._SyncObj__raftCommitIndex)
+        term = int(self._getTerm())
         return RaftView(
             is_leader=leader,
-            term=int(self._getTerm()),
+            term=term,
             commit_index=commit,
             last_applied=int(self._SyncObj__raftLastApplied),
             leader_ready=leader and commit >= getattr(self, "_SyncObj__noopIDx", 2**62),
             leader=self._SyncObj__raftLeader,
             peers=tuple(self._SyncObj__otherNodes),
-            lease_s=self._lease_s() if leader else 0.0,
+            lease_s=self._lease_s() if leader and self.handover.lease_allowed(term) else 0.0,
         )
 
     def _led_recently(self) -> bool:
@@ -368,9 +425,12 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
             return
         if kind == "request_vote" and not self._isLeader() and self._led_recently():
             # Raft thesis 4.2.3: a node that hears from a leader neither votes nor raises its
-            # term for another; a leader's lease counts on it (store/DESIGN.md, "Leases").
-            self.count("votes_refused_while_led")
-            return
+            # term for another; a leader's lease counts on it (store/DESIGN.md, "Leases") ...
+            if not _transfer.honours(message, int(self._getTerm())):
+                self.count("votes_refused_while_led")
+                return
+            # ... unless that leader handed over to the candidate, having ended its lease first.
+            self.count("votes_granted_for_transfer")
         if (
             kind == "append_entries"
             and "transmission" not in message
@@ -441,10 +501,23 @@ class _DurableTransport(TCPTransport):  # type: ignore[misc]
         TCPTransport.__init__(self, syncObj, selfNode, otherNodes)
 
     def send(self, node: Any, message: Any) -> bool:
+        handover = getattr(self._syncObj, "handover", None)
+        if isinstance(handover, _transfer.Handover):
+            handover.tag(message)
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
         if isinstance(journal, RaftJournal) and message.get("type") != "append_entries":
             journal.before_send()
         return bool(TCPTransport.send(self, node, message))
+
+    # pysyncobj calls these when the membership changes (dynamic membership, or members
+    # loaded with a snapshot): a new member's connections are admitted, a removed one's not.
+    def addNode(self, node: Any) -> None:
+        TCPTransport.addNode(self, node)
+        self._sq_guard.allow_only(_peerguard.resolve(str(n.address) for n in self._nodes))
+
+    def dropNode(self, node: Any) -> None:
+        TCPTransport.dropNode(self, node)
+        self._sq_guard.allow_only(_peerguard.resolve(str(n.address) for n in self._nodes))
 
     # The Raft port before authentication (store/_peerguard.py).
     def _onNewIncomingConnection(self, conn: Any) -> None:
@@ -503,6 +576,18 @@ class RaftStatus:
     snapshot_seconds: float = 0.0
 
 
+# MemberList copies pysyncobj's membership sets from a gRPC thread; a copy that races the
+# tick thread is taken again at most this often.
+MEMBER_COPY_TRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    raft_address: str
+    connected: bool
+    match_index: int | None  # on the leader only
+
+
 def _ignore(_seconds: float) -> None:
     pass
 
@@ -548,7 +633,7 @@ class ReplicatedLog:
             logCompactionMinTime=_NEVER_S,
             logCompactionBatchSize=r.snapshot_chunk_bytes,
             appendEntriesBatchSizeBytes=r.append_batch_bytes,
-            serializer=self._snapshots.begin,
+            serializer=self._begin_snapshot,
             serializeChecker=lambda: _PROGRESS[self._snapshots.check()],
             deserializer=self._load_snapshot,
             commandsQueueSize=r.commands_queue_size,
@@ -592,6 +677,10 @@ class ReplicatedLog:
         self._sync.addOnTickCallback(self._after_tick)
 
     # ------------------------------------------------------ snapshots (tick thread)
+    def _begin_snapshot(self, tmp_file: str, data: Any) -> None:
+        last, prev, cluster = data
+        self._snapshots.begin(tmp_file, (last, prev, self._sync.snapshot_members(int(last[1]), cluster)))
+
     def _capture(self) -> Any:
         with self._lock:
             return self._machine.capture()
@@ -828,6 +917,71 @@ class ReplicatedLog:
         the time since the leader's last message, not the leader field, says it is alone.
         """
         return self.is_leader() or self._sync._gate.heard_from_leader_within(seconds)
+
+    async def transfer_leadership(self, target: str | None, timeout_s: float) -> str | None:
+        """Hand leadership to `target` (a raft address; None: the most caught-up follower).
+
+        Returns the new leader's raft address once this node no longer leads (None if no
+        leader is known by `timeout_s`). Raises when this node still leads: the transfer
+        did not happen, every held proposal goes on here.
+        """
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[str | None] = loop.create_future()
+
+        def done(reason: str | None) -> None:  # the tick thread, or this thread if refused at once
+            def settle() -> None:
+                if not outcome.done():
+                    outcome.set_result(reason)
+
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        deadline = loop.time() + timeout_s
+        self._sync.handover.request(target, timeout_s, done)
+        self._sync.wake()
+        # The tick thread answers by the handover's own deadline; the margin covers a slow tick.
+        try:
+            reason = await asyncio.wait_for(outcome, timeout_s + 1.0)
+        except TimeoutError:
+            reason = _transfer.TIMED_OUT
+        if reason == _transfer.NOT_LEADER:
+            raise NotLeader(f"leadership transfer refused: {reason}", None)
+        if reason == _transfer.UNKNOWN_TARGET:
+            raise InvalidArgument(f"leadership transfer refused: {reason}")
+        if reason is not None:
+            raise NotReady(f"leadership transfer failed: {reason}")
+        own = self._config.node.raft_address
+        while True:  # bounded by the deadline: who leads now, for the caller's answer
+            leader = self.leader_raft_address()
+            if leader is not None and leader != own:
+                return leader
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(LEADERSHIP_CHECK_S / 5)
+
+    def members(self) -> tuple[MemberView, ...]:
+        """The Raft membership as pysyncobj holds it (this node first), for MemberList.
+
+        Read from another thread than the tick thread that changes these sets: a copy that
+        races a change raises, and is simply taken again (a few times at most).
+        """
+        sync = self._sync
+        for _ in range(MEMBER_COPY_TRIES):
+            try:
+                others = tuple(sync._SyncObj__otherNodes)
+                connected = set(sync._SyncObj__connectedNodes)
+                match = dict(sync._SyncObj__raftMatchIndex) if sync._isLeader() else None
+                break
+            except RuntimeError:  # "changed size during iteration"
+                continue
+        else:
+            raise NotReady("the membership changed while being read; retry")
+        own = MemberView(self._config.node.raft_address, True, int(sync._SyncObj__getCurrentLogIndex()))
+        views = [own if match is not None else MemberView(own.raft_address, True, None)]
+        for node in others:
+            index = None if match is None else int(match.get(node, 0))
+            views.append(MemberView(str(node.address), node in connected, index))
+        return tuple(views)
 
     async def propose_anywhere(self, entry: bytes, timeout_s: float) -> Reply:
         """Propose from any node (a follower's pysyncobj forwards it to the leader)."""

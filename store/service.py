@@ -25,7 +25,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import atrest, authz, batch
+from . import _admin, atrest, authz, batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
@@ -535,6 +535,18 @@ class SessionService(pb_grpc.SessionStoreServicer):
             return pb.ConfigureResponse(limits_json=limits_json(self._limits))
 
         return await self._boundary("Configure", context, work())
+
+    async def LeaderTransfer(
+        self, request: pb.LeaderTransferRequest, context: Any
+    ) -> pb.LeaderTransferResponse:
+        return await self._boundary(
+            "LeaderTransfer", context, _admin.leader_transfer(self._raft, self._config, request)
+        )
+
+    async def MemberList(self, request: pb.MemberListRequest, context: Any) -> pb.MemberListResponse:
+        return await self._boundary(
+            "MemberList", context, _admin.member_list(self._raft, self._config, request)
+        )
 
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
         handlers: dict[str, batch.Handler] = {

@@ -41,6 +41,8 @@ SAMPLES: dict[str, Message] = {
     "SetPrincipalEnabled": pb.SetPrincipalEnabledRequest(request_id=_RID, principal="alice"),
     "Status": pb.StatusRequest(digest=True),
     "Configure": pb.ConfigureRequest(request_id=_RID, limits_json='{"max_sessions": 10}'),
+    "LeaderTransfer": pb.LeaderTransferRequest(to_node_id="n2", timeout_s=1.5),
+    "MemberList": pb.MemberListRequest(leader_only=True),
     "Batch": pb.BatchRequest(
         items=[pb.BatchItem(create=pb.CreateRequest(request_id=_RID, token_hash=_HASH, principal="alice"))]
     ),

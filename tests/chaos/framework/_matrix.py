@@ -34,6 +34,8 @@ FULL: tuple[Scenario, ...] = (
     Scenario("partition-ring-5", "partition-ring", nodes=5),
     Scenario("partition-flapping", "partition-split", quiet_s=0.5, fault_s=0.8),
     Scenario("clock-skew", "clock-skew", fault_s=5.0),
+    Scenario("leader-transfer", "leader-transfer", quiet_s=1.0, fault_s=1.0),
+    Scenario("leader-transfer-5", "leader-transfer", nodes=5, quiet_s=1.0, fault_s=1.0),
     # A follower down while the others take sustained writes on 100,000 sessions, then
     # restarted: where pysyncobj's compaction was measured to cause election storms.
     Scenario(

@@ -13,11 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import grpc
+
 from sessionquorum.cluster import LocalCluster
+from sessionquorum.proto import sessionquorum_pb2 as pb
+from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
 from ._netns import NetnsNetwork
 
 RecoveryFrom = Literal["inject", "heal"]
+TRANSFER_RPC_TIMEOUT_S = 10.0
 
 
 def _leader(cluster: LocalCluster) -> str:
@@ -172,6 +177,39 @@ class ClockSkew(Nemesis):
             self._victim = None
 
 
+class Transfer(Nemesis):
+    """A planned leadership transfer (`LeaderTransfer` on the leader): not a fault, but the
+    moment a lease is handed over, checked like one. `heal` has nothing to undo."""
+
+    name = "leader-transfer"
+    recovery_from: RecoveryFrom = "inject"
+
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        old = _leader(cluster)
+        others = [n for n in cluster.node_ids if n != old]
+        target = rng.choice([*others, ""])  # "": the leader picks the most caught-up follower
+        channel = cluster.channel(old)
+        try:
+            reply = pb_grpc.SessionStoreStub(channel).LeaderTransfer(
+                pb.LeaderTransferRequest(to_node_id=target), timeout=TRANSFER_RPC_TIMEOUT_S
+            )
+            detail = (
+                f"{old} -> {reply.leader_node_id or '?'} (asked {target or 'any'}) in {reply.seconds:.3f} s"
+            )
+        except grpc.RpcError as exc:
+            detail = f"{old} -> {target or 'any'} refused: {exc.code().name}: {exc.details()}"
+        finally:
+            channel.close()
+        self.outcomes.append(detail)
+        return detail
+
+    def heal(self, cluster: LocalCluster) -> None:
+        pass
+
+
 def process_nemesis(name: str) -> Nemesis:
     """The process-level nemeses by name (no root needed)."""
     table: dict[str, Nemesis] = {
@@ -181,6 +219,7 @@ def process_nemesis(name: str) -> Nemesis:
         "kill-all": Kill("all"),
         "pause-leader": Pause("leader"),
         "pause-follower": Pause("follower"),
+        "leader-transfer": Transfer(),
     }
     try:
         return table[name]
