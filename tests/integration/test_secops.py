@@ -21,6 +21,7 @@ from sessionquorum.cluster._cli import main as cli_main
 
 from .conftest import ClientFactory, ClusterFactory
 from .helpers import CONVERGE_TIMEOUT_S, leader_stub, local_read, pb, wait_converged
+from .test_metrics import scrape
 
 pytestmark = pytest.mark.cluster
 
@@ -76,6 +77,11 @@ def test_a_rotated_token_serves_within_grace_and_its_reuse_after_revokes_the_ses
         CONVERGE_TIMEOUT_S,
         "the rotated session to end on every node",
     )
+    # Counted on every node (applied there), once.
+    for n in cluster.node_ids:
+        samples = scrape(cluster, n)
+        assert samples[("sessionquorum_token_reuse_detected_total", ())] == 1, n
+        assert samples[("sessionquorum_sessions_ended_total", (("reason", "reuse"),))] == 1, n
     logs = "".join(cluster.log_path(n).read_text(errors="replace") for n in cluster.node_ids)
     assert logs.count("was used after its grace") == 1
     assert created.session.handle in logs.split("was used after its grace")[1].splitlines()[0]
