@@ -105,9 +105,10 @@ async def seed_limits(
                     "`python -m sessionquorum.cluster config set`)"
                 )
             return
-        command = c.Command(c.Configure(limits_to_wire(seed), seed=True), now_ms=clock.stamp(raft.term()))
-        if raft.is_leader() and level >= c.level_of(command):
-            entry = c.encode(command)
+        op = c.Configure(limits_to_wire(seed), seed=True)
+        # Level 5 if the file sets a level-5 limit (commands.LATER_LIMITS), else level 2.
+        if raft.is_leader() and level >= c.level_of(c.Command(op, now_ms=0)):
+            entry = c.encode(c.Command(op, now_ms=clock.stamp(raft.term())))
             try:
                 await raft.propose(entry, PROPOSE_TIMEOUT_S)
                 log.info(
