@@ -148,10 +148,10 @@ class AsyncSessionClient(calls.ClientCore):
         return await self._run(calls.touch(token), timeout_s)
 
     async def rotate(
-        self, token: str, *, principal: str | None = None, timeout_s: float | None = None
+        self, token: str, *, principal: str | None = None, grace: bool = False, timeout_s: float | None = None
     ) -> Rotated:
         """Move the session to a new token (do this at login); see SessionClient.rotate."""
-        return await self._run(calls.rotate(token, principal), timeout_s)
+        return await self._run(calls.rotate(token, principal, grace), timeout_s)
 
     async def delete(self, token: str, *, timeout_s: float | None = None) -> bool:
         """End the session (logout); returns whether it existed. Idempotent."""
@@ -171,6 +171,14 @@ class AsyncSessionClient(calls.ClientCore):
     ) -> list[str]:
         """End all of a principal's sessions, optionally but one; see SessionClient.revoke_principal."""
         return await self._run(calls.revoke_principal(principal, except_handle, token), timeout_s)
+
+    async def disable_principal(self, principal: str, *, timeout_s: float | None = None) -> list[str]:
+        """Disable a principal and end its sessions; see SessionClient.disable_principal."""
+        return await self._run(calls.set_principal_enabled(principal, False), timeout_s)
+
+    async def enable_principal(self, principal: str, *, timeout_s: float | None = None) -> None:
+        """Let a disabled principal get sessions again; see SessionClient.enable_principal."""
+        await self._run(calls.set_principal_enabled(principal, True), timeout_s)
 
     # -- reads: no request id; retried freely ----------------------------------------------
 

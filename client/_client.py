@@ -134,15 +134,25 @@ class SessionClient(calls.ClientCore):
         """Refresh the session's last access now (never extends its absolute deadline)."""
         return self._caller.run(calls.touch(token), self._deadline(timeout_s))
 
-    def rotate(self, token: str, *, principal: str | None = None, timeout_s: float | None = None) -> Rotated:
+    def rotate(
+        self,
+        token: str,
+        *,
+        principal: str | None = None,
+        grace: bool = False,
+        timeout_s: float | None = None,
+    ) -> Rotated:
         """Move the session to a new token (do this at login); the old token stops working.
 
         `principal` binds or re-binds the session; None keeps the current binding. The
         returned `Rotated.token` is the NEW token to hand to the browser. On OutcomeUnknown,
         `exc.token` is that new token: if `validate(exc.token)` finds the session, the rotate
         took effect and the browser needs the new token; on NotFound the old one still works.
+        `grace=True` (a routine rotation, not with `principal`) lets the old token serve the
+        session for the cluster's `rotation_grace_ms`, for requests already in flight; any
+        use of it after that is a reuse the cluster records (a theft signal).
         """
-        return self._caller.run(calls.rotate(token, principal), self._deadline(timeout_s))
+        return self._caller.run(calls.rotate(token, principal, grace), self._deadline(timeout_s))
 
     def delete(self, token: str, *, timeout_s: float | None = None) -> bool:
         """End the session (logout); returns whether it existed. Idempotent."""
@@ -167,6 +177,15 @@ class SessionClient(calls.ClientCore):
         """
         call = calls.revoke_principal(principal, except_handle, token)
         return self._caller.run(call, self._deadline(timeout_s))
+
+    def disable_principal(self, principal: str, *, timeout_s: float | None = None) -> list[str]:
+        """Disable a principal: no new session for it until enabled, and every session it has
+        ends in the same command (an admin operation); returns the ended handles."""
+        return self._caller.run(calls.set_principal_enabled(principal, False), self._deadline(timeout_s))
+
+    def enable_principal(self, principal: str, *, timeout_s: float | None = None) -> None:
+        """Let a disabled principal get sessions again (an admin operation)."""
+        self._caller.run(calls.set_principal_enabled(principal, True), self._deadline(timeout_s))
 
     # -- reads: no request id; retried freely ----------------------------------------------
 

@@ -40,7 +40,16 @@ from sessionquorum.client import (
     Unavailable,
 )
 
-from . import _cli_certs, _cli_events, _cli_keys, _cli_local, _cli_member, _cli_remote, _cli_snapshot
+from . import (
+    _cli_certs,
+    _cli_events,
+    _cli_keys,
+    _cli_local,
+    _cli_member,
+    _cli_principals,
+    _cli_remote,
+    _cli_snapshot,
+)
 from ._errors import BadBackup, ClusterError, ClusterTimeout, ClusterUnavailable
 from ._local import NodeCommand, default_node_command
 from ._output import error
@@ -217,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_certs.register(commands, _add)
     _cli_snapshot.add_parsers(commands, _add)
     _cli_member.add_commands(commands, _add)
+    _cli_principals.register(commands, _add)
     return parser
 
 

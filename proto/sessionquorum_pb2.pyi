@@ -416,10 +416,15 @@ class RotateRequest(_message.Message):
     TOKEN_HASH_FIELD_NUMBER: _builtins.int
     NEW_TOKEN_HASH_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    GRACE_FIELD_NUMBER: _builtins.int
     token_hash: _builtins.bytes
     new_token_hash: _builtins.bytes
     principal: _builtins.str
     """bind (login) or re-bind the session"""
+    grace: _builtins.bool
+    """A routine rotation: the old token keeps serving for the cluster's rotation_grace_ms
+    (requests in flight). Not with principal (a login ends the old token at once).
+    """
     @_builtins.property
     def request_id(self) -> Global___RequestId: ...
     def __init__(
@@ -429,10 +434,11 @@ class RotateRequest(_message.Message):
         token_hash: _builtins.bytes = ...,
         new_token_hash: _builtins.bytes = ...,
         principal: _builtins.str | None = ...,
+        grace: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "new_token_hash", b"new_token_hash", "principal", b"principal", "request_id", b"request_id", "token_hash", b"token_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "grace", b"grace", "new_token_hash", b"new_token_hash", "principal", b"principal", "request_id", b"request_id", "token_hash", b"token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__principal: _TypeAlias = _typing.Literal["principal"]  # noqa: Y015
     _WhichOneofArgType__principal: _TypeAlias = _typing.Literal["_principal", b"_principal"]  # noqa: Y015
@@ -608,6 +614,62 @@ class RevokePrincipalResponse(_message.Message):
 Global___RevokePrincipalResponse: _TypeAlias = RevokePrincipalResponse  # noqa: Y015
 
 @_typing.final
+class SetPrincipalEnabledRequest(_message.Message):
+    """Disable a principal (no new session for it until enabled; every session it has ends in
+    the same command) or enable it again. Admin.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    principal: _builtins.str
+    enabled: _builtins.bool
+    @_builtins.property
+    def request_id(self) -> Global___RequestId: ...
+    def __init__(
+        self,
+        *,
+        request_id: Global___RequestId | None = ...,
+        principal: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPrincipalEnabledRequest: _TypeAlias = SetPrincipalEnabledRequest  # noqa: Y015
+
+@_typing.final
+class SetPrincipalEnabledResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDED_HANDLES_FIELD_NUMBER: _builtins.int
+    WAS_DISABLED_FIELD_NUMBER: _builtins.int
+    was_disabled: _builtins.bool
+    """the principal was disabled before this call"""
+    @_builtins.property
+    def ended_handles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sessions the disable ended"""
+
+    def __init__(
+        self,
+        *,
+        ended_handles: _abc.Iterable[_builtins.str] | None = ...,
+        was_disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_handles", b"ended_handles", "was_disabled", b"was_disabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPrincipalEnabledResponse: _TypeAlias = SetPrincipalEnabledResponse  # noqa: Y015
+
+@_typing.final
 class StatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -655,6 +717,9 @@ class StatusResponse(_message.Message):
     EVENTS_ENABLED_FIELD_NUMBER: _builtins.int
     EVENTS_LAST_CURSOR_FIELD_NUMBER: _builtins.int
     EVENTS_OLDEST_CURSOR_FIELD_NUMBER: _builtins.int
+    SECURITY_OPS_FIELD_NUMBER: _builtins.int
+    TOMBSTONES_FIELD_NUMBER: _builtins.int
+    DISABLED_PRINCIPALS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_address: _builtins.str
@@ -698,6 +763,11 @@ class StatusResponse(_message.Message):
     """
     events_last_cursor: _builtins.int
     events_oldest_cursor: _builtins.int
+    security_ops: _builtins.bool
+    """Session-security operations (command level 5) are on: removals leave tombstones."""
+    tombstones: _builtins.int
+    """ended sessions' token hashes still refused for reuse"""
+    disabled_principals: _builtins.int
     def __init__(
         self,
         *,
@@ -725,10 +795,13 @@ class StatusResponse(_message.Message):
         events_enabled: _builtins.bool = ...,
         events_last_cursor: _builtins.int = ...,
         events_oldest_cursor: _builtins.int = ...,
+        security_ops: _builtins.bool = ...,
+        tombstones: _builtins.int = ...,
+        disabled_principals: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "events_enabled", b"events_enabled", "events_last_cursor", b"events_last_cursor", "events_oldest_cursor", b"events_oldest_cursor", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "disabled_principals", b"disabled_principals", "events_enabled", b"events_enabled", "events_last_cursor", b"events_last_cursor", "events_oldest_cursor", b"events_oldest_cursor", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "security_ops", b"security_ops", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term", "tombstones", b"tombstones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -74,6 +74,11 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalResponse.FromString,
                 _registered_method=True)
+        self.SetPrincipalEnabled = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/SetPrincipalEnabled',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/sessionquorum.v1.SessionStore/Status',
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusRequest.SerializeToString,
@@ -157,6 +162,12 @@ class SessionStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokePrincipal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPrincipalEnabled(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -248,6 +259,11 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.RevokePrincipal,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalResponse.SerializeToString,
+            ),
+            'SetPrincipalEnabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPrincipalEnabled,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -501,6 +517,33 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/RevokePrincipal',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPrincipalEnabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/SetPrincipalEnabled',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,7 @@ class SessionStoreStub:
     Delete: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.DeleteRequest, _sessionquorum_pb2.DeleteResponse]
     ListSessions: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ListSessionsRequest, _sessionquorum_pb2.ListSessionsResponse]
     RevokePrincipal: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.RevokePrincipalRequest, _sessionquorum_pb2.RevokePrincipalResponse]
+    SetPrincipalEnabled: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.SetPrincipalEnabledRequest, _sessionquorum_pb2.SetPrincipalEnabledResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.StatusRequest, _sessionquorum_pb2.StatusResponse]
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]
@@ -76,6 +77,7 @@ class SessionStoreAsyncStub(SessionStoreStub):
     Delete: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.DeleteRequest, _sessionquorum_pb2.DeleteResponse]  # type: ignore[assignment]
     ListSessions: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ListSessionsRequest, _sessionquorum_pb2.ListSessionsResponse]  # type: ignore[assignment]
     RevokePrincipal: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.RevokePrincipalRequest, _sessionquorum_pb2.RevokePrincipalResponse]  # type: ignore[assignment]
+    SetPrincipalEnabled: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.SetPrincipalEnabledRequest, _sessionquorum_pb2.SetPrincipalEnabledResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.StatusRequest, _sessionquorum_pb2.StatusResponse]  # type: ignore[assignment]
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]  # type: ignore[assignment]
@@ -142,6 +144,13 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.RevokePrincipalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.RevokePrincipalResponse, _abc.Awaitable[_sessionquorum_pb2.RevokePrincipalResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetPrincipalEnabled(
+        self,
+        request: _sessionquorum_pb2.SetPrincipalEnabledRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.SetPrincipalEnabledResponse, _abc.Awaitable[_sessionquorum_pb2.SetPrincipalEnabledResponse]]: ...
 
     @_abc_1.abstractmethod
     def Status(

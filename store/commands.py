@@ -36,12 +36,21 @@ COMMAND_VERSION = 1
 # - encryption at rest: Create/Update carry "sealed" (a keyed digest of the plaintext values,
 #   the fingerprint's stand-in for ciphertext) and Update "bound_handle" (store/atrest.py).
 # - EnableEvents: apply starts appending lifecycle events to a replicated ring (store/events.py).
+# - session-security operations (store/secops.py): SecurityOn switches on tombstones (no
+#   reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
+#   ReuseDetected; Rotate with "grace"; Configure of the LATER_LIMITS.
 BASE_LEVEL = 1
 SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
 IDLE_CHANGE_LEVEL = 4
 ATREST_LEVEL = 5
 EVENTS_LEVEL = 5
+SECURITY_OPS_LEVEL = 5
+# Limits of level 5: a Configure carrying any of them needs level 5 (config.limits_to_wire
+# leaves them out while at their defaults).
+LATER_LIMITS = frozenset(
+    {"max_tombstones", "rotation_grace_ms", "revoke_on_reuse", "max_disabled_principals", "timeout_profile"}
+)
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -90,6 +99,9 @@ class Rotate:
     token_hash: bytes
     new_token_hash: bytes
     principal: str | None  # None keeps the current principal
+    # Level 5: the old token serves its successor for rotation_grace_ms (a routine rotation
+    # with requests in flight; never with a principal). False is not encoded.
+    grace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +152,30 @@ class MemberLevel:
     level: int
 
 
+@dataclass(frozen=True, slots=True)
+class SecurityOn:
+    """Switches on the level-5 rules (store/secops.py) at one log index on every node.
+
+    The leader proposes it once every member advertised level 5; before it, a removal leaves
+    no tombstone, exactly as older releases apply the same entries.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class SetPrincipalEnabled:
+    """Disable (no new session; its sessions end in this command) or enable a principal."""
+
+    principal: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseDetected:
+    """A read met a rotated-away token after its grace (reads are not log entries)."""
+
+    token_hash: bytes
+
+
 Op = (
     Create
     | Touch
@@ -152,6 +188,9 @@ Op = (
     | Configure
     | MemberLevel
     | EnableEvents
+    | SecurityOn
+    | SetPrincipalEnabled
+    | ReuseDetected
 )
 
 _NAMES: dict[type[Any], str] = {
@@ -166,12 +205,17 @@ _NAMES: dict[type[Any], str] = {
     Configure: "configure",
     MemberLevel: "member_level",
     EnableEvents: "enable_events",
+    SecurityOn: "security_on",
+    SetPrincipalEnabled: "set_principal_enabled",
+    ReuseDetected: "reuse_detected",
 }
 
 # The command level that introduced each operation; see the module docstring.
 LEVELS: dict[type[Any], int] = {op: BASE_LEVEL for op in _NAMES}
 LEVELS[Configure] = 2
 LEVELS[EnableEvents] = EVENTS_LEVEL
+for _op5 in (SecurityOn, SetPrincipalEnabled, ReuseDetected):
+    LEVELS[_op5] = SECURITY_OPS_LEVEL
 # The level from which the envelope carries the client epoch.
 CLIENT_EPOCH_LEVEL = 2
 
@@ -192,11 +236,13 @@ _FRESH_FIELDS: dict[type[Any], frozenset[str]] = {
     Create: frozenset({"handle"}),
     Update: frozenset({"bound_handle"}),
 }
-# Fields added after level 1 that are left out of an entry (and its fingerprint) while None,
-# so an entry without them is byte-identical to what older releases wrote and fingerprint.
+# Fields added after level 1 that are left out of an entry (and its fingerprint) while at
+# their default (None, False), so an entry without them is byte-identical to what older
+# releases wrote and fingerprint.
 _LATER_FIELDS: dict[type[Any], frozenset[str]] = {
     Create: frozenset({"sealed"}),
     Update: frozenset({"idle_timeout_ms", "bound_handle", "sealed"}),
+    Rotate: frozenset({"grace"}),
 }
 # Sealed values: a retry carries other ciphertext, so the fingerprint takes "sealed" instead.
 _SEALED_FIELDS: dict[type[Any], str] = {Create: "attributes", Update: "set"}
@@ -204,7 +250,8 @@ _SEALED_FIELDS: dict[type[Any], str] = {Create: "attributes", Update: "set"}
 
 def _fields(op: Op) -> list[str]:
     later = _LATER_FIELDS.get(type(op), frozenset())
-    return [n for n in op.__dataclass_fields__ if n not in later or getattr(op, n) is not None]
+    fields = op.__dataclass_fields__
+    return [n for n in fields if n not in later or getattr(op, n) != fields[n].default]
 
 
 def fingerprint(op: Op) -> bytes:
@@ -228,6 +275,10 @@ def level_of(cmd: Command) -> int:
         level = max(level, CLIENT_EPOCH_LEVEL)
     if isinstance(cmd.op, Update) and cmd.op.idle_timeout_ms is not None:
         level = max(level, IDLE_CHANGE_LEVEL)
+    if isinstance(cmd.op, Rotate) and cmd.op.grace:
+        level = max(level, SECURITY_OPS_LEVEL)
+    if isinstance(cmd.op, Configure) and any(name in LATER_LIMITS for name, _ in cmd.op.limits):
+        level = max(level, SECURITY_OPS_LEVEL)
     if isinstance(cmd.op, Create | Update) and cmd.op.sealed is not None:
         level = max(level, ATREST_LEVEL)
     if isinstance(cmd.op, Update) and cmd.op.bound_handle is not None:
@@ -327,6 +378,7 @@ def _op(name: str, a: dict[str, Any]) -> Op:
             token_hash=_req(a, "token_hash", bytes),
             new_token_hash=_req(a, "new_token_hash", bytes),
             principal=_req(a, "principal", str, optional=True),
+            grace=_req(a, "grace", bool) if "grace" in a else False,
         )
     if name == "delete":
         return Delete(
@@ -358,6 +410,12 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         return MemberLevel(node_id=_req(a, "node_id", str), level=_req(a, "level", int))
     if name == "enable_events":
         return EnableEvents(max_count=_req(a, "max_count", int), max_bytes=_req(a, "max_bytes", int))
+    if name == "security_on":
+        return SecurityOn()
+    if name == "set_principal_enabled":
+        return SetPrincipalEnabled(principal=_req(a, "principal", str), enabled=_req(a, "enabled", bool))
+    if name == "reuse_detected":
+        return ReuseDetected(token_hash=_req(a, "token_hash", bytes))
     raise UndecodableEntry(f"unknown operation {name!r}")
 
 

@@ -14,6 +14,8 @@ cannot do its work now logs one line and tries again on its next round.
   seed: a node whose file disagrees says so once, and apply keeps using the log's.
 - `enable_events`: once every member applies command level 5, the leader switches the
   lifecycle event ring on with its file's bounds (commands.EnableEvents), once.
+- `switch_on_security_ops`: once every member advertised level 5, the leader proposes
+  `SecurityOn`, from which removals leave tombstones (store/secops.py).
 - `sweep_expired`: the leader proposes bounded expire commands when a deadline passed.
 - `watch_leader`: health goes NOT_SERVING while this node hears no leader (it lost
   quorum, or its side of a partition has none), and back once it hears one.
@@ -28,7 +30,7 @@ from collections.abc import Awaitable, Callable
 
 from . import commands as c
 from .clock import ProposerClock
-from .config import NodeConfig, limits_to_pairs
+from .config import NodeConfig, limits_to_wire
 from .errors import StoreError
 from .raft import ReplicatedLog
 from .service import cluster_level
@@ -105,10 +107,10 @@ async def seed_limits(
                     "`python -m sessionquorum.cluster config set`)"
                 )
             return
-        if raft.is_leader() and level >= c.LEVELS[c.Configure]:
-            entry = c.encode(
-                c.Command(c.Configure(limits_to_pairs(seed), seed=True), now_ms=clock.stamp(raft.term()))
-            )
+        op = c.Configure(limits_to_wire(seed), seed=True)
+        # Level 5 if the file sets a level-5 limit (commands.LATER_LIMITS), else level 2.
+        if raft.is_leader() and level >= c.level_of(c.Command(op, now_ms=0)):
+            entry = c.encode(c.Command(op, now_ms=clock.stamp(raft.term())))
             try:
                 await raft.propose(entry, PROPOSE_TIMEOUT_S)
                 log.info(
@@ -156,6 +158,25 @@ async def enable_events(
                 continue
             except StoreError as exc:
                 log.info("enabling lifecycle events not confirmed: %s", exc.message)
+        await _pause(stop, 0.5)
+
+
+async def switch_on_security_ops(
+    config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
+) -> None:
+    """On the leader, once every member applies level 5, switch the level-5 rules on."""
+    while not stop.is_set():
+        active, level = raft.read(lambda m: (m.sec.active, cluster_level(m, config)))
+        if active:
+            return
+        if raft.is_leader() and level >= c.SECURITY_OPS_LEVEL:
+            entry = c.encode(c.Command(c.SecurityOn(), now_ms=clock.stamp(raft.term())))
+            try:
+                await raft.propose(entry, PROPOSE_TIMEOUT_S)
+                log.info("session-security operations (command level %d) are on", c.SECURITY_OPS_LEVEL)
+                continue
+            except StoreError as exc:
+                log.info("switching on session-security operations not confirmed: %s", exc.message)
         await _pause(stop, 0.5)
 
 

@@ -16,6 +16,7 @@
     ├── UpgradePending              FAILED_PRECONDITION: not every member supports it yet
     ├── Undecryptable               DATA_LOSS: a stored value does not open on this node
     │                               (unknown key id, or not authentic where it is stored)
+    ├── PrincipalDisabled           PERMISSION_DENIED: the principal is disabled (no new session)
     └── OutcomeUnknown              UNKNOWN: may or may not have been applied; retry with
         │                           the same request id, which is safe
         └── DedupExpired            UNKNOWN (+ sq-epoch): this request was not applied, an
@@ -109,6 +110,10 @@ class UpgradePending(StoreError):
 
 class Undecryptable(StoreError):
     status = grpc.StatusCode.DATA_LOSS
+
+
+class PrincipalDisabled(StoreError):
+    status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class OutcomeUnknown(StoreError):

@@ -29,8 +29,12 @@ class Kind:
     ROTATED: Final = "rotated"
     UPDATED: Final = "updated"
     DELETED: Final = "deleted"
-    REVOKED: Final = "revoked"  # reason: "principal" (RevokePrincipal) or "principal_cap" (evicted)
+    # reason: "principal" (RevokePrincipal), "principal_cap" (evicted), "principal_disabled",
+    # or "reuse" (its rotated-away token was used after the grace, with revoke_on_reuse on)
+    REVOKED: Final = "revoked"
     EXPIRED: Final = "expired"  # reason: "idle" or "absolute"
+    # A rotated-away token used after its grace: the handle it belonged to (the theft signal).
+    REUSE_DETECTED: Final = "reuse_detected"
 
 
 KINDS: tuple[str, ...] = tuple(value for name, value in vars(Kind).items() if name.isupper())

@@ -210,6 +210,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         asyncio.create_task(duties.seed_limits(config, raft, clock, stop)),
         asyncio.create_task(duties.enable_events(config, raft, clock, stop)),
         asyncio.create_task(duties.sweep_expired(config, raft, clock, stop)),
+        asyncio.create_task(duties.switch_on_security_ops(config, raft, clock, stop)),
         asyncio.create_task(duties.watch_leader(config, raft, stop, on_leader)),
     ]
     if revoked_file is not None:

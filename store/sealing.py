@@ -57,14 +57,14 @@ class Sealing:
         """The hash a command names a session by: the stored form, else the one new ones get."""
         options = self.candidates(token_hash)
         for option in options:
-            if option in m.sessions:
+            if m.holds(option):
                 return option
         return options[0] if level >= c.ATREST_LEVEL else token_hash
 
     def read(self, m: SessionMachine, token_hash: bytes, now_ms: int) -> tuple[bytes, Reply]:
         """(stored hash, m.read reply): the keyed form first, then the raw one."""
         options = self.candidates(token_hash)
-        found = next((o for o in options if o in m.sessions), options[0])
+        found = next((o for o in options if m.holds(o)), options[0])
         return found, m.read(found, now_ms)
 
     # ---------------------------------------------------------------- commands

@@ -29,9 +29,10 @@ from . import _admin, atrest, authz, batch
 from . import commands as c
 from . import errors as e
 from . import validation as v
+from ._reuse_report import ReuseReporter
 from .backup_stream import SnapshotSaves
 from .clock import ProposerClock
-from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
+from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs, limits_to_wire
 from .decoding import Undecodable
 from .errors import ConfigError
 from .event_stream import EventFeed, EventStreams
@@ -55,6 +56,7 @@ _REPLY_ERRORS: dict[Code, type[e.StoreError]] = {
     Code.VERSION_CONFLICT: e.VersionConflict,
     Code.QUOTA: e.QuotaExceeded,
     Code.STALE_SEQUENCE: e.StaleSequence,
+    Code.DISABLED: e.PrincipalDisabled,
 }
 
 
@@ -143,6 +145,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         self._clock = clock
         # Set by the node once it applied what was committed when it started (node.py).
         self.ready = False
+        self._reuse = ReuseReporter(raft, config.cluster.server.apply_timeout_s)
         ca = config.cluster.tls_ca
         # Which cluster a backup comes from: its CA (a restored cluster gets a new one).
         ca_sha = hashlib.sha256(ca.read_bytes()).hexdigest() if ca is not None else ""
@@ -345,9 +348,13 @@ class SessionService(pb_grpc.SessionStoreServicer):
             principal = request.principal if request.HasField("principal") else None
             if principal is not None:
                 _check(v.check_principal(principal, self._limits))
-            reply = await self._mutate(
-                request, c.Rotate(request.token_hash, request.new_token_hash, principal)
-            )
+            if request.grace and principal is not None:
+                raise e.InvalidArgument(
+                    "grace is for a routine rotation; a rotation that binds a principal (login) "
+                    "ends the old token at once"
+                )
+            op = c.Rotate(request.token_hash, request.new_token_hash, principal, request.grace)
+            reply = await self._mutate(request, op)
             return pb.RotateResponse(session=_session(reply.session), evicted_handles=list(reply.handles))
 
         return await self._boundary("Rotate", context, work())
@@ -380,6 +387,18 @@ class SessionService(pb_grpc.SessionStoreServicer):
             return pb.RevokePrincipalResponse(revoked_handles=list(reply.handles))
 
         return await self._boundary("RevokePrincipal", context, work())
+
+    async def SetPrincipalEnabled(
+        self, request: pb.SetPrincipalEnabledRequest, context: Any
+    ) -> pb.SetPrincipalEnabledResponse:
+        async def work() -> pb.SetPrincipalEnabledResponse:
+            _check(v.check_principal(request.principal, self._limits))
+            reply = await self._mutate(request, c.SetPrincipalEnabled(request.principal, request.enabled))
+            return pb.SetPrincipalEnabledResponse(
+                ended_handles=list(reply.handles), was_disabled=reply.existed
+            )
+
+        return await self._boundary("SetPrincipalEnabled", context, work())
 
     def _check_scope(self, principal: str, session_token_hash: bytes, now: int) -> None:
         """A session_token_hash, when given, must name a live session of `principal`.
@@ -418,8 +437,17 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 now = self._now()
             else:
                 now = await self._linearizable()
+
             # The stored form of the hash: keyed, or raw for a session from before keying.
-            h, found = self._raft.read(lambda m: self._sealing.read(m, request.token_hash, now))
+            def look(m: SessionMachine) -> tuple[bytes, Reply, bool]:
+                stored, found = self._sealing.read(m, request.token_hash, now)
+                return stored, found, m.reused(stored, now)
+
+            h, found, reused = self._raft.read(look)
+            if reused:
+                # A rotated-away token after its grace: NOT_FOUND like any unknown token, and
+                # the reuse is recorded through the log (secops.py, _reuse_report.py).
+                await self._reuse.report(h, self._now())
             reply = _ok(found)
             view = reply.session
             assert view is not None
@@ -461,9 +489,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 level, open_ = cluster_level(m, self._config), accepting_writes(m, self._config)
                 ring = m.lifecycle
                 events = (0, 0) if ring is None else (ring.last_cursor, ring.oldest if len(ring) else 0)
-                return len(m.sessions), cap, m.limits, level, open_, m.now_ms, ring is not None, events
+                sec = (m.sec.active, len(m.sec.tombstones), len(m.sec.disabled))
+                return len(m.sessions), cap, m.limits, level, open_, m.now_ms, ring is not None, events, sec
 
-            count, cap, limits, level, open_, now_ms, events_on, (last, oldest) = self._raft.read(look)
+            count, cap, limits, level, open_, now_ms, events_on, (last, oldest), sec = self._raft.read(look)
             digest = await asyncio.to_thread(cap.digest) if cap is not None else ""
             return pb.StatusResponse(
                 node_id=self._config.node.id,
@@ -490,6 +519,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 events_enabled=events_on,
                 events_last_cursor=last,
                 events_oldest_cursor=oldest,
+                security_ops=sec[0],
+                tombstones=sec[1],
+                disabled_principals=sec[2],
             )
 
         return await self._boundary("Status", context, work())
@@ -510,7 +542,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 limits = limits_from_pairs({**current, **changes})
             except ConfigError as exc:
                 raise e.InvalidArgument(str(exc)) from None
-            await self._mutate(request, c.Configure(limits_to_pairs(limits)))
+            await self._mutate(request, c.Configure(limits_to_wire(limits)))
             return pb.ConfigureResponse(limits_json=limits_json(self._limits))
 
         return await self._boundary("Configure", context, work())

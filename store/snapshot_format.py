@@ -23,11 +23,14 @@ from typing import Any
 
 import msgpack
 
-from .config import Limits, limits_to_pairs
+from .config import Limits, limits_to_wire
 from .dedup import DedupTable
+from .secops import SecCapture, tombstone_row
 from .session import Session
 
 # 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
+# 2 may carry the optional "secops" key (level 5; store/secops.py), written only once the
+# cluster switched those rules on; older snapshots lack it and load as before.
 # 3: adds the lifecycle event ring ("events", store/events.py), once EnableEvents applied.
 # A state without the ring is still written as format 2, byte for byte as before, so a
 # cluster that has not switched events on keeps the digests and snapshots of the release
@@ -60,6 +63,8 @@ class Capture:
     forgotten_ms: int
     # EventRing.capture() once the ring is on, else None.
     events: list[Any] | None = None
+    # Level-5 session-security state (store/secops.py); None leaves the "secops" key out.
+    secops: SecCapture | None = None
 
     def pieces(self) -> Iterator[bytes]:
         return serialize_in_pieces(self)
@@ -82,11 +87,12 @@ def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
     head: list[tuple[str, Any]] = [
         ("format", FORMAT_WITHOUT_EVENTS if events is None else SNAPSHOT_FORMAT),
         ("now_ms", capture.now_ms),
-        ("limits", [list(p) for p in limits_to_pairs(capture.limits)]),
+        ("limits", [list(p) for p in limits_to_wire(capture.limits)]),
         ("configured", capture.configured),
         ("members", sorted([k, lv] for k, lv in capture.member_levels.items())),
     ]
-    out += packer.pack_map_header(8 if events is None else 9)
+    sec = capture.secops
+    out += packer.pack_map_header(8 + (events is not None) + (sec is not None))
     for key, value in head:
         out += packer.pack(key)
         out += packer.pack(value)
@@ -134,4 +140,14 @@ def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
             if len(out) >= PIECE_BYTES:
                 yield bytes(out)
                 out.clear()
+    if sec is not None:
+        out += packer.pack("secops")
+        out += packer.pack_array_header(2)
+        out += packer.pack_array_header(len(sec.tombstones))
+        for hashed, tomb in sec.tombstones:
+            out += packer.pack(tombstone_row(hashed, tomb))
+            if len(out) >= PIECE_BYTES:
+                yield bytes(out)
+                out.clear()
+        out += packer.pack(sec.disabled_rows())
     yield bytes(out)

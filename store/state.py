@@ -11,7 +11,10 @@ never raised: pysyncobj retries a raising apply forever and wedges the node. Rul
 - the absolute deadline is fixed at create: no touch, rotate or failover extends it;
 - a principal's index changes in the same command as its sessions, so it cannot leak;
 - a (client id, sequence) retry gets the first answer again instead of applying twice
-  (`dedup.py`).
+  (`dedup.py`);
+- from command level 5 (`secops.py`): an ended session's token hash is refused for a new
+  session until its old absolute deadline, a rotated-away token serves only within the
+  grace (a later use is a reuse), and a disabled principal gets no new session.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .config import Limits, limits_from_pairs, limits_to_pairs
 from .dedup import DedupTable
 from .errors import ConfigError
 from .replies import Code, Reply, SessionView
+from .secops import Ended, SecurityState, Tombstone, clamp_timeouts
 from .session import Session, pack_attributes
 from .snapshot_format import READABLE_FORMATS, Capture
 
@@ -44,7 +48,26 @@ EVENTS = (
     "revoked",
     "expired_idle",
     "expired_absolute",
+    # Level 5 (secops.py): sessions ended by a disable or a detected reuse, reuses detected,
+    # creates/rotates refused for an ended session's token hash.
+    "ended_disabled",
+    "ended_reuse",
+    "reuse_detected",
+    "tombstone_refused",
 )
+
+
+# The lifecycle event each way of ending emits (store/events.py); ROTATED emits "rotated"
+# from _rotate itself, once the session lives on under its new hash.
+_EVENT_OF_END: dict[Ended, tuple[str, str]] = {
+    Ended.DELETED: (ev.Kind.DELETED, ""),
+    Ended.REVOKED: (ev.Kind.REVOKED, "principal"),
+    Ended.EVICTED: (ev.Kind.REVOKED, "principal_cap"),
+    Ended.DISABLED: (ev.Kind.REVOKED, "principal_disabled"),
+    Ended.REUSE: (ev.Kind.REVOKED, "reuse"),
+    Ended.EXPIRED_IDLE: (ev.Kind.EXPIRED, "idle"),
+    Ended.EXPIRED_ABSOLUTE: (ev.Kind.EXPIRED, "absolute"),
+}
 
 
 class SessionMachine:
@@ -72,12 +95,17 @@ class SessionMachine:
         # The lifecycle event ring (store/events.py): replicated state, in the snapshot;
         # None until an EnableEvents command is applied, and then apply emits nothing.
         self.lifecycle: ev.EventRing | None = None
+        # Level 5: tombstones, rotation grace, disabled principals (secops.py).
+        self.sec = SecurityState()
 
     # ----------------------------------------------------------------- apply
     def apply(self, entry: bytes) -> Reply:
         """Apply one log entry. Raises only UndecodableEntry (the node must stop)."""
         cmd = c.decode(entry, self.supported_level)
         self.now_ms = max(self.now_ms, cmd.now_ms)
+        if not self.sec.active and c.level_of(cmd) >= c.SECURITY_OPS_LEVEL:
+            # Every member applies level 5 (the leader proposed this): switch its rules on here.
+            self.sec.active = True
         cid = cmd.client_id
         fingerprint = None
         if cid is not None:
@@ -115,10 +143,14 @@ class SessionMachine:
             return self._configure(op)
         if isinstance(op, c.MemberLevel):
             return self._member_level(op)
-        if isinstance(op, c.Barrier):
+        if isinstance(op, c.Barrier | c.SecurityOn):
             return Reply(Code.OK)
         if isinstance(op, c.EnableEvents):
             return self._enable_events(op)
+        if isinstance(op, c.SetPrincipalEnabled):
+            return self._set_enabled(op)
+        if isinstance(op, c.ReuseDetected):
+            return self._reuse_detected(op)
         raise AssertionError(f"no handler for {type(op).__name__}")  # decode() admits no other
 
     def _tally(self, op: c.Op, reply: Reply) -> None:
@@ -148,7 +180,10 @@ class SessionMachine:
             limits = limits_from_pairs(op.limits)
         except ConfigError as exc:
             return Reply(Code.INVALID, str(exc))
-        missing = {name for name, _ in limits_to_pairs(limits)} - {name for name, _ in op.limits}
+        # Level-5 limits may be left out (at their defaults): older releases never sent them.
+        missing = (
+            {name for name, _ in limits_to_pairs(limits)} - {name for name, _ in op.limits} - c.LATER_LIMITS
+        )
         if missing:
             return Reply(
                 Code.INVALID, f"configure must set every limit; missing: {', '.join(sorted(missing))}"
@@ -178,10 +213,15 @@ class SessionMachine:
 
     def _expired(self, s: Session) -> bool:
         """Remove an expired session and record why it ended; True if its lifetime ran out."""
-        self._remove(s)
+        why = self._expired_why(s)
+        self._remove(s, why)
+        return why is Ended.EXPIRED_ABSOLUTE
+
+    @staticmethod
+    def _expired_why(s: Session) -> Ended:
+        """Which deadline ended it: a property of the session alone, whenever it is removed."""
         absolute = s.absolute_deadline_ms <= s.last_access_ms + s.idle_timeout_ms
-        self._emit(ev.Kind.EXPIRED, s, "absolute" if absolute else "idle")
-        return absolute
+        return Ended.EXPIRED_ABSOLUTE if absolute else Ended.EXPIRED_IDLE
 
     def _member_level(self, op: c.MemberLevel) -> Reply:
         if not op.node_id or len(op.node_id) > self.limits.max_handle_bytes or op.level < 1:
@@ -207,6 +247,9 @@ class SessionMachine:
         self._drop_if_expired(op.token_hash)
         if op.token_hash in self.sessions:
             return Reply(Code.ALREADY_EXISTS, "a session with this token hash already exists")
+        refusal = self._secops_refusal(op.token_hash, op.principal, "token_hash")
+        if refusal is not None:
+            return refusal
         if op.handle in self.by_handle:
             return Reply(Code.ALREADY_EXISTS, "a session with this handle already exists")
         if len(self.sessions) >= lim.max_sessions:
@@ -223,6 +266,7 @@ class SessionMachine:
                 return outcome
             evicted = outcome
         now = self.now_ms
+        idle_ms, absolute_ms = clamp_timeouts(lim.timeout_profile, op.idle_timeout_ms, op.absolute_timeout_ms)
         s = Session(
             token_hash=op.token_hash,
             handle=op.handle,
@@ -230,8 +274,8 @@ class SessionMachine:
             attributes=pack_attributes(dict(op.attributes).items()),
             created_ms=now,
             last_access_ms=now,
-            idle_timeout_ms=op.idle_timeout_ms,
-            absolute_deadline_ms=now + op.absolute_timeout_ms,
+            idle_timeout_ms=idle_ms,
+            absolute_deadline_ms=now + absolute_ms,
             version=1,
         )
         self._insert(s)
@@ -239,7 +283,7 @@ class SessionMachine:
         return Reply(Code.OK, session=s.view(False), handles=evicted)
 
     def _touch(self, op: c.Touch) -> Reply:
-        s = self._live(op.token_hash)
+        s = self._live(op.token_hash, follow_grace=True)
         if isinstance(s, Reply):
             return s
         s = self._store(replace(s, last_access_ms=max(s.last_access_ms, self.now_ms)))
@@ -253,7 +297,7 @@ class SessionMachine:
         )
         if problem:
             return Reply(*problem)
-        s = self._live(op.token_hash)
+        s = self._live(op.token_hash, follow_grace=True)
         if isinstance(s, Reply):
             return s
         if op.bound_handle is not None and op.bound_handle != s.handle:
@@ -273,6 +317,7 @@ class SessionMachine:
             problem = v.check_idle_timeout(idle_ms, self.limits)
             if problem:
                 return Reply(*problem)
+            idle_ms = clamp_timeouts(self.limits.timeout_profile, idle_ms, 0)[0]
         outcome = self._merged(s, op)
         if isinstance(outcome, Reply):
             return outcome
@@ -352,12 +397,20 @@ class SessionMachine:
             return Reply(Code.ALREADY_EXISTS, "a session with the new token hash already exists")
         evicted: tuple[str, ...] = ()
         new_principal = s.principal if op.principal is None else op.principal
+        refusal = self._secops_refusal(op.new_token_hash, new_principal, "new_token_hash")
+        if refusal is not None:
+            return refusal
         if new_principal is not None and new_principal != s.principal:
             outcome = self._make_room(new_principal)
             if isinstance(outcome, Reply):
                 return outcome
             evicted = outcome
-        self._remove(s)
+        # A use of the old token within the grace is a request that was in flight, not a
+        # reuse. Only a rotation that asked for it (a routine one) lets the old token serve
+        # meanwhile: a login or privilege change ends it at once, or a token an attacker
+        # fixed in the victim's browser would open the logged-in session (session fixation).
+        serves = op.grace and op.principal is None
+        self._remove(s, Ended.ROTATED, op.new_token_hash, self.limits.rotation_grace_ms, serves)
         s = replace(
             s,
             token_hash=op.new_token_hash,
@@ -377,15 +430,12 @@ class SessionMachine:
             return Reply(Code.INVALID, "delete needs exactly one of token_hash or handle")
         if op.token_hash is not None and (problem := v.check_token_hash(op.token_hash)):
             return Reply(*problem)
-        s = self.sessions.get(key) if key is not None else None
+        s = self._find(key, follow_grace=op.token_hash is not None) if key is not None else None
         if s is None:
             return Reply(Code.OK, existed=False)
-        if s.expiry_reason(self.now_ms) is not None:
-            self._expired(s)
-            return Reply(Code.OK, existed=False)
-        self._remove(s)
-        self._emit(ev.Kind.DELETED, s)
-        return Reply(Code.OK, existed=True)
+        live = s.expiry_reason(self.now_ms) is None
+        self._remove(s, Ended.DELETED if live else self._expired_why(s))
+        return Reply(Code.OK, existed=live)
 
     def _revoke(self, op: c.RevokePrincipal) -> Reply:
         problem = v.check_principal(op.principal, self.limits)
@@ -399,11 +449,86 @@ class SessionMachine:
                 continue
             if s.expiry_reason(self.now_ms) is None:
                 revoked.append(s.handle)
-                self._remove(s)
-                self._emit(ev.Kind.REVOKED, s, "principal")
+                self._remove(s, Ended.REVOKED)
             else:
                 self._expired(s)
         return Reply(Code.OK, handles=tuple(revoked))
+
+    # ------------------------------------------------- level 5 (secops.py)
+    def _secops_refusal(self, token_hash: bytes, principal: str | None, field: str) -> Reply | None:
+        """Why a new session may not take `token_hash` / `principal` (None: it may)."""
+        if self.sec.refuses(token_hash, self.now_ms) is not None:
+            self.events["tombstone_refused"] += 1
+            return Reply(
+                Code.ALREADY_EXISTS,
+                f"{field} belonged to a session that ended; it cannot name a new session "
+                "before that session's absolute deadline",
+            )
+        if principal is not None and principal in self.sec.disabled:
+            return Reply(Code.DISABLED, "the principal is disabled: no new session until it is enabled")
+        return None
+
+    def _set_enabled(self, op: c.SetPrincipalEnabled) -> Reply:
+        problem = v.check_principal(op.principal, self.limits)
+        if problem:
+            return Reply(*problem)
+        if op.enabled:
+            return Reply(Code.OK, existed=self.sec.disabled.pop(op.principal, None) is not None)
+        was = op.principal in self.sec.disabled
+        if not self.sec.disable(op.principal, self.now_ms, self.limits.max_disabled_principals):
+            return Reply(
+                Code.QUOTA,
+                f"{len(self.sec.disabled)} principals are disabled, "
+                f"the limit is {self.limits.max_disabled_principals}",
+            )
+        # Disabling ends every session the principal has, in this same command (ASVS 5 7.4.2).
+        ended: list[str] = []
+        # By handle: the index's order differs between a replayed and a restored replica, and
+        # the tombstones' order (evicted oldest first) and the events' must not.
+        for s in self._principal_sessions(op.principal):
+            live = s.expiry_reason(self.now_ms) is None
+            if live:
+                ended.append(s.handle)
+                self._remove(s, Ended.DISABLED)
+            else:
+                self._expired(s)
+        self.events["ended_disabled"] += len(ended)
+        return Reply(Code.OK, handles=tuple(sorted(ended)), existed=was)
+
+    def _reuse_detected(self, op: c.ReuseDetected) -> Reply:
+        problem = v.check_token_hash(op.token_hash)
+        if problem:
+            return Reply(*problem)
+        if not self.sec.is_reuse(op.token_hash, self.now_ms):
+            return Reply(Code.OK)  # already reported (another read raced it), or swept
+        return Reply(Code.OK, handles=self._reuse(op.token_hash), count=1)
+
+    def _reuse(self, token_hash: bytes) -> tuple[str, ...]:
+        """Record a reuse of rotated-away `token_hash`; with revoke_on_reuse, end its successor."""
+        self.sec.mark_reported(token_hash)
+        self.events["reuse_detected"] += 1
+        successor = self.sec.live_successor(token_hash, self.sessions)
+        tomb = self.sec.tombstones.get(token_hash)
+        if self.lifecycle is not None and tomb is not None:
+            principal = self.sessions[successor].principal if successor is not None else None
+            self.lifecycle.append(self.now_ms, ev.Kind.REUSE_DETECTED, tomb.handle, principal, "")
+        if self.limits.revoke_on_reuse != "on":
+            return ()
+        if successor is None:
+            return ()
+        s = self.sessions[successor]
+        self._remove(s, Ended.REUSE)
+        self.events["ended_reuse"] += 1
+        return (s.handle,)
+
+    def holds(self, token_hash: bytes) -> bool:
+        """Whether the state knows this stored hash: a session's, or an ended one's tombstone
+        (so a raw, pre-keying hash that was rotated away still finds its grace and reuse)."""
+        return token_hash in self.sessions or token_hash in self.sec.tombstones
+
+    def reused(self, token_hash: bytes, now_ms: int) -> bool:
+        """Read-only, for a read that found nothing: is this an unreported reuse to propose?"""
+        return self.sec.is_reuse(token_hash, max(now_ms, self.now_ms))
 
     # --------------------------------------------------------------- helpers
     def _check_session_bytes(self, attributes: Iterable[tuple[str, bytes]]) -> v.Problem | None:
@@ -415,12 +540,15 @@ class SessionMachine:
             )
         return None
 
-    def _live(self, token_hash: bytes) -> Session | Reply:
-        """The session if it exists and has not expired; expired ones are removed here."""
+    def _live(self, token_hash: bytes, follow_grace: bool = False) -> Session | Reply:
+        """The session if it exists and has not expired; expired ones are removed here.
+
+        `follow_grace`: a rotated-away token within its grace serves its successor.
+        """
         problem = v.check_token_hash(token_hash)
         if problem:
             return Reply(*problem)
-        s = self.sessions.get(token_hash)
+        s = self._find(token_hash, follow_grace)
         if s is None:
             return Reply(Code.NOT_FOUND, "session not found")
         reason = s.expiry_reason(self.now_ms)
@@ -428,6 +556,19 @@ class SessionMachine:
             self._expired(s)
             return Reply(Code.NOT_FOUND, reason)
         return s
+
+    def _find(self, token_hash: bytes, follow_grace: bool) -> Session | None:
+        """The session of `token_hash`; a use of a rotated-away one past its grace is a reuse."""
+        s = self.sessions.get(token_hash)
+        if s is not None or not self.sec.active:
+            return s
+        if follow_grace:
+            successor = self.sec.successor(token_hash, self.now_ms, self.sessions)
+            if successor is not None:
+                return self.sessions[successor]
+        if self.sec.is_reuse(token_hash, self.now_ms):
+            self._reuse(token_hash)
+        return None
 
     def _drop_if_expired(self, token_hash: bytes) -> None:
         s = self.sessions.get(token_hash)
@@ -451,8 +592,7 @@ class SessionMachine:
         oldest = sorted((self.sessions[k] for k in index), key=lambda s: (s.created_ms, s.handle))
         victims = oldest[: len(index) - cap + 1]
         for s in victims:
-            self._remove(s)
-            self._emit(ev.Kind.REVOKED, s, "principal_cap")
+            self._remove(s, Ended.EVICTED)
         return tuple(s.handle for s in victims)
 
     def _principal_sessions(self, principal: str) -> list[Session]:
@@ -476,7 +616,19 @@ class SessionMachine:
             self.by_principal[s.principal] = (*self.by_principal.get(s.principal, ()), s.token_hash)
         heapq.heappush(self._expiry, (s.deadline_ms, s.token_hash))
 
-    def _remove(self, s: Session) -> None:
+    def _remove(
+        self, s: Session, why: Ended, successor: bytes | None = None, grace_ms: int = 0, serves: bool = False
+    ) -> None:
+        """Take `s` out of the state and its indexes. `why` is where lifecycle events hook;
+        from level 5 the hash is tombstoned until the session's absolute deadline (rotated
+        away: naming its `successor`, with a grace of `grace_ms`, serving it if `serves`)."""
+        if self.sec.active:
+            grace_until = self.now_ms + grace_ms
+            tomb = Tombstone(s.absolute_deadline_ms, s.handle, why, successor, grace_until, serves)
+            self.sec.bury(s.token_hash, tomb, self.limits.max_tombstones, self.now_ms)
+        event = _EVENT_OF_END.get(why)
+        if event is not None:  # (a rotation emits its own event once the new hash is stored)
+            self._emit(event[0], s, event[1])
         del self.sessions[s.token_hash]
         del self.by_handle[s.handle]
         if s.principal is not None:
@@ -511,6 +663,7 @@ class SessionMachine:
         if len(heap) > 2 * len(self.sessions) + 1024:
             self._rebuild_expiry()
         self._dedup.expire(self.now_ms)
+        self.sec.sweep(self.now_ms, limit)
         return removed
 
     def _rebuild_expiry(self) -> None:
@@ -522,10 +675,14 @@ class SessionMachine:
         problem = v.check_token_hash(token_hash)
         if problem:
             return Reply(*problem)
+        now = max(now_ms, self.now_ms)
         s = self.sessions.get(token_hash)
+        if s is None and self.sec.active:
+            successor = self.sec.successor(token_hash, now, self.sessions)
+            s = self.sessions[successor] if successor is not None else None
         if s is None:
             return Reply(Code.NOT_FOUND, "session not found")
-        reason = s.expiry_reason(max(now_ms, self.now_ms))
+        reason = s.expiry_reason(now)
         if reason is not None:
             return Reply(Code.NOT_FOUND, reason)
         return Reply(Code.OK, session=s.view(True))
@@ -560,6 +717,7 @@ class SessionMachine:
             dedup=self._dedup.capture(),
             forgotten_ms=self._dedup.forgotten_ms,
             events=None if self.lifecycle is None else self.lifecycle.capture(),
+            secops=self.sec.capture(),
         )
 
     def snapshot(self) -> bytes:
@@ -569,9 +727,9 @@ class SessionMachine:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
         if raw.get("format") not in READABLE_FORMATS:
             raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
-        events, hits = self.events, self._dedup.hits
+        events, hits, evicted = self.events, self._dedup.hits, self.sec.tombstones_evicted
         self.__init__(limits_from_pairs(raw["limits"]), self.supported_level)  # type: ignore[misc]
-        self.events, self._dedup.hits = events, hits
+        self.events, self._dedup.hits, self.sec.tombstones_evicted = events, hits, evicted
         self.configured = raw["configured"]
         self.member_levels = dict(raw["members"])
         self.now_ms = raw["now_ms"]
@@ -587,6 +745,7 @@ class SessionMachine:
         self._dedup.load_wire(raw["dedup"], raw["forgotten_ms"])
         if "events" in raw:  # format 3; a format-2 snapshot predates EnableEvents
             self.lifecycle = ev.EventRing.from_wire(raw["events"])
+        self.sec.load(raw.get("secops"))
 
     def digest(self) -> str:
         return self.capture().digest()

@@ -160,7 +160,9 @@ def test_a_stream_resumes_on_another_node_after_its_node_is_killed_without_gap_o
     done = threading.Event()
     target: Callable[[], None]
     if flavour == "sync":
-        target = functools.partial(_consume, make_client(cluster, endpoints, admin=True), 0, total, received, done)
+        target = functools.partial(
+            _consume, make_client(cluster, endpoints, admin=True), 0, total, received, done
+        )
     else:
         target = functools.partial(_consume_async, cluster, endpoints, 0, total, received, done)
     thread = threading.Thread(target=target, daemon=True)

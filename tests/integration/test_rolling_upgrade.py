@@ -99,6 +99,8 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
                     found = {str(m.key): str(m.value) for m in info.value.trailing_metadata() or ()}
                     assert found.get("sq-upgrade") == "pending"  # the client answers, not redirects
                     assert "level" in (info.value.details() or "")
+                    # Level 5's rules (store/secops.py) stay off while an old member applies.
+                    assert not any((st := cluster.status(n)) and st.security_ops for n in cluster.node_ids)
             cluster.wait_until(
                 lambda: (
                     (s := cluster.status(cluster.wait_for_leader())) is not None
@@ -109,6 +111,12 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
             )
             reply = configure(cluster, 10)
             assert json.loads(reply.limits_json)["max_sessions_per_principal"] == 7
+            # Once every member has level 5, the leader switches its rules on everywhere.
+            cluster.wait_until(
+                lambda: all((st := cluster.status(n)) and st.security_ops for n in cluster.node_ids),
+                30.0,
+                "session-security operations on every node",
+            )
         finally:
             stop.set()
             writer.join(60)

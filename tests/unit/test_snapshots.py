@@ -138,7 +138,7 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state(with_eve
 
     from sessionquorum.store import snapshot_format as snapshot_stream
     from sessionquorum.store.commands import Command, Create, EnableEvents, encode
-    from sessionquorum.store.config import Limits, limits_to_pairs
+    from sessionquorum.store.config import Limits, limits_to_wire
     from sessionquorum.store.dedup import DedupTable
     from sessionquorum.store.state import SessionMachine
 
@@ -165,7 +165,7 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state(with_eve
             if with_events
             else snapshot_stream.FORMAT_WITHOUT_EVENTS,
             "now_ms": capture.now_ms,
-            "limits": [list(p) for p in limits_to_pairs(capture.limits)],
+            "limits": [list(p) for p in limits_to_wire(capture.limits)],
             "configured": capture.configured,
             "members": sorted([k, lv] for k, lv in capture.member_levels.items()),
             "sessions": [
