@@ -1295,7 +1295,7 @@ class Event(_message.Message):
     cursor: _builtins.int
     """one replicated sequence: the same event has the same cursor on every node"""
     kind: _builtins.str
-    """created, rotated, updated, deleted, revoked, expired (more may be added)"""
+    """created, rotated, updated, deleted, revoked, expired, reuse_detected (more may be added)"""
     handle: _builtins.str
     """the session's handle; never a token hash"""
     principal: _builtins.str

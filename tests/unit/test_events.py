@@ -120,7 +120,8 @@ def test_each_operation_emits_its_event_in_commit_order_without_token_hashes_or_
     assert m.lifecycle is not None
     events = list(m.lifecycle.events())
     assert [e[0] for e in events] == list(range(1, 10))  # one cursor sequence, no gap
-    assert {e[2] for e in events} == set(ev.KINDS)  # the registry names every kind emitted
+    # The registry names every kind emitted (reuse_detected: the test below).
+    assert {e[2] for e in events} == set(ev.KINDS) - {ev.Kind.REUSE_DETECTED}
     assert [e[1] for e in events][:4] == [1_000, 2_000, 3_000, 4_000]  # replicated time
     flat = msgpack.packb(m.lifecycle.capture())
     for i in range(1, 6):
@@ -204,3 +205,15 @@ def test_the_ring_survives_a_snapshot_round_trip_in_the_state_machine(max_count:
     assert back.lifecycle is not None and m.lifecycle is not None
     assert list(back.lifecycle.events()) == list(m.lifecycle.events())
     assert back.lifecycle.oldest == m.lifecycle.oldest
+
+
+def test_a_rotated_away_token_used_after_its_grace_emits_reuse_detected_then_the_revocation() -> None:
+    m = _machine(revoke_on_reuse="on")
+    _create(m, 1, 1_000)
+    _apply(m, c.Rotate(_h(1), _h(2), None, grace=True), 2_000)
+    grace = Limits().rotation_grace_ms
+    # Past the grace the old token is a reuse: the theft signal, then (revoke_on_reuse) its
+    # successor's end; under the one handle the session kept through the rotation.
+    m.apply(c.encode(c.Command(c.ReuseDetected(_h(1)), now_ms=2_000 + grace + 1)))
+    assert _kinds(m)[-2:] == [("reuse_detected", "h001", ""), ("revoked", "h001", "reuse")]
+    assert all(principal == "alice" for *_, principal, _ in list(_ring(m).events())[-2:])

@@ -140,6 +140,7 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state(with_eve
     from sessionquorum.store.commands import Command, Create, EnableEvents, encode
     from sessionquorum.store.config import Limits, limits_to_wire
     from sessionquorum.store.dedup import DedupTable
+    from sessionquorum.store.secops import tombstone_row
     from sessionquorum.store.state import SessionMachine
 
     machine = SessionMachine(Limits())
@@ -159,6 +160,13 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state(with_eve
     assert len(pieces) > 10
     # What one packb of the logical map gives (the format before it was streamed).
     events = {"events": capture.events} if with_events else {}
+    # Any level-5 entry (EnableEvents here) switches the session-security state on.
+    sec = capture.secops
+    secops = (
+        {}
+        if sec is None
+        else {"secops": [[tombstone_row(h, t) for h, t in sec.tombstones], sec.disabled_rows()]}
+    )
     reference = msgpack.packb(
         {
             "format": snapshot_stream.SNAPSHOT_FORMAT
@@ -185,6 +193,7 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state(with_eve
             "dedup": DedupTable.to_wire(capture.dedup),
             "forgotten_ms": capture.forgotten_ms,
             **events,
+            **secops,
         },
         use_bin_type=True,
     )
