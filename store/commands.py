@@ -32,10 +32,13 @@ COMMAND_VERSION = 1
 # Level 3: no new command; a behaviour: the node refuses votes while it hears from a leader,
 # which leader leases rely on (store/DESIGN.md, "Leases").
 # Level 4: Update may change the session's idle timeout ("idle_timeout_ms").
+# Level 5:
+# - packed entries: op "many" carries several commands in one log entry (store/_packing.py).
 BASE_LEVEL = 1
-SUPPORTED_LEVEL = 4
+SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
 IDLE_CHANGE_LEVEL = 4
+MULTI_LEVEL = 5
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -307,12 +310,21 @@ def _op(name: str, a: dict[str, Any]) -> Op:
     raise UndecodableEntry(f"unknown operation {name!r}")
 
 
-def decode(entry: bytes, supported_level: int = SUPPORTED_LEVEL) -> Command:
-    """Decode one entry; anything above `supported_level` is undecodable for this node."""
+def unpack(entry: bytes) -> Any:
+    """An entry's msgpack value, undecoded: a plain command's map, or a packed entry's."""
     try:
-        raw = msgpack.unpackb(entry, raw=False, strict_map_key=True)
+        return msgpack.unpackb(entry, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise UndecodableEntry(f"not msgpack: {exc}") from exc
+
+
+def decode(entry: bytes, supported_level: int = SUPPORTED_LEVEL) -> Command:
+    """Decode one entry; anything above `supported_level` is undecodable for this node."""
+    return decode_map(unpack(entry), supported_level)
+
+
+def decode_map(raw: Any, supported_level: int = SUPPORTED_LEVEL) -> Command:
+    """Decode one command from its unpacked map (a plain entry, or one inside a packed entry)."""
     if not isinstance(raw, dict):
         raise UndecodableEntry("entry is not a map")
     version = raw.get("v")

@@ -387,9 +387,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 # capture() is a shallow copy; the O(sessions) digest runs off the lock below.
                 cap = m.capture() if request.digest else None
                 level, open_ = cluster_level(m, self._config), accepting_writes(m, self._config)
-                return len(m.sessions), cap, m.limits, level, open_, m.now_ms
+                packed = (m.packed_entries, m.packed_commands)
+                return len(m.sessions), cap, m.limits, level, open_, m.now_ms, packed
 
-            count, cap, limits, level, open_, now_ms = self._raft.read(look)
+            count, cap, limits, level, open_, now_ms, packed = self._raft.read(look)
             digest = await asyncio.to_thread(cap.digest) if cap is not None else ""
             return pb.StatusResponse(
                 node_id=self._config.node.id,
@@ -413,6 +414,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 snapshot_bytes=st.snapshot_bytes,
                 snapshots_taken=st.snapshots_taken,
                 accepting_writes=open_,
+                packed_entries_applied=packed[0],
+                packed_commands_applied=packed[1],
+                packed_entries_proposed=st.packed_proposed,
             )
 
         return await self._boundary("Status", context, work())

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import msgpack
 
+from . import _packing
 from . import commands as c
 from . import validation as v
 from .config import Limits, limits_from_pairs, limits_to_pairs
@@ -68,11 +69,29 @@ class SessionMachine:
         # What this node applied since it started, for store/metrics.py: local tallies,
         # never replicated state, never in a snapshot (restore keeps them), never read by apply.
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        # Packed entries (store/_packing.py) applied here and the commands they carried:
+        # local tallies like `events`, for Status and the tests that count packing.
+        self.packed_entries = 0
+        self.packed_commands = 0
 
     # ----------------------------------------------------------------- apply
+    def apply_entry(self, entry: bytes) -> Reply | list[Reply]:
+        """Apply one Raft log entry: a plain command (its Reply) or a packed one (a Reply per
+        inner command, in order, each applied exactly as its own entry would have been).
+        Raises only UndecodableEntry (the node must stop)."""
+        raw = c.unpack(entry)
+        if isinstance(raw, dict) and raw.get("op") == _packing.OP:
+            inner = _packing.inner_commands(raw, self.supported_level)
+            self.packed_entries += 1
+            self.packed_commands += len(inner)
+            return [self._apply(c.decode_map(m, self.supported_level)) for m in inner]
+        return self._apply(c.decode_map(raw, self.supported_level))
+
     def apply(self, entry: bytes) -> Reply:
-        """Apply one log entry. Raises only UndecodableEntry (the node must stop)."""
-        cmd = c.decode(entry, self.supported_level)
+        """Apply one plain command entry. Raises only UndecodableEntry (the node must stop)."""
+        return self._apply(c.decode(entry, self.supported_level))
+
+    def _apply(self, cmd: c.Command) -> Reply:
         self.now_ms = max(self.now_ms, cmd.now_ms)
         cid = cmd.client_id
         fingerprint = None
@@ -513,9 +532,10 @@ class SessionMachine:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
         if raw.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
-        events, hits = self.events, self._dedup.hits
+        events, hits, packed = self.events, self._dedup.hits, (self.packed_entries, self.packed_commands)
         self.__init__(limits_from_pairs(raw["limits"]), self.supported_level)  # type: ignore[misc]
         self.events, self._dedup.hits = events, hits
+        self.packed_entries, self.packed_commands = packed
         self.configured = raw["configured"]
         self.member_levels = dict(raw["members"])
         self.now_ms = raw["now_ms"]
