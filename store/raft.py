@@ -36,6 +36,7 @@ from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
 from . import _peerguard, _readindex
 from ._outbox import Outbox
+from ._packing import PackLimits
 from ._prevote import PreVote, PreVoteGate
 from ._readindex import RaftView, ReadIndex, Waiter
 from .commands import LEASE_LEVEL, MULTI_LEVEL, UndecodableEntry
@@ -576,6 +577,7 @@ class ReplicatedLog:
             queue_full=FAIL_REASON.QUEUE_FULL,
             may_pack=self._may_pack,
             max_waiting=r.commands_queue_size,
+            limits=PackLimits(max_commands=r.pack_commands, max_bytes=r.pack_bytes),
         )
         self._sync = _GuardedSyncObj(
             config.node.raft_address,
