@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from sessionquorum.store import _packing
 from sessionquorum.store import commands as c
-from sessionquorum.store.config import Limits
+from sessionquorum.store.config import Limits, RaftSettings
+from sessionquorum.store.errors import ConfigError
 from sessionquorum.store.replies import Code, Reply
 from sessionquorum.store.state import SessionMachine
 from tests.unit.test_state_properties import PROPERTY_SETTINGS, command_logs, policies, small_limits
@@ -160,3 +161,20 @@ def test_replies_of_accepts_only_one_list_of_the_right_length() -> None:
     assert _packing.replies_of([r, r], 2) == [r, r]
     assert _packing.replies_of([r], 2) is None
     assert _packing.replies_of(r, 1) is None
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"pack_commands": 0}, {"pack_commands": 1025}, {"pack_bytes": 64 * 1024}, {"pack_bytes": 512}],
+)
+def test_pack_bounds_outside_their_range_are_refused(settings: dict[str, int]) -> None:
+    with pytest.raises(ConfigError, match=r"raft\.pack_"):
+        RaftSettings(**settings).validate()  # type: ignore[arg-type]
+
+
+def test_the_default_pack_bounds_are_valid_and_those_of_the_module() -> None:
+    RaftSettings().validate()
+    assert (RaftSettings().pack_commands, RaftSettings().pack_bytes) == (
+        _packing.MAX_COMMANDS,
+        _packing.MAX_BYTES,
+    )
