@@ -113,3 +113,44 @@ def test_concurrent_raw_writers_share_packed_entries_that_every_replica_applies_
     finally:
         channel.close()
     assert _status(cluster, lagging).session_count == len(first) + len(second)
+
+
+def test_a_followers_forwarded_proposals_are_packed_there_and_each_caller_gets_its_own_answer(
+    make_cluster: ClusterFactory,
+) -> None:
+    # Every touching Validate writes (interval 0); on a follower pysyncobj forwards the
+    # Touch to the leader, so concurrent ones leave the follower's outbox packed.
+    cluster = make_cluster(3, overrides={"server": {"touch_interval_ms": 0}})
+    leader = cluster.wait_for_leader()
+    cluster.wait_until(
+        lambda: _status(cluster, leader).cluster_command_level >= MULTI_LEVEL, 30.0, "every member at level 5"
+    )
+    follower = next(n for n in cluster.node_ids if n != leader)
+    created = _write_concurrently(cluster, leader)[: WRITERS * 4]
+    wait_converged(cluster)
+    raw, channel = stub(cluster, follower)
+    problems: list[str] = []
+    start = threading.Barrier(WRITERS)
+
+    def toucher(mine: list[bytes]) -> None:
+        start.wait(timeout=30)
+        for token_hash in mine:
+            try:
+                answer = raw.Validate(pb.ValidateRequest(token_hash=token_hash, touch=True), timeout=20)
+            except grpc.RpcError as exc:
+                problems.append(f"{exc.code()}: {exc.details()}")
+                continue
+            if answer.session.attributes[0].value != b"x" * 300:
+                problems.append("a touch answered another session")
+
+    threads = [threading.Thread(target=toucher, args=(created[i::WRITERS],)) for i in range(WRITERS)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        channel.close()
+    assert problems == []
+    assert _status(cluster, follower).packed_entries_proposed > 0, "the follower packed nothing"
+    wait_converged(cluster)
