@@ -720,6 +720,9 @@ class StatusResponse(_message.Message):
     SECURITY_OPS_FIELD_NUMBER: _builtins.int
     TOMBSTONES_FIELD_NUMBER: _builtins.int
     DISABLED_PRINCIPALS_FIELD_NUMBER: _builtins.int
+    PACKED_ENTRIES_APPLIED_FIELD_NUMBER: _builtins.int
+    PACKED_COMMANDS_APPLIED_FIELD_NUMBER: _builtins.int
+    PACKED_ENTRIES_PROPOSED_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_address: _builtins.str
@@ -768,6 +771,12 @@ class StatusResponse(_message.Message):
     tombstones: _builtins.int
     """ended sessions' token hashes still refused for reuse"""
     disabled_principals: _builtins.int
+    packed_entries_applied: _builtins.int
+    """Packed log entries (several commands in one entry, command level 5) since this
+    process started: applied here, the commands they carried, and proposed by this node.
+    """
+    packed_commands_applied: _builtins.int
+    packed_entries_proposed: _builtins.int
     def __init__(
         self,
         *,
@@ -798,10 +807,13 @@ class StatusResponse(_message.Message):
         security_ops: _builtins.bool = ...,
         tombstones: _builtins.int = ...,
         disabled_principals: _builtins.int = ...,
+        packed_entries_applied: _builtins.int = ...,
+        packed_commands_applied: _builtins.int = ...,
+        packed_entries_proposed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "disabled_principals", b"disabled_principals", "events_enabled", b"events_enabled", "events_last_cursor", b"events_last_cursor", "events_oldest_cursor", b"events_oldest_cursor", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "security_ops", b"security_ops", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term", "tombstones", b"tombstones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "disabled_principals", b"disabled_principals", "events_enabled", b"events_enabled", "events_last_cursor", b"events_last_cursor", "events_oldest_cursor", b"events_oldest_cursor", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "packed_commands_applied", b"packed_commands_applied", "packed_entries_applied", b"packed_entries_applied", "packed_entries_proposed", b"packed_entries_proposed", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "security_ops", b"security_ops", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term", "tombstones", b"tombstones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -39,6 +39,7 @@ COMMAND_VERSION = 1
 # - session-security operations (store/secops.py): SecurityOn switches on tombstones (no
 #   reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
 #   ReuseDetected; Rotate with "grace"; Configure of the LATER_LIMITS.
+# - packed entries: op "many" carries several commands in one log entry (store/_packing.py).
 BASE_LEVEL = 1
 SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
@@ -51,6 +52,7 @@ SECURITY_OPS_LEVEL = 5
 LATER_LIMITS = frozenset(
     {"max_tombstones", "rotation_grace_ms", "revoke_on_reuse", "max_disabled_principals", "timeout_profile"}
 )
+MULTI_LEVEL = 5
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -419,12 +421,21 @@ def _op(name: str, a: dict[str, Any]) -> Op:
     raise UndecodableEntry(f"unknown operation {name!r}")
 
 
-def decode(entry: bytes, supported_level: int = SUPPORTED_LEVEL) -> Command:
-    """Decode one entry; anything above `supported_level` is undecodable for this node."""
+def unpack(entry: bytes) -> Any:
+    """An entry's msgpack value, undecoded: a plain command's map, or a packed entry's."""
     try:
-        raw = msgpack.unpackb(entry, raw=False, strict_map_key=True)
+        return msgpack.unpackb(entry, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise UndecodableEntry(f"not msgpack: {exc}") from exc
+
+
+def decode(entry: bytes, supported_level: int = SUPPORTED_LEVEL) -> Command:
+    """Decode one entry; anything above `supported_level` is undecodable for this node."""
+    return decode_map(unpack(entry), supported_level)
+
+
+def decode_map(raw: Any, supported_level: int = SUPPORTED_LEVEL) -> Command:
+    """Decode one command from its unpacked map (a plain entry, or one inside a packed entry)."""
     if not isinstance(raw, dict):
         raise UndecodableEntry("entry is not a map")
     version = raw.get("v")

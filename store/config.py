@@ -187,6 +187,11 @@ class RaftSettings:
     # A leadership transfer (`leader transfer`, and a leader asked to stop) waits at most this
     # long for the target to catch up and win; proposals are held meanwhile.
     transfer_timeout_s: float = 2.0
+    # Packed entries (store/_packing.py, command level 5): at most this many waiting
+    # commands, and this many bytes of them, share one log entry. 1 turns packing off.
+    # The byte bound stays well under pysyncobj's 64 KiB chunking default.
+    pack_commands: int = 128
+    pack_bytes: int = 32 * 1024
 
     def validate(self) -> None:
         if not 0 < self.transfer_timeout_s <= 60:
@@ -203,6 +208,8 @@ class RaftSettings:
             raise ConfigError("raft.append_batch_bytes must be 65536 to 8388608 (half the peer message cap)")
         if not 4096 <= self.snapshot_chunk_bytes <= 8 * 1024 * 1024:
             raise ConfigError("raft.snapshot_chunk_bytes must be 4096 to 8388608 (half the peer message cap)")
+        if not 1 <= self.pack_commands <= 1024 or not 1024 <= self.pack_bytes <= 48 * 1024:
+            raise ConfigError("raft.pack_commands must be 1 to 1024 and raft.pack_bytes 1024 to 49152")
 
 
 @dataclass(frozen=True, slots=True)

@@ -490,9 +490,23 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 ring = m.lifecycle
                 events = (0, 0) if ring is None else (ring.last_cursor, ring.oldest if len(ring) else 0)
                 sec = (m.sec.active, len(m.sec.tombstones), len(m.sec.disabled))
-                return len(m.sessions), cap, m.limits, level, open_, m.now_ms, ring is not None, events, sec
+                packed = (m.packed_entries, m.packed_commands)
+                return (
+                    len(m.sessions),
+                    cap,
+                    m.limits,
+                    level,
+                    open_,
+                    m.now_ms,
+                    ring is not None,
+                    events,
+                    sec,
+                    packed,
+                )
 
-            count, cap, limits, level, open_, now_ms, events_on, (last, oldest), sec = self._raft.read(look)
+            count, cap, limits, level, open_, now_ms, events_on, (last, oldest), sec, packed = (
+                self._raft.read(look)
+            )
             digest = await asyncio.to_thread(cap.digest) if cap is not None else ""
             return pb.StatusResponse(
                 node_id=self._config.node.id,
@@ -522,6 +536,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 security_ops=sec[0],
                 tombstones=sec[1],
                 disabled_principals=sec[2],
+                packed_entries_applied=packed[0],
+                packed_commands_applied=packed[1],
+                packed_entries_proposed=st.packed_proposed,
             )
 
         return await self._boundary("Status", context, work())

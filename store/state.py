@@ -25,6 +25,7 @@ from dataclasses import replace
 
 import msgpack
 
+from . import _packing
 from . import commands as c
 from . import events as ev
 from . import validation as v
@@ -97,11 +98,29 @@ class SessionMachine:
         self.lifecycle: ev.EventRing | None = None
         # Level 5: tombstones, rotation grace, disabled principals (secops.py).
         self.sec = SecurityState()
+        # Packed entries (store/_packing.py) applied here and the commands they carried:
+        # local tallies like `events`, for Status and the tests that count packing.
+        self.packed_entries = 0
+        self.packed_commands = 0
 
     # ----------------------------------------------------------------- apply
+    def apply_entry(self, entry: bytes) -> Reply | list[Reply]:
+        """Apply one Raft log entry: a plain command (its Reply) or a packed one (a Reply per
+        inner command, in order, each applied exactly as its own entry would have been).
+        Raises only UndecodableEntry (the node must stop)."""
+        raw = c.unpack(entry)
+        if isinstance(raw, dict) and raw.get("op") == _packing.OP:
+            inner = _packing.inner_commands(raw, self.supported_level)
+            self.packed_entries += 1
+            self.packed_commands += len(inner)
+            return [self._apply(c.decode_map(m, self.supported_level)) for m in inner]
+        return self._apply(c.decode_map(raw, self.supported_level))
+
     def apply(self, entry: bytes) -> Reply:
-        """Apply one log entry. Raises only UndecodableEntry (the node must stop)."""
-        cmd = c.decode(entry, self.supported_level)
+        """Apply one plain command entry. Raises only UndecodableEntry (the node must stop)."""
+        return self._apply(c.decode(entry, self.supported_level))
+
+    def _apply(self, cmd: c.Command) -> Reply:
         self.now_ms = max(self.now_ms, cmd.now_ms)
         if not self.sec.active and c.level_of(cmd) >= c.SECURITY_OPS_LEVEL:
             # Every member applies level 5 (the leader proposed this): switch its rules on here.
@@ -728,8 +747,10 @@ class SessionMachine:
         if raw.get("format") not in READABLE_FORMATS:
             raise ValueError(f"unsupported snapshot format {raw.get('format')!r}")
         events, hits, evicted = self.events, self._dedup.hits, self.sec.tombstones_evicted
+        packed = (self.packed_entries, self.packed_commands)
         self.__init__(limits_from_pairs(raw["limits"]), self.supported_level)  # type: ignore[misc]
         self.events, self._dedup.hits, self.sec.tombstones_evicted = events, hits, evicted
+        self.packed_entries, self.packed_commands = packed
         self.configured = raw["configured"]
         self.member_levels = dict(raw["members"])
         self.now_ms = raw["now_ms"]
