@@ -52,6 +52,7 @@ CLIENT_ID_MAX_BYTES = 64
 # usually finds the plaintext counter another request left, so a few suffice; the last
 # RETRY reaches the client as UNAVAILABLE (nothing applied), which it retries.
 REBASE_ATTEMPTS = 4
+REPLANNED = "counter conversion planned again"
 
 _REPLY_ERRORS: dict[Code, type[e.StoreError]] = {
     Code.INVALID: e.InvalidArgument,
@@ -265,6 +266,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
             proposed, reply = await self._propose(op, cid, seq, epoch)
             if not (reply.code is Code.RETRY and isinstance(proposed, c.Update) and proposed.rebase):
                 return _ok(reply)
+            # Once per lost race, only while a sealed value is being converted: rare by design.
+            log.info("%s: converting a sealed value to a counter lost a race; planning it again", REPLANNED)
         return _ok((await self._propose(op, cid, seq, epoch))[1])
 
     async def _propose(self, op: c.Op, cid: bytes, seq: int, epoch: int) -> tuple[c.Op, Reply]:
