@@ -40,6 +40,7 @@ COMMAND_VERSION = 1
 #   reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
 #   ReuseDetected; Rotate with "grace"; Configure of the LATER_LIMITS.
 # - packed entries: op "many" carries several commands in one log entry (store/_packing.py).
+# - counters from sealed values: Update "rebase" + "read_version" (store/sealing.py, COUNTER_REBASE_LEVEL).
 BASE_LEVEL = 1
 SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
@@ -53,6 +54,7 @@ LATER_LIMITS = frozenset(
     {"max_tombstones", "rotation_grace_ms", "revoke_on_reuse", "max_disabled_principals", "timeout_profile"}
 )
 MULTI_LEVEL = 5
+COUNTER_REBASE_LEVEL = 5
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -94,6 +96,12 @@ class Update:
     # remembered) when the session's handle differs (a proposer that read stale state).
     bound_handle: str | None = None
     sealed: bytes | None = None
+    # Level 5: counters whose sealed value the proposer opened, with the integer it held;
+    # apply stores that integer in plaintext before the increment, but only while the
+    # session is still at `read_version` (else RETRY: nothing applied, nothing remembered).
+    # The first increment of a sealed value thereby converts it once (store/sealing.py).
+    rebase: tuple[tuple[str, int], ...] = ()
+    read_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,14 +244,14 @@ class Command:
 # Fields a proposer fills with fresh values: a retry of the same request carries new ones.
 _FRESH_FIELDS: dict[type[Any], frozenset[str]] = {
     Create: frozenset({"handle"}),
-    Update: frozenset({"bound_handle"}),
+    Update: frozenset({"bound_handle", "rebase", "read_version"}),
 }
 # Fields added after level 1 that are left out of an entry (and its fingerprint) while at
 # their default (None, False), so an entry without them is byte-identical to what older
 # releases wrote and fingerprint.
 _LATER_FIELDS: dict[type[Any], frozenset[str]] = {
     Create: frozenset({"sealed"}),
-    Update: frozenset({"idle_timeout_ms", "bound_handle", "sealed"}),
+    Update: frozenset({"idle_timeout_ms", "bound_handle", "sealed", "rebase", "read_version"}),
     Rotate: frozenset({"grace"}),
 }
 # Sealed values: a retry carries other ciphertext, so the fingerprint takes "sealed" instead.
@@ -285,6 +293,8 @@ def level_of(cmd: Command) -> int:
         level = max(level, ATREST_LEVEL)
     if isinstance(cmd.op, Update) and cmd.op.bound_handle is not None:
         level = max(level, ATREST_LEVEL)
+    if isinstance(cmd.op, Update) and (cmd.op.rebase or cmd.op.read_version is not None):
+        level = max(level, COUNTER_REBASE_LEVEL)
     return level
 
 
@@ -336,6 +346,19 @@ def _attrs(raw: Any, key: str) -> Attributes:
     return tuple(out)
 
 
+def _counter_pairs(raw: Any, key: str) -> tuple[tuple[str, int], ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(p, list)
+        and len(p) == 2
+        and isinstance(p[0], str)
+        and isinstance(p[1], int)
+        and not isinstance(p[1], bool)
+        for p in raw
+    ):
+        raise UndecodableEntry(f"argument {key!r} must hold [name, int] pairs")
+    return tuple((p[0], p[1]) for p in raw)
+
+
 def _op(name: str, a: dict[str, Any]) -> Op:
     if name == "create":
         return Create(
@@ -355,25 +378,19 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         deletes = _req(a, "delete", list)
         if not all(isinstance(d, str) for d in deletes):
             raise UndecodableEntry("argument 'delete' must hold strings")
-        increments = a.get("increment", [])
-        if not isinstance(increments, list) or not all(
-            isinstance(p, list)
-            and len(p) == 2
-            and isinstance(p[0], str)
-            and isinstance(p[1], int)
-            and not isinstance(p[1], bool)
-            for p in increments
-        ):
-            raise UndecodableEntry("argument 'increment' must hold [name, int] pairs")
+        increments = _counter_pairs(a.get("increment", []), "increment")
+        rebase = _counter_pairs(a.get("rebase", []), "rebase")
         return Update(
             token_hash=_req(a, "token_hash", bytes),
             set=_attrs(a.get("set"), "set"),
             delete=tuple(deletes),
             expected_version=_req(a, "expected_version", int, optional=True),
-            increment=tuple((p[0], p[1]) for p in increments),
+            increment=increments,
             idle_timeout_ms=_req(a, "idle_timeout_ms", int) if "idle_timeout_ms" in a else None,
             bound_handle=_req(a, "bound_handle", str) if "bound_handle" in a else None,
             sealed=_req(a, "sealed", bytes) if "sealed" in a else None,
+            rebase=rebase,
+            read_version=_req(a, "read_version", int) if "read_version" in a else None,
         )
     if name == "rotate":
         return Rotate(

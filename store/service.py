@@ -48,6 +48,11 @@ _Resp = TypeVar("_Resp")
 
 NODE_METADATA_KEY = "sq-node"
 CLIENT_ID_MAX_BYTES = 64
+# Plans of an increment that converts a sealed value (store/sealing.py): a later plan
+# usually finds the plaintext counter another request left, so a few suffice; the last
+# RETRY reaches the client as UNAVAILABLE (nothing applied), which it retries.
+REBASE_ATTEMPTS = 4
+REPLANNED = "counter conversion planned again"
 
 _REPLY_ERRORS: dict[Code, type[e.StoreError]] = {
     Code.INVALID: e.InvalidArgument,
@@ -249,8 +254,24 @@ class SessionService(pb_grpc.SessionStoreServicer):
         return rid.client_id, rid.sequence, rid.client_epoch_ms
 
     async def _mutate(self, request: Any, op: c.Op) -> Reply:
-        """Leader check, stamp, propose, await apply, and the Reply -> error translation."""
+        """Leader check, stamp, propose, await apply, and the Reply -> error translation.
+
+        An increment that converts a sealed value to a counter (store/sealing.py) is guarded
+        by the version it read; when a concurrent change wins, apply answers RETRY (nothing
+        applied or remembered) and this plans again from the newer state, a bounded number
+        of times, under the same request id: the caller sees one request and one effect.
+        """
         cid, seq, epoch = self._request_id(request.request_id, request.HasField("request_id"))
+        for _ in range(REBASE_ATTEMPTS - 1):
+            proposed, reply = await self._propose(op, cid, seq, epoch)
+            if not (reply.code is Code.RETRY and isinstance(proposed, c.Update) and proposed.rebase):
+                return _ok(reply)
+            # Once per lost race, only while a sealed value is being converted: rare by design.
+            log.info("%s: converting a sealed value to a counter lost a race; planning it again", REPLANNED)
+        return _ok((await self._propose(op, cid, seq, epoch))[1])
+
+    async def _propose(self, op: c.Op, cid: bytes, seq: int, epoch: int) -> tuple[c.Op, Reply]:
+        """One attempt: plan on this node's state, prepare, propose; (what was proposed, its reply)."""
         self._require_leader()
         sealing = self._sealing
 
@@ -282,7 +303,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         client_epoch = epoch if level >= c.CLIENT_EPOCH_LEVEL else None
         now = self._now()
         entry = c.encode(c.Command(op, now_ms=now, client_id=cid, sequence=seq, client_epoch_ms=client_epoch))
-        return _ok(await self._raft.propose(entry, self._server.apply_timeout_s))
+        return op, await self._raft.propose(entry, self._server.apply_timeout_s)
 
     # ----------------------------------------------------------- mutations
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.CreateResponse:

@@ -313,6 +313,7 @@ class SessionMachine:
             v.check_token_hash(op.token_hash)
             or v.check_attributes(op.set, self.limits, "set")
             or v.check_update_names(op.set, op.delete, op.increment, self.limits)
+            or v.check_rebase(op.increment, op.rebase, op.read_version)
         )
         if problem:
             return Reply(*problem)
@@ -329,6 +330,11 @@ class SessionMachine:
                 Code.VERSION_CONFLICT,
                 f"expected version {op.expected_version}, the session is at version {s.version}",
                 count=s.version,
+            )
+        if op.read_version is not None and op.read_version != s.version:
+            # The rebased values were read at another version: the proposer plans again.
+            return Reply(
+                Code.RETRY, "the session changed since its counters were read; nothing was applied, retry"
             )
         idle_ms = s.idle_timeout_ms if op.idle_timeout_ms is None else op.idle_timeout_ms
         if op.idle_timeout_ms is not None:
@@ -360,6 +366,8 @@ class SessionMachine:
         for name in op.delete:
             merged.pop(name, None)
         merged.update(op.set)
+        for name, base in op.rebase:  # a sealed value the proposer opened (guarded by read_version)
+            merged[name] = str(base).encode("ascii")
         counters: list[tuple[str, bytes]] = []
         for name, delta in op.increment:
             current = v.parse_counter(name, merged.get(name))
