@@ -29,8 +29,11 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from . import _pidfiles
+from sessionquorum.proto import sessionquorum_pb2 as pb
+
+from . import _grow, _pidfiles
 from ._bootstrap import Overrides, PreparedCluster, open_cluster_dir, prepare_cluster_dir
 from ._errors import ClusterError
 from ._view import ClusterView
@@ -296,6 +299,39 @@ class LocalCluster(ClusterView):
             warnings.simplefilter("ignore", ResourceWarning)
             del procs
         return pids
+
+    # -- live membership (cluster/_grow.py) ------------------------------------------------
+
+    def _reload(self) -> None:
+        self._prepared = open_cluster_dir(self.data_dir)
+        self._nodes = len(self._prepared.config.nodes)
+
+    def grow(self, node_id: str | None = None, timeout_s: float = 30.0) -> tuple[str, Any]:
+        """Add a node: its entry and certificate, start it, MemberAdd. Returns (id, reply)."""
+        node_id = _grow.add_node_entry(self.data_dir, node_id)
+        self._reload()
+        spec = self.config.node(node_id)
+        self.start_node(node_id)
+        request = pb.MemberAddRequest(
+            node_id=node_id,
+            raft_address=spec.raft_address,
+            grpc_address=spec.grpc_address,
+            timeout_s=timeout_s,
+        )
+        return node_id, _grow.send_change(self, request)
+
+    def shrink(self, node_id: str, timeout_s: float = 30.0) -> Any:
+        """MemberRemove (the leader hands over first if it is the one), then stop the node
+        and drop its entry, certificate and data dir. Returns the reply."""
+        self._check_known(node_id)
+        reply = _grow.send_change(self, pb.MemberRemoveRequest(node_id=node_id, timeout_s=timeout_s))
+        self._kill_if_running(node_id)
+        channel = self._channels.pop(node_id, None)
+        if channel is not None:
+            channel.close()
+        _grow.drop_node_entry(self.data_dir, node_id)
+        self._reload()
+        return reply
 
     def __enter__(self) -> LocalCluster:
         return self

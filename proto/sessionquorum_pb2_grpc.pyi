@@ -62,6 +62,8 @@ class SessionStoreStub:
     SnapshotSave: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]
     LeaderTransfer: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]
     MemberList: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]
+    MemberAdd: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberAddRequest, _sessionquorum_pb2.MemberAddResponse]
+    MemberRemove: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberRemoveRequest, _sessionquorum_pb2.MemberRemoveResponse]
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -81,6 +83,8 @@ class SessionStoreAsyncStub(SessionStoreStub):
     SnapshotSave: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]  # type: ignore[assignment]
     LeaderTransfer: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]  # type: ignore[assignment]
     MemberList: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]  # type: ignore[assignment]
+    MemberAdd: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberAddRequest, _sessionquorum_pb2.MemberAddResponse]  # type: ignore[assignment]
+    MemberRemove: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberRemoveRequest, _sessionquorum_pb2.MemberRemoveResponse]  # type: ignore[assignment]
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -181,5 +185,19 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.MemberListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.MemberListResponse, _abc.Awaitable[_sessionquorum_pb2.MemberListResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MemberAdd(
+        self,
+        request: _sessionquorum_pb2.MemberAddRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.MemberAddResponse, _abc.Awaitable[_sessionquorum_pb2.MemberAddResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MemberRemove(
+        self,
+        request: _sessionquorum_pb2.MemberRemoveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.MemberRemoveResponse, _abc.Awaitable[_sessionquorum_pb2.MemberRemoveResponse]]: ...
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -35,11 +35,13 @@ COMMAND_VERSION = 1
 # Level 5:
 # - encryption at rest: Create/Update carry "sealed" (a keyed digest of the plaintext values,
 #   the fingerprint's stand-in for ciphertext) and Update "bound_handle" (store/atrest.py).
+# - live membership: MemberIdentity records a node's id, Raft and gRPC addresses (store/members.py).
 BASE_LEVEL = 1
 SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
 IDLE_CHANGE_LEVEL = 4
 ATREST_LEVEL = 5
+MEMBERSHIP_LEVEL = 5
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -130,7 +132,30 @@ class MemberLevel:
     level: int
 
 
-Op = Create | Touch | Update | Rotate | Delete | RevokePrincipal | Expire | Barrier | Configure | MemberLevel
+@dataclass(frozen=True, slots=True)
+class MemberIdentity:
+    """Who a Raft member is (level 5): written by MemberAdd before the Raft change that adds
+    the node, dropped (`joined` False) by MemberRemove after the change that removes it."""
+
+    node_id: str
+    raft_address: str
+    grpc_address: str
+    joined: bool
+
+
+Op = (
+    Create
+    | Touch
+    | Update
+    | Rotate
+    | Delete
+    | RevokePrincipal
+    | Expire
+    | Barrier
+    | Configure
+    | MemberLevel
+    | MemberIdentity
+)
 
 _NAMES: dict[type[Any], str] = {
     Create: "create",
@@ -143,11 +168,13 @@ _NAMES: dict[type[Any], str] = {
     Barrier: "barrier",
     Configure: "configure",
     MemberLevel: "member_level",
+    MemberIdentity: "member_identity",
 }
 
 # The command level that introduced each operation; see the module docstring.
 LEVELS: dict[type[Any], int] = {op: BASE_LEVEL for op in _NAMES}
 LEVELS[Configure] = 2
+LEVELS[MemberIdentity] = MEMBERSHIP_LEVEL
 # The level from which the envelope carries the client epoch.
 CLIENT_EPOCH_LEVEL = 2
 
@@ -332,6 +359,13 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         return Configure(limits=tuple((p[0], p[1]) for p in pairs), seed=_req(a, "seed", bool))
     if name == "member_level":
         return MemberLevel(node_id=_req(a, "node_id", str), level=_req(a, "level", int))
+    if name == "member_identity":
+        return MemberIdentity(
+            node_id=_req(a, "node_id", str),
+            raft_address=_req(a, "raft_address", str),
+            grpc_address=_req(a, "grpc_address", str),
+            joined=_req(a, "joined", bool),
+        )
     raise UndecodableEntry(f"unknown operation {name!r}")
 
 

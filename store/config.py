@@ -145,6 +145,9 @@ class RaftSettings:
     # A leadership transfer (`leader transfer`, and a leader asked to stop) waits at most this
     # long for the target to catch up and win; proposals are held meanwhile.
     transfer_timeout_s: float = 2.0
+    # Live membership (`member add|remove`): pysyncobj's dynamic membership change with our
+    # fixes (store/DESIGN.md, "Membership"). Off: MemberAdd / MemberRemove are refused.
+    dynamic_membership: bool = True
 
     def validate(self) -> None:
         if not 0 < self.transfer_timeout_s <= 60:

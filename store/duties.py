@@ -26,10 +26,11 @@ from collections.abc import Awaitable, Callable
 
 from . import commands as c
 from .clock import ProposerClock
-from .config import NodeConfig, limits_to_pairs
+from .config import Limits, NodeConfig, limits_to_pairs
 from .errors import StoreError
 from .raft import ReplicatedLog
 from .service import cluster_level
+from .state import SessionMachine
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +89,19 @@ async def advertise_level(config: NodeConfig, raft: ReplicatedLog, stop: asyncio
         await _pause(stop, 1.0)
 
 
+def _limits_and_level(
+    config: NodeConfig, ids: list[str]
+) -> Callable[[SessionMachine], tuple[bool, Limits, int]]:
+    return lambda m: (m.configured, m.limits, cluster_level(m, config, ids))
+
+
 async def seed_limits(
     config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
 ) -> None:
     """On a new cluster's leader, propose the file's limits; elsewhere, report a disagreement."""
     seed = config.cluster.limits
     while not stop.is_set():
-        configured, limits, level = raft.read(lambda m: (m.configured, m.limits, cluster_level(m, config)))
+        configured, limits, level = raft.read(_limits_and_level(config, raft.member_ids()))
         if configured:
             if limits != seed:
                 log.warning(

@@ -25,7 +25,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import _admin, atrest, authz, batch
+from . import _admin, _member_change, atrest, authz, batch, members
 from . import commands as c
 from . import errors as e
 from . import validation as v
@@ -74,9 +74,10 @@ def _ok(reply: Reply) -> Reply:
     raise _REPLY_ERRORS[reply.code](reply.message)
 
 
-def cluster_level(machine: SessionMachine, config: NodeConfig) -> int:
-    """The lowest command level any member advertised: what the leader may propose."""
-    return machine.lowest_level(n.id for n in config.cluster.nodes)
+def cluster_level(machine: SessionMachine, config: NodeConfig, member_ids: list[str]) -> int:
+    """The lowest command level the members advertised: what the leader may propose
+    (`members.levels_counted` says which members count while one joins)."""
+    return machine.lowest_level(members.levels_counted(config, member_ids, machine.member_levels))
 
 
 def accepting_writes(machine: SessionMachine, config: NodeConfig) -> bool:
@@ -227,7 +228,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         leader = self._raft.leader_raft_address()
         if leader is None:
             raise e.NoLeader("no leader is known (election in progress or no quorum); nothing was applied")
-        address = self._config.cluster.grpc_address_of_raft(leader)
+        address = self._raft.grpc_address_of(leader)
         raise e.NotLeader(f"this node is not the leader; the leader is {address or 'unknown'}", address)
 
     def _request_id(self, rid: pb.RequestId, present: bool) -> tuple[bytes, int, int]:
@@ -244,9 +245,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
         cid, seq, epoch = self._request_id(request.request_id, request.HasField("request_id"))
         self._require_leader()
         sealing = self._sealing
+        ids = self._raft.member_ids()
 
         def look(m: SessionMachine) -> tuple[int, bool, Any, Reply | None]:
-            level = cluster_level(m, self._config)
+            level = cluster_level(m, self._config, ids)
             plan = sealing.plan(m, op, level)
             return level, accepting_writes(m, self._config), plan, None if plan else m.precheck(op)
 
@@ -448,11 +450,12 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.StatusResponse:
             st = self._raft.status()
             leader = st.leader_raft_address
+            ids = self._raft.member_ids()
 
             def look(m: SessionMachine) -> tuple[Any, ...]:
                 # capture() is a shallow copy; the O(sessions) digest runs off the lock below.
                 cap = m.capture() if request.digest else None
-                level, open_ = cluster_level(m, self._config), accepting_writes(m, self._config)
+                level, open_ = cluster_level(m, self._config, ids), accepting_writes(m, self._config)
                 return len(m.sessions), cap, m.limits, level, open_, m.now_ms
 
             count, cap, limits, level, open_, now_ms = self._raft.read(look)
@@ -460,7 +463,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             return pb.StatusResponse(
                 node_id=self._config.node.id,
                 is_leader=st.is_leader,
-                leader_address=(self._config.cluster.grpc_address_of_raft(leader) or "") if leader else "",
+                leader_address=self._raft.grpc_address_of(leader) or "",
                 term=st.term,
                 commit_index=st.commit_index,
                 last_applied=st.last_applied,
@@ -515,6 +518,23 @@ class SessionService(pb_grpc.SessionStoreServicer):
         return await self._boundary(
             "MemberList", context, _admin.member_list(self._raft, self._config, request)
         )
+
+    async def _propose_admin(self, op: c.Op, timeout_s: float) -> Reply:
+        """An admin command without a request id (MemberIdentity: applying it twice is harmless)."""
+        entry = c.encode(c.Command(op, now_ms=self._now()))
+        return _ok(await self._raft.propose(entry, timeout_s))
+
+    async def MemberAdd(self, request: pb.MemberAddRequest, context: Any) -> pb.MemberAddResponse:
+        ids = self._raft.member_ids()
+        level = self._raft.read(lambda m: cluster_level(m, self._config, ids))
+        work = _member_change.member_add(self._raft, self._config, request, self._propose_admin, level)
+        return await self._boundary("MemberAdd", context, work)
+
+    async def MemberRemove(self, request: pb.MemberRemoveRequest, context: Any) -> pb.MemberRemoveResponse:
+        ids = self._raft.member_ids()
+        level = self._raft.read(lambda m: cluster_level(m, self._config, ids))
+        work = _member_change.member_remove(self._raft, self._config, request, self._propose_admin, level)
+        return await self._boundary("MemberRemove", context, work)
 
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
         handlers: dict[str, batch.Handler] = {

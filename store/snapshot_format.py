@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -28,6 +28,9 @@ from .dedup import DedupTable
 from .session import Session
 
 # 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
+# Still 2 with the optional "nodes" key (live membership: node id -> Raft and gRPC address),
+# written only when some node was added, so other states keep byte-identical snapshots and
+# a reader of this code takes a snapshot without it as "no identities".
 SNAPSHOT_FORMAT = 2
 
 # Keys sorted per chunk (one C call each), then merged by a Python generator.
@@ -52,6 +55,8 @@ class Capture:
     sessions: dict[bytes, Session]
     dedup: dict[bytes, Any]
     forgotten_ms: int
+    # node id -> (raft address, grpc address), from MemberIdentity commands.
+    nodes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def pieces(self) -> Iterator[bytes]:
         return serialize_in_pieces(self)
@@ -77,7 +82,9 @@ def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
         ("configured", capture.configured),
         ("members", sorted([k, lv] for k, lv in capture.member_levels.items())),
     ]
-    out += packer.pack_map_header(8)
+    if capture.nodes:
+        head.append(("nodes", sorted([k, r, g] for k, (r, g) in capture.nodes.items())))
+    out += packer.pack_map_header(len(head) + 3)
     for key, value in head:
         out += packer.pack(key)
         out += packer.pack(value)

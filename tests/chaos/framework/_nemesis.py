@@ -8,6 +8,7 @@ new one) or the heal (a majority reconnecting).
 from __future__ import annotations
 
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Literal
 
 import grpc
 
-from sessionquorum.cluster import LocalCluster
+from sessionquorum.cluster import ClusterError, LocalCluster
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
@@ -210,6 +211,53 @@ class Transfer(Nemesis):
         pass
 
 
+class Membership(Nemesis):
+    """Live membership under load (`MemberAdd` / `MemberRemove`): each injection grows the
+    cluster by one new node up to two above its first size, then shrinks it by one back to
+    that size, and so on (3 -> 4 -> 5 -> 4 -> 3 -> ...). A shrink removes any member, an
+    original one too (a replaced machine), and every other shrink the leader itself, which
+    hands over first. `heal` has nothing to undo: every change is complete when it returns."""
+
+    name = "membership"
+    recovery_from: RecoveryFrom = "inject"
+
+    def __init__(self, extra: int = 2) -> None:
+        self._extra = extra
+        self._base: int | None = None
+        self._growing = True
+        self._shrinks = 0
+        self.outcomes: list[str] = []
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        size = len(cluster.node_ids)
+        if self._base is None:
+            self._base = size
+        if self._growing and size >= self._base + self._extra:
+            self._growing = False
+        elif not self._growing and size <= self._base:
+            self._growing = True
+        started = time.monotonic()
+        try:
+            if self._growing:
+                node, _ = cluster.grow()
+                detail = f"added {node}"
+            else:
+                leader = _leader(cluster)
+                others = [n for n in cluster.node_ids if n != leader]
+                victim = leader if self._shrinks % 2 == 1 else rng.choice(others)
+                self._shrinks += 1
+                cluster.shrink(victim)
+                detail = f"removed {victim}" + (" (the leader)" if victim == leader else "")
+        except ClusterError as exc:
+            detail = f"change refused: {exc}"
+        detail += f" in {time.monotonic() - started:.3f} s: {len(cluster.node_ids)} members"
+        self.outcomes.append(detail)
+        return detail
+
+    def heal(self, cluster: LocalCluster) -> None:
+        pass
+
+
 def process_nemesis(name: str) -> Nemesis:
     """The process-level nemeses by name (no root needed)."""
     table: dict[str, Nemesis] = {
@@ -220,6 +268,7 @@ def process_nemesis(name: str) -> Nemesis:
         "pause-leader": Pause("leader"),
         "pause-follower": Pause("follower"),
         "leader-transfer": Transfer(),
+        "membership": Membership(),
     }
     try:
         return table[name]

@@ -1,0 +1,50 @@
+"""Who the members are, by name: node identities from the log over cluster.json.
+
+pysyncobj knows a member by its Raft address only. The first members are named by the
+cluster's file; a node added live is named by the `MemberIdentity` command its MemberAdd
+wrote to the log before the Raft change (level 5), so every node, a restarted one and a
+new one included, learns its id and gRPC address from the log or a snapshot, not from a
+file it may not have. A log identity wins over the file for the same Raft address.
+
+Used for: MemberList, the leader hint (`sq-leader`) clients follow, log lines, the lease
+gate and the command-level gate (`levels_counted`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .config import NodeConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    node_id: str
+    grpc_address: str
+
+
+def directory(config: NodeConfig, nodes: Mapping[str, tuple[str, str]]) -> dict[str, Name]:
+    """Raft address -> name: cluster.json's nodes, overridden by the log's identities."""
+    names = {n.raft_address: Name(n.id, n.grpc_address) for n in config.cluster.nodes}
+    for node_id, (raft, grpc) in sorted(nodes.items()):
+        names[raft] = Name(node_id, grpc)
+    return names
+
+
+def member_ids(names: Mapping[str, Name], raft_addresses: Iterable[str]) -> list[str]:
+    """The ids of these Raft members; an unnamed member is named by its address."""
+    return sorted(names[a].node_id if a in names else a for a in raft_addresses)
+
+
+def levels_counted(config: NodeConfig, ids: Iterable[str], advertised: Mapping[str, int]) -> list[str]:
+    """The members the leader's command level is the lowest of.
+
+    A member of the cluster's file that never advertised counts as level 1 (an older
+    release, as before live membership). A member added live counts once it advertised
+    (at its first start): until then it is left out, so writes go on at the cluster's level
+    while it joins; a joining node older than that level stops at the first entry it
+    cannot apply (exit 70, never a divergence) and `member add` says so.
+    """
+    static = {n.id for n in config.cluster.nodes}
+    return [i for i in ids if i in static or i in advertised]
