@@ -302,23 +302,31 @@ class LocalCluster(ClusterView):
 
     # -- live membership (cluster/_grow.py) ------------------------------------------------
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
+        """Read cluster.json again (after a node was added or dropped)."""
         self._prepared = open_cluster_dir(self.data_dir)
         self._nodes = len(self._prepared.config.nodes)
 
-    def grow(self, node_id: str | None = None, timeout_s: float = 30.0) -> tuple[str, Any]:
-        """Add a node: its entry and certificate, start it, MemberAdd. Returns (id, reply)."""
+    def add_node(self, node_id: str | None = None) -> str:
+        """A new node's entry, certificate and data dir, and the node started (not a member yet)."""
         node_id = _grow.add_node_entry(self.data_dir, node_id)
-        self._reload()
-        spec = self.config.node(node_id)
+        self.reload()
         self.start_node(node_id)
-        request = pb.MemberAddRequest(
+        return node_id
+
+    def member_add_request(self, node_id: str, timeout_s: float = 30.0) -> Any:
+        spec = self.config.node(node_id)
+        return pb.MemberAddRequest(
             node_id=node_id,
             raft_address=spec.raft_address,
             grpc_address=spec.grpc_address,
             timeout_s=timeout_s,
         )
-        return node_id, _grow.send_change(self, request)
+
+    def grow(self, node_id: str | None = None, timeout_s: float = 30.0) -> tuple[str, Any]:
+        """Add a node: its entry and certificate, start it, MemberAdd. Returns (id, reply)."""
+        node_id = self.add_node(node_id)
+        return node_id, _grow.send_change(self, self.member_add_request(node_id, timeout_s))
 
     def shrink(self, node_id: str, timeout_s: float = 30.0) -> Any:
         """MemberRemove (the leader hands over first if it is the one), then stop the node
@@ -330,7 +338,7 @@ class LocalCluster(ClusterView):
         if channel is not None:
             channel.close()
         _grow.drop_node_entry(self.data_dir, node_id)
-        self._reload()
+        self.reload()
         return reply
 
     def __enter__(self) -> LocalCluster:

@@ -715,7 +715,11 @@ class ReplicatedLog:
             # Expected after any restart: compaction keeps entries before the snapshot for
             # lagging followers, and pysyncobj's loader needs the log to start at its boundary.
             log.info("dropped journal entries before the snapshot at index %d on load", snap.last[1])
-        return (snap.last, snap.prev, list(snap.members))
+        # Without this node: pysyncobj compares the members to its own Node object, never
+        # equal to an address, so a snapshot made it count itself as a peer (seen on a node
+        # that installed one after it was added: 5 members in a cluster of 4).
+        own = self._config.node.raft_address
+        return (snap.last, snap.prev, [m for m in snap.members if m != own])
 
     def _lease_s(self) -> float:
         """On the tick thread (the only writer of the state): the lease a read round gives.

@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
+from sessionquorum.cluster import LocalCluster
 from tests.chaos.framework._chaos import Scenario, run_scenario
+
+from .conftest import ClientFactory, ClusterFactory
+from .helpers import pb, stub, wait_converged
 
 pytestmark = pytest.mark.cluster
 
@@ -41,3 +45,50 @@ def test_three_to_four_and_back_under_load_loses_nothing_and_stays_linearizable(
     )
     assert done[0].startswith("added n4"), done
     assert any(d.startswith("removed") for d in done) or len(done) < 3, done
+
+
+def test_leader_killed_while_adding_a_node_loses_nothing_and_the_add_completes(tmp_path: Path) -> None:
+    scenario = Scenario(
+        "membership-kill-leader", "membership-kill-leader", duration_s=8.0, quiet_s=0.5, fault_s=1.0
+    )
+    report = run_scenario(scenario, random.SystemRandom().randrange(2**31), tmp_path)
+    _check(report, changes_at_least=2)
+
+
+def test_a_member_restarted_with_its_file_from_before_the_add_takes_the_members_from_its_log(
+    make_cluster: ClusterFactory, make_client: ClientFactory
+) -> None:
+    # Small snapshots: the membership travels in several of them before the restart.
+    cluster = make_cluster(3, overrides={"raft": {"compaction_entries": 16}})
+    before = cluster.config_path.read_text()
+    added, _ = cluster.grow()
+    client = make_client(cluster)
+    for i in range(80):
+        client.create(attributes={"i": str(i).encode()})
+    wait_converged(cluster)
+    follower = next(n for n in ("n1", "n2", "n3") if n != cluster.wait_for_leader())
+    status = cluster.status(follower)
+    assert status is not None and status.snapshots_taken >= 1
+    cluster.kill(follower)
+    grown = cluster.config_path.read_text()
+    cluster.config_path.write_text(before)  # its file names n1..n3 only
+    try:
+        cluster.start_node(follower)
+        cluster.wait_until(lambda: cluster.status(follower) is not None, 30.0, f"{follower} to answer")
+    finally:
+        cluster.config_path.write_text(grown)
+    wait_converged(cluster)
+    for node in (follower, added):  # the new node installed a snapshot: its members too
+        view = _own_members(cluster, node)
+        named = {m.node_id: m.grpc_address for m in view.members}
+        assert named == {n: cluster.grpc_address(n) for n in ("n1", "n2", "n3", added)}, view
+        assert len(view.members) == 4, view  # itself once: not also as a peer
+
+
+def _own_members(cluster: LocalCluster, node: str) -> pb.MemberListResponse:
+    raw, channel = stub(cluster, node)
+    try:
+        reply: pb.MemberListResponse = raw.MemberList(pb.MemberListRequest(), timeout=10)
+        return reply
+    finally:
+        channel.close()

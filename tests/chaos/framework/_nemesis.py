@@ -8,6 +8,7 @@ new one) or the heal (a majority reconnecting).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from typing import Literal
 import grpc
 
 from sessionquorum.cluster import ClusterError, LocalCluster
+from sessionquorum.cluster._grow import send_change
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
@@ -258,6 +260,52 @@ class Membership(Nemesis):
         pass
 
 
+class KillDuringChange(Nemesis):
+    """kill -9 of the leader while it adds a node: the MemberAdd is in flight (sent 0-100 ms
+    before the kill), so the change may be lost, appended only, or committed. `heal`
+    restarts the old leader, completes the add (MemberAdd again: a member already is
+    answered at once) and removes the node again, so every cycle is 3 -> 4 -> 3."""
+
+    name = "membership-kill-leader"
+    recovery_from: RecoveryFrom = "inject"
+
+    def __init__(self) -> None:
+        self._victim: str | None = None
+        self._added: str | None = None
+        self.outcomes: list[str] = []
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        leader = _leader(cluster)
+        node = cluster.add_node()
+        self._added, self._victim = node, leader
+        channel = cluster.channel(leader)
+        try:
+            call = pb_grpc.SessionStoreStub(channel).MemberAdd.future(
+                cluster.member_add_request(node), timeout=TRANSFER_RPC_TIMEOUT_S
+            )
+            threading.Event().wait(rng.uniform(0.0, 0.1))  # a jitter, to hit each step of the change
+            cluster.kill(leader)
+            try:
+                call.result()
+                outcome = "acknowledged"
+            except grpc.RpcError as exc:
+                outcome = f"{exc.code().name}"
+        finally:
+            channel.close()
+        detail = f"adding {node}, killed leader {leader}: {outcome}"
+        self.outcomes.append(detail)
+        return detail
+
+    def heal(self, cluster: LocalCluster) -> None:
+        if self._victim is not None:
+            cluster.start_node(self._victim)
+            self._victim = None
+        if self._added is not None:
+            node, self._added = self._added, None
+            send_change(cluster, cluster.member_add_request(node))
+            cluster.shrink(node)
+
+
 def process_nemesis(name: str) -> Nemesis:
     """The process-level nemeses by name (no root needed)."""
     table: dict[str, Nemesis] = {
@@ -269,6 +317,7 @@ def process_nemesis(name: str) -> Nemesis:
         "pause-follower": Pause("follower"),
         "leader-transfer": Transfer(),
         "membership": Membership(),
+        "membership-kill-leader": KillDuringChange(),
     }
     try:
         return table[name]
