@@ -23,6 +23,8 @@ import grpc
 
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
+from sessionquorum.store.config import split_address
+from sessionquorum.store.errors import ConfigError
 
 from . import _tls
 from ._bootstrap import CONFIG_NAME, HOST, _join, _mkdir_private, _write_json_atomically, free_ports
@@ -36,6 +38,7 @@ CHANGE_TRIES = 20
 RETRY_PAUSE_S = 0.25
 RPC_MARGIN_S = 5.0
 _NODE_NUMBER = re.compile(r"n(\d+)")
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # what MemberAdd accepts
 
 
 def _raw(data_dir: Path) -> dict[str, Any]:
@@ -50,20 +53,41 @@ def next_node_id(data_dir: Path) -> str:
     return f"n{max(numbers, default=0) + 1}"
 
 
-def add_node_entry(data_dir: Path, node_id: str | None = None) -> str:
-    """Append a new 127.0.0.1 node to the directory's cluster.json, with its certificate."""
+def add_node_entry(
+    data_dir: Path, node_id: str | None = None, raft: str | None = None, grpc_address: str | None = None
+) -> str:
+    """Append a new node to the directory's cluster.json, with its certificate.
+
+    Without addresses: a local node on free 127.0.0.1 ports. With them (another machine):
+    its certificate names their hosts, like `init --hosts` does for the first nodes.
+    """
     raw = _raw(data_dir)
     node_id = node_id or next_node_id(data_dir)
+    if not _NODE_ID.fullmatch(node_id):
+        raise ClusterError(f"node id {node_id[:64]!r} must match {_NODE_ID.pattern}")
     if any(n["id"] == node_id for n in raw["nodes"]):
         raise ClusterError(f"{node_id} is in {CONFIG_NAME} already")
     raft_port, grpc_port, metrics_port = free_ports(3)
+    raft = raft or _join(HOST, raft_port)
+    grpc_address = grpc_address or _join(HOST, grpc_port)
+    taken = {a for n in raw["nodes"] for a in (n["raft"], n["grpc"])}
+    hosts: list[str] = []
+    for address in (raft, grpc_address):
+        if address in taken:
+            raise ClusterError(f"{address} is another node's address already")
+        try:
+            host, _ = split_address(address)
+        except ConfigError as exc:
+            raise ClusterError(str(exc)) from None
+        hosts += [host] if host not in hosts else []
+    local = all(h == HOST for h in hosts)
     ca = _ca(data_dir, data_dir / raw["tls_ca"])
-    leaf = _tls.issue_leaf(ca, node_id, (HOST, "localhost"), server=True)
+    names = (HOST, "localhost") if local else tuple(hosts)
+    leaf = _tls.issue_leaf(ca, node_id, names, server=True)
     cert, key = f"tls/{node_id}.pem", f"tls/{node_id}.key"
     _tls.write_issued(leaf, data_dir / cert, data_dir / key)
-    entry = {"id": node_id, "raft": _join(HOST, raft_port), "grpc": _join(HOST, grpc_port),
-             "tls_cert": cert, "tls_key": key}  # fmt: skip
-    if any("metrics" in n for n in raw["nodes"]):
+    entry = {"id": node_id, "raft": raft, "grpc": grpc_address, "tls_cert": cert, "tls_key": key}
+    if local and any("metrics" in n for n in raw["nodes"]):
         entry["metrics"] = _join(HOST, metrics_port)
     _mkdir_private(data_dir / node_id)
     raw["nodes"].append(entry)

@@ -269,7 +269,8 @@ class LocalCluster(ClusterView):
                 logger.warning("%s did not stop within %.1fs of SIGTERM; killing it", node_id, timeout_s)
                 proc.kill()
                 codes[node_id] = proc.wait()
-            _pidfiles.remove_pid_file(self.pid_path(node_id), proc.pid)
+            if node_id in self.node_ids:  # not a node removed from the cluster meanwhile
+                _pidfiles.remove_pid_file(self.pid_path(node_id), proc.pid)
         return codes
 
     def down(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int | None]:

@@ -10,13 +10,18 @@ longest write gap.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from sessionquorum.cluster import LocalCluster
+from sessionquorum.cluster._cli import main as cli_main
+from sessionquorum.cluster._status import client_credentials, secure_channel
+from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 from tests.chaos.framework._chaos import Scenario, run_scenario
 
 from .conftest import ClientFactory, ClusterFactory
@@ -92,3 +97,83 @@ def _own_members(cluster: LocalCluster, node: str) -> pb.MemberListResponse:
         return reply
     finally:
         channel.close()
+
+
+def test_cli_member_add_and_remove_of_the_leader_grow_and_shrink_a_running_cluster_as_json(
+    make_cluster: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = make_cluster(3)
+    d = ["--data-dir", str(cluster.data_dir)]
+    try:
+        assert cli_main(["member", "add", "--json", *d]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["added"] == "n4" and out["started_here"] and len(out["members"]) == 4, out
+        cluster.reload()
+        wait_converged(cluster)
+        leader = cluster.wait_for_leader()
+        assert cli_main(["member", "remove", leader, "--json", *d]) == 0  # hands over first
+        out = json.loads(capsys.readouterr().out)
+        assert out["removed"] == leader and leader not in {m["id"] for m in out["members"]}, out
+        assert len(out["members"]) == 3
+        cluster.reload()
+        assert cluster.wait_for_leader() != leader and leader not in cluster.node_ids
+        wait_converged(cluster)
+        assert cli_main(["member", "remove", "n9", "--json", *d]) == 2  # not a member
+        assert "n9" in json.loads(capsys.readouterr().out.splitlines()[0])["error"]
+    finally:
+        cluster.down()  # n4 was started by the command, not by this process
+
+
+def test_changes_that_are_malformed_or_could_not_commit_are_refused_and_change_nothing(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3)
+    leader = cluster.wait_for_leader()
+    raw, channel = stub(cluster, leader)
+    n2 = cluster.config.node(next(n for n in cluster.node_ids if n != leader))
+    bad = [
+        pb.MemberAddRequest(node_id="", raft_address="127.0.0.1:1", grpc_address="127.0.0.1:2"),
+        pb.MemberAddRequest(node_id="bad id!", raft_address="127.0.0.1:1", grpc_address="127.0.0.1:2"),
+        pb.MemberAddRequest(node_id="n9", raft_address="nohost", grpc_address="127.0.0.1:2"),
+        pb.MemberAddRequest(node_id="n9", raft_address="127.0.0.1:1", grpc_address="127.0.0.1:99999"),
+        pb.MemberAddRequest(node_id="n9", raft_address=n2.raft_address, grpc_address="127.0.0.1:2"),
+        pb.MemberAddRequest(node_id=n2.id, raft_address="127.0.0.1:1", grpc_address="127.0.0.1:2"),
+    ]
+    try:
+        for request in bad:
+            with pytest.raises(grpc.RpcError) as info:
+                raw.MemberAdd(request, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+        with pytest.raises(grpc.RpcError) as info:
+            raw.MemberRemove(pb.MemberRemoveRequest(node_id="n9"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # With one follower down, neither 4 members (3 needed) nor 2 (both needed) could commit.
+        down, up = (n for n in cluster.node_ids if n != leader)
+        cluster.kill(down)
+        cluster.wait_until(
+            lambda: not next(m for m in _own_members(cluster, leader).members if m.node_id == down).connected,
+            30.0,
+            f"the leader to see {down} gone",
+        )
+        for change in (
+            lambda: raw.MemberAdd(
+                pb.MemberAddRequest(node_id="n9", raft_address="127.0.0.1:1", grpc_address="127.0.0.1:2"),
+                timeout=10,
+            ),
+            lambda: raw.MemberRemove(pb.MemberRemoveRequest(node_id=up), timeout=10),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                change()
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "member(s) are connected" in (info.value.details() or "")
+        assert sorted(m.node_id for m in _own_members(cluster, leader).members) == sorted(cluster.node_ids)
+    finally:
+        channel.close()
+    # The app role may not change the membership.
+    app = secure_channel(cluster.grpc_address(leader), client_credentials(cluster.tls_files))
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.SessionStoreStub(app).MemberRemove(pb.MemberRemoveRequest(node_id=up), timeout=10)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        app.close()
