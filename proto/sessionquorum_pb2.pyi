@@ -652,6 +652,7 @@ class StatusResponse(_message.Message):
     SNAPSHOT_BYTES_FIELD_NUMBER: _builtins.int
     SNAPSHOTS_TAKEN_FIELD_NUMBER: _builtins.int
     ACCEPTING_WRITES_FIELD_NUMBER: _builtins.int
+    MEMBER_GRPC_ADDRESSES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_address: _builtins.str
@@ -689,6 +690,13 @@ class StatusResponse(_message.Message):
     """Mutations are accepted (the cluster's limits are set; a new cluster's first
     leader seeds them from its file within a moment of the election).
     """
+    @_builtins.property
+    def member_grpc_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The Raft members' gRPC addresses as this node sees them (live membership: nodes
+        added or removed since a client was configured). The leader's answer is what
+        clients route by (SessionClient.refresh_members).
+        """
+
     def __init__(
         self,
         *,
@@ -713,10 +721,11 @@ class StatusResponse(_message.Message):
         snapshot_bytes: _builtins.int = ...,
         snapshots_taken: _builtins.int = ...,
         accepting_writes: _builtins.bool = ...,
+        member_grpc_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "member_grpc_addresses", b"member_grpc_addresses", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -482,6 +482,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 snapshot_bytes=st.snapshot_bytes,
                 snapshots_taken=st.snapshots_taken,
                 accepting_writes=open_,
+                member_grpc_addresses=self._member_grpc_addresses(),
             )
 
         return await self._boundary("Status", context, work())
@@ -518,6 +519,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
         return await self._boundary(
             "MemberList", context, _admin.member_list(self._raft, self._config, request)
         )
+
+    def _member_grpc_addresses(self) -> list[str]:
+        names = self._raft.names()
+        return sorted(names[a].grpc_address for a in self._raft.member_addresses if a in names)
 
     async def _propose_admin(self, op: c.Op, timeout_s: float) -> Reply:
         """An admin command without a request id (MemberIdentity: applying it twice is harmless)."""

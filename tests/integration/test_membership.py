@@ -25,7 +25,7 @@ from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 from tests.chaos.framework._chaos import Scenario, run_scenario
 
 from .conftest import ClientFactory, ClusterFactory
-from .helpers import pb, stub, wait_converged
+from .helpers import local_read, pb, stub, wait_converged
 
 pytestmark = pytest.mark.cluster
 
@@ -177,3 +177,17 @@ def test_changes_that_are_malformed_or_could_not_commit_are_refused_and_change_n
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         app.close()
+
+
+def test_replacing_a_node_keeps_the_sessions_and_the_client_learns_the_members_without_a_restart(
+    make_cluster: ClusterFactory, make_client: ClientFactory
+) -> None:
+    cluster = make_cluster(3)
+    client = make_client(cluster)  # the app role, configured with n1..n3
+    created = client.create(attributes={"cart": b"[1]"})
+    new, _ = cluster.grow()
+    cluster.shrink("n1")  # the machine n1 is replaced by the new one (if n1 led, it hands over)
+    assert set(client.refresh_members()) == {cluster.grpc_address(n) for n in ("n2", "n3", new)}
+    assert client.validate(created.token).attributes == {"cart": b"[1]"}
+    wait_converged(cluster)
+    assert local_read(cluster, new, created.token) is not None
