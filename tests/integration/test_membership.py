@@ -52,6 +52,24 @@ def test_three_to_four_and_back_under_load_loses_nothing_and_stays_linearizable(
     assert any(d.startswith("removed") for d in done) or len(done) < 3, done
 
 
+@pytest.mark.slow
+def test_three_to_five_and_back_twice_under_load_loses_nothing_and_stays_linearizable(tmp_path: Path) -> None:
+    # 8 changes: 3 -> 4 -> 5 -> 4 -> 3 -> 4 -> 5 -> 4 -> 3; original members are replaced too.
+    scenario = Scenario("membership-long", "membership", duration_s=30.0, quiet_s=1.5, fault_s=1.0)
+    done = _check(
+        run_scenario(scenario, random.SystemRandom().randrange(2**31), tmp_path), changes_at_least=8
+    )
+    assert any("(the leader)" in d for d in done), done
+
+
+@pytest.mark.slow
+def test_leader_killed_while_adding_a_node_again_and_again_loses_nothing(tmp_path: Path) -> None:
+    scenario = Scenario(
+        "membership-kill-leader-long", "membership-kill-leader", duration_s=30.0, quiet_s=1.0, fault_s=1.5
+    )
+    _check(run_scenario(scenario, random.SystemRandom().randrange(2**31), tmp_path), changes_at_least=8)
+
+
 def test_leader_killed_while_adding_a_node_loses_nothing_and_the_add_completes(tmp_path: Path) -> None:
     scenario = Scenario(
         "membership-kill-leader", "membership-kill-leader", duration_s=8.0, quiet_s=0.5, fault_s=1.0
