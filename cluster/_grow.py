@@ -108,6 +108,20 @@ def drop_node_entry(data_dir: Path, node_id: str) -> None:
     shutil.rmtree(data_dir / node_id, ignore_errors=True)
 
 
+def leader_members(view: ClusterView, timeout_s: float = 30.0) -> list[str]:
+    """The member ids in the agreed leader's view (MemberList)."""
+    channel = view.channel(_leader_of(view, timeout_s))
+    try:
+        reply = pb_grpc.SessionStoreStub(channel).MemberList(
+            pb.MemberListRequest(leader_only=True), timeout=10
+        )
+    except grpc.RpcError as exc:
+        raise ClusterUnavailable(f"{exc.code().name}: {exc.details()}") from None
+    finally:
+        channel.close()
+    return sorted(m.node_id for m in reply.members)
+
+
 def _leader_of(view: ClusterView, timeout_s: float) -> str:
     return view.leader_id() or view.wait_for_leader(timeout_s)
 

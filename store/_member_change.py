@@ -80,10 +80,6 @@ async def member_add(
     timeout_s = _timeout(config, request.timeout_s)
     if not raft.is_leader():
         raise _admin.not_leader(raft)
-    if level < c.MEMBERSHIP_LEVEL:
-        raise e.UpgradePending(
-            f"member add needs command level {c.MEMBERSHIP_LEVEL}; a member supports only {level}"
-        )
     names = raft.names()
     current = raft.member_addresses
     if raft_address in current:
@@ -91,6 +87,10 @@ async def member_add(
         if owner != request.node_id:
             raise e.InvalidArgument(f"raft_address {raft_address!r} is member {owner!r} already")
         return pb.MemberAddResponse(members=await _view(raft, config))  # added before: a retry
+    if level < c.MEMBERSHIP_LEVEL:
+        raise e.UpgradePending(
+            f"member add needs command level {c.MEMBERSHIP_LEVEL}; a member supports only {level}"
+        )
     if request.node_id in raft.member_ids():
         raise e.InvalidArgument(f"node {request.node_id!r} is a member already, at another address")
     if len(current) >= MAX_CLUSTER_MEMBERS:

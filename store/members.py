@@ -37,14 +37,18 @@ def member_ids(names: Mapping[str, Name], raft_addresses: Iterable[str]) -> list
     return sorted(names[a].node_id if a in names else a for a in raft_addresses)
 
 
-def levels_counted(config: NodeConfig, ids: Iterable[str], advertised: Mapping[str, int]) -> list[str]:
+def levels_counted(
+    config: NodeConfig, ids: Iterable[str], advertised: Mapping[str, int], added: Mapping[str, object]
+) -> list[str]:
     """The members the leader's command level is the lowest of.
 
-    A member of the cluster's file that never advertised counts as level 1 (an older
-    release, as before live membership). A member added live counts once it advertised
-    (at its first start): until then it is left out, so writes go on at the cluster's level
-    while it joins; a joining node older than that level stops at the first entry it
-    cannot apply (exit 70, never a divergence) and `member add` says so.
+    An original member (in the cluster's file, with no identity in the log) that never
+    advertised counts as level 1 (an older release, as before live membership). A member
+    added live (`added`: its identity is in the log) counts once it advertised, at its
+    first start: until then it is left out, so writes keep the cluster's level while it
+    joins; a joining node older than that level stops at the first entry it cannot apply
+    (exit 70, never a divergence). Not the file alone: a node restarted after an add has
+    the new node in its file too (measured: a restarted leader refused level-5 commands).
     """
-    static = {n.id for n in config.cluster.nodes}
-    return [i for i in ids if i in static or i in advertised]
+    original = {n.id for n in config.cluster.nodes} - set(added)
+    return [i for i in ids if i in original or i in advertised]

@@ -77,7 +77,8 @@ def _ok(reply: Reply) -> Reply:
 def cluster_level(machine: SessionMachine, config: NodeConfig, member_ids: list[str]) -> int:
     """The lowest command level the members advertised: what the leader may propose
     (`members.levels_counted` says which members count while one joins)."""
-    return machine.lowest_level(members.levels_counted(config, member_ids, machine.member_levels))
+    counted = members.levels_counted(config, member_ids, machine.member_levels, machine.nodes)
+    return machine.lowest_level(counted)
 
 
 def accepting_writes(machine: SessionMachine, config: NodeConfig) -> bool:

@@ -43,8 +43,8 @@ def _check(report: dict[str, Any], changes_at_least: int) -> list[str]:
     return done
 
 
-def test_three_to_four_and_back_under_load_loses_nothing_and_stays_linearizable(tmp_path: Path) -> None:
-    scenario = Scenario("membership", "membership", duration_s=9.0, quiet_s=0.5, fault_s=0.5)
+def test_three_to_five_and_back_under_load_loses_nothing_and_stays_linearizable(tmp_path: Path) -> None:
+    scenario = Scenario("membership", "membership", duration_s=7.0, quiet_s=0.5, fault_s=0.5)
     done = _check(
         run_scenario(scenario, random.SystemRandom().randrange(2**31), tmp_path), changes_at_least=2
     )
@@ -65,14 +65,18 @@ def test_three_to_five_and_back_twice_under_load_loses_nothing_and_stays_lineari
 @pytest.mark.slow
 def test_leader_killed_while_adding_a_node_again_and_again_loses_nothing(tmp_path: Path) -> None:
     scenario = Scenario(
-        "membership-kill-leader-long", "membership-kill-leader", duration_s=30.0, quiet_s=1.0, fault_s=1.5
+        "membership-kill-leader-long", "membership-kill-leader", duration_s=40.0, quiet_s=2.5, fault_s=1.5
     )
-    _check(run_scenario(scenario, random.SystemRandom().randrange(2**31), tmp_path), changes_at_least=8)
+    # 2.5 s between a heal and the next kill. Calls may still fail (a 5 s deadline across two
+    # elections of a 4-member configuration whose new member just started): availability,
+    # not safety; the history checks are what must hold.
+    report = run_scenario(scenario, random.SystemRandom().randrange(2**31), tmp_path)
+    _check(report, changes_at_least=5)
 
 
 def test_leader_killed_while_adding_a_node_loses_nothing_and_the_add_completes(tmp_path: Path) -> None:
     scenario = Scenario(
-        "membership-kill-leader", "membership-kill-leader", duration_s=8.0, quiet_s=0.5, fault_s=1.0
+        "membership-kill-leader", "membership-kill-leader", duration_s=6.0, quiet_s=0.5, fault_s=1.0
     )
     report = run_scenario(scenario, random.SystemRandom().randrange(2**31), tmp_path)
     _check(report, changes_at_least=2)

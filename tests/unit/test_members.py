@@ -81,11 +81,13 @@ def test_the_log_names_a_member_the_file_does_not_and_wins_for_the_same_address(
 
 def test_command_level_counts_file_members_always_and_live_ones_once_advertised() -> None:
     config = _config()
-    assert levels_counted(config, ["n1", "n2", "n4"], {"n1": 5}) == ["n1", "n2"]
-    assert levels_counted(config, ["n1", "n2", "n4"], {"n4": 5}) == ["n1", "n2", "n4"]
+    assert levels_counted(config, ["n1", "n2", "n4"], {"n1": 5}, {}) == ["n1", "n2"]
+    assert levels_counted(config, ["n1", "n2", "n4"], {"n4": 5}, {}) == ["n1", "n2", "n4"]
+    # n3 was added live (identity in the log) and is in this node's file: silent, not counted.
+    assert levels_counted(config, ["n1", "n3"], {"n1": 5}, {"n3": ("a", "b")}) == ["n1"]
     m = SessionMachine(Limits())
     for node in ("n1", "n2", "n3"):
         m.apply(c.encode(c.Command(c.MemberLevel(node, 5), now_ms=1)))
     # n3 removed, n4 joining and silent: the level stays 5; a lease would count n4 as 1.
-    assert m.lowest_level(levels_counted(config, ["n1", "n2", "n4"], m.member_levels)) == 5
+    assert m.lowest_level(levels_counted(config, ["n1", "n2", "n4"], m.member_levels, m.nodes)) == 5
     assert m.lowest_level(["n1", "n2", "n4"]) == c.BASE_LEVEL

@@ -18,7 +18,7 @@ from typing import Literal
 import grpc
 
 from sessionquorum.cluster import ClusterError, LocalCluster
-from sessionquorum.cluster._grow import send_change
+from sessionquorum.cluster._grow import leader_members, send_change
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
@@ -304,6 +304,10 @@ class KillDuringChange(Nemesis):
             node, self._added = self._added, None
             send_change(cluster, cluster.member_add_request(node))
             cluster.shrink(node)
+            # However the kill fell, the Raft membership is the file's again.
+            members = leader_members(cluster)
+            if members != sorted(cluster.node_ids):
+                raise ClusterError(f"members {members} after the heal, expected {sorted(cluster.node_ids)}")
 
 
 def process_nemesis(name: str) -> Nemesis:
