@@ -213,3 +213,12 @@ def test_replacing_a_node_keeps_the_sessions_and_the_client_learns_the_members_w
     assert client.validate(created.token).attributes == {"cart": b"[1]"}
     wait_converged(cluster)
     assert local_read(cluster, new, created.token) is not None
+    # Every member killed and started again: each takes the membership from its own log.
+    for node in cluster.node_ids:
+        cluster.kill(node)
+    for node in cluster.node_ids:
+        cluster.start_node(node)
+    cluster.wait_for_leader()
+    for node in cluster.node_ids:
+        assert sorted(m.node_id for m in _own_members(cluster, node).members) == sorted(cluster.node_ids)
+    assert client.validate(created.token).attributes == {"cart": b"[1]"}
