@@ -49,10 +49,20 @@ def member_add(args: argparse.Namespace, node_command: NodeCommand) -> int:
         local = args.raft is None
         node_id = _grow.add_node_entry(cluster.data_dir, args.id, args.raft, args.grpc)
         cluster.reload()
-        if local:
-            cluster.start_node(node_id)
-            cluster.detach()  # the node runs on after this command, like `up --detach`
-        reply = _grow.send_change(cluster, cluster.member_add_request(node_id, args.timeout))
+        try:
+            if local:
+                cluster.start_node(node_id)
+            reply = _grow.send_change(cluster, cluster.member_add_request(node_id, args.timeout))
+        except ClusterError as exc:
+            # Refused, or not known to be done: a node the leader does not count is taken
+            # back (a retry makes a new one); one it counts stays, and the message says so.
+            if node_id in _grow.leader_members(cluster):
+                cluster.detach()
+                raise ClusterError(f"{exc}; {node_id} is a member all the same (see `member list`)") from exc
+            cluster.stop()
+            _grow.drop_node_entry(cluster.data_dir, node_id)
+            raise
+        cluster.detach()  # the node runs on after this command, like `up --detach`
     finally:
         cluster.close_channels()
     spec = cluster.config.node(node_id)

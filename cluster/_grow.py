@@ -123,7 +123,23 @@ def leader_members(view: ClusterView, timeout_s: float = 30.0) -> list[str]:
 
 
 def _leader_of(view: ClusterView, timeout_s: float) -> str:
-    return view.leader_id() or view.wait_for_leader(timeout_s)
+    """The agreed leader, or else the node that says it leads in the highest term.
+
+    The agreement counts cluster.json's nodes, and during a change the file holds a node
+    that is not a member yet (or no longer): it must not stop the change. Asking a node
+    that wrongly believes it leads is harmless: Raft and the quorum check refuse there.
+    """
+
+    def found() -> str | None:
+        agreed = view.leader_id()
+        if agreed is not None:
+            return agreed
+        claims = [
+            (s.term, n) for n, s in view.statuses().items() if s is not None and s.is_leader and s.ready
+        ]
+        return max(claims)[1] if claims else None
+
+    return view.wait_until(found, timeout_s, "a leader")
 
 
 def send_change(view: ClusterView, request: pb.MemberAddRequest | pb.MemberRemoveRequest) -> Any:
@@ -147,6 +163,8 @@ def send_change(view: ClusterView, request: pb.MemberAddRequest | pb.MemberRemov
                 raise ClusterUnavailable(last) from None
             if "command level" in (exc.details() or ""):
                 raise ClusterError(f"refused: {exc.details()}") from None
+            if "member(s) are connected" in (exc.details() or ""):
+                raise ClusterUnavailable(f"refused: {exc.details()}") from None  # for the operator
         finally:
             channel.close()
         time.sleep(RETRY_PAUSE_S)  # the next leader, or the previous change's commit

@@ -142,6 +142,12 @@ def test_cli_member_add_and_remove_of_the_leader_grow_and_shrink_a_running_clust
         wait_converged(cluster)
         assert cli_main(["member", "remove", "n9", "--json", *d]) == 2  # not a member
         assert "n9" in json.loads(capsys.readouterr().out.splitlines()[0])["error"]
+        # With a member down, an add that could not commit is refused and taken back.
+        cluster.kill(next(n for n in cluster.node_ids if n != cluster.wait_for_leader()))
+        assert cli_main(["member", "add", "--json", *d]) == 3
+        assert "connected" in json.loads(capsys.readouterr().out.splitlines()[0])["error"]
+        cluster.reload()
+        assert len(cluster.node_ids) == 3 and not (cluster.data_dir / "n5").exists()
     finally:
         cluster.down()  # n4 was started by the command, not by this process
 
