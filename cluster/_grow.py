@@ -108,18 +108,32 @@ def drop_node_entry(data_dir: Path, node_id: str) -> None:
     shutil.rmtree(data_dir / node_id, ignore_errors=True)
 
 
-def leader_members(view: ClusterView, timeout_s: float = 30.0) -> list[str]:
-    """The member ids in the agreed leader's view (MemberList)."""
+def _member_list(view: ClusterView, timeout_s: float) -> Any:
     channel = view.channel(_leader_of(view, timeout_s))
     try:
-        reply = pb_grpc.SessionStoreStub(channel).MemberList(
-            pb.MemberListRequest(leader_only=True), timeout=10
-        )
+        request = pb.MemberListRequest(leader_only=True)
+        return pb_grpc.SessionStoreStub(channel).MemberList(request, timeout=10)
     except grpc.RpcError as exc:
         raise ClusterUnavailable(f"{exc.code().name}: {exc.details()}") from None
     finally:
         channel.close()
-    return sorted(m.node_id for m in reply.members)
+
+
+def leader_members(view: ClusterView, timeout_s: float = 30.0) -> list[str]:
+    """The member ids in the leader's view (MemberList)."""
+    return sorted(m.node_id for m in _member_list(view, timeout_s).members)
+
+
+def wait_all_connected(view: ClusterView, timeout_s: float = 30.0) -> None:
+    """Until the leader has a live link to every member (a restarted one reconnected)."""
+
+    def connected() -> bool:
+        try:
+            return all(m.connected for m in _member_list(view, timeout_s).members)
+        except ClusterUnavailable:
+            return False  # the leader changed meanwhile: ask again
+
+    view.wait_until(connected, timeout_s, "the leader to reach every member")
 
 
 def _leader_of(view: ClusterView, timeout_s: float) -> str:

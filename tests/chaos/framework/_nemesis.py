@@ -18,7 +18,7 @@ from typing import Literal
 import grpc
 
 from sessionquorum.cluster import ClusterError, LocalCluster
-from sessionquorum.cluster._grow import leader_members, send_change
+from sessionquorum.cluster._grow import leader_members, send_change, wait_all_connected
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
@@ -300,6 +300,7 @@ class KillDuringChange(Nemesis):
         if self._victim is not None:
             cluster.start_node(self._victim)
             self._victim = None
+        wait_all_connected(cluster)  # else the add could not commit (the quorum check says so)
         if self._added is not None:
             node, self._added = self._added, None
             send_change(cluster, cluster.member_add_request(node))
