@@ -228,3 +228,18 @@ def test_replacing_a_node_keeps_the_sessions_and_the_client_learns_the_members_w
     for node in cluster.node_ids:
         assert sorted(m.node_id for m in _own_members(cluster, node).members) == sorted(cluster.node_ids)
     assert client.validate(created.token).attributes == {"cart": b"[1]"}
+
+
+def test_a_dead_machine_is_replaced_by_removing_it_first_then_adding_the_new_one(
+    make_cluster: ClusterFactory, make_client: ClientFactory
+) -> None:
+    cluster = make_cluster(3)
+    client = make_client(cluster)
+    created = client.create(attributes={"k": b"v"})
+    dead = next(n for n in cluster.node_ids if n != cluster.wait_for_leader())
+    cluster.kill(dead)
+    cluster.shrink(dead)  # 3 -> 2: both survivors are connected, so it can commit
+    new, _ = cluster.grow()  # 2 -> 3
+    wait_converged(cluster)
+    assert sorted(cluster.node_ids) == sorted(m.node_id for m in _own_members(cluster, new).members)
+    assert local_read(cluster, new, created.token) is not None
