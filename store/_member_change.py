@@ -36,6 +36,8 @@ Propose = Callable[[c.Op, float], Awaitable[object]]
 
 
 def _timeout(config: NodeConfig, requested: float) -> float:
+    if not config.cluster.raft.dynamic_membership:
+        raise e.NotReady("live membership is off on this node (raft.dynamic_membership); nothing changed")
     timeout_s = requested or config.cluster.raft.transfer_timeout_s * DEFAULT_TIMEOUT_FACTOR
     if not 0 < timeout_s <= MAX_TIMEOUT_S:
         raise e.InvalidArgument(f"timeout_s must be > 0 and at most {MAX_TIMEOUT_S:g}")
