@@ -48,7 +48,9 @@ typecheck: $(VENV)/.stamp
 	$(PY) -m mypy tests/chaos tests/soak tests/unit/test_cluster_*.py tests/integration/test_cli_script.py \
 		tests/unit/test_metrics.py tests/unit/test_logs.py tests/integration/test_metrics.py \
 		tests/integration/test_web_cluster.py tests/integration/test_shop_browser.py tests/web examples \
-		bench/web_latency.py tests/unit/test_backup.py tests/integration/test_backup.py bench/snapshot_size.py
+		bench/web_latency.py tests/unit/test_backup.py tests/integration/test_backup.py bench/snapshot_size.py \
+		tests/unit/test_events.py tests/unit/test_event_stream.py \
+		tests/integration/test_events.py bench/bench_apply_events.py
 
 proto: $(VENV)/.stamp
 	$(PY) proto/generate.py

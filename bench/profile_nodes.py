@@ -1,7 +1,7 @@
 """Profile sessionquorum's nodes under the comparison workload: where the CPU goes, per node.
 
     python -m bench.profile_nodes [--mix mixed] [--clients 64] [--duration-s 10] [--reads any]
-                                  [--target sq-grpc|sq-client]
+                                  [--target sq-grpc|sq-client] [--raft '{"pack_commands": 1}']
 
 Starts a 3-node cluster (tmpfs when there is one), fills a session pool, drives one cell
 of `bench.compare`'s workload through raw gRPC stubs (`sq-grpc`) and, meanwhile, samples
@@ -17,11 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from sessionquorum.cluster import LocalCluster
 
 from .compare.driver import CellPlan, fill_pool_async, run_async_cell, run_sync_cell
 from .compare.sys_sessionquorum import SessionquorumServer, SqClientTarget, SqGrpcTarget
@@ -62,6 +65,10 @@ def _summarize(collapsed: Path) -> tuple[int, list[tuple[str, int]], list[tuple[
 
 async def _run(args: argparse.Namespace, root: Path) -> None:
     server = SessionquorumServer(root)
+    if args.raft:
+        server.cluster = LocalCluster(
+            root / "sessionquorum", nodes=3, overrides={"raft": json.loads(args.raft)}
+        )
     server.prepare()
     server.start()
     target = SqGrpcTarget(server, args.reads)
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--reads", choices=("leader", "any"), default="leader")
     parser.add_argument("--target", choices=("sq-grpc", "sq-client"), default="sq-grpc")
+    parser.add_argument("--raft", default="", help="raft overrides, JSON, e.g. '{\"pack_commands\": 1}'")
     args = parser.parse_args(argv)
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(prefix="sq-profile-", dir=shm if shm.is_dir() else None) as tmp:

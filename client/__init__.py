@@ -25,6 +25,14 @@ return values and errors, as coroutines, with the same routing, retries and requ
 It may be made outside a running loop (e.g. at start-up), but is then used from the event
 loop of its first call only, and closed with `await client.close()` (or `async with`).
 Concurrent calls of that loop to one node travel together in Batch RPCs, as with threads.
+
+Lifecycle events (an admin's audit feed: handles and principals, never tokens or values),
+in commit order, resumed across nodes from the last cursor without a gap or a duplicate:
+
+    for event in client.events(cursor=last_seen):   # `async for` on AsyncSessionClient
+        print(event.cursor, event.kind, event.handle, event.principal, event.reason)
+
+A cursor older than the cluster's bounded retention raises EventsCompacted.
 """
 
 from ._async_client import AsyncSessionClient
@@ -32,6 +40,7 @@ from ._channels import TLSConfig
 from ._client import SessionClient
 from ._errors import (
     AlreadyExists,
+    EventsCompacted,
     InvalidArgument,
     NotFound,
     OutcomeUnknown,
@@ -42,6 +51,7 @@ from ._errors import (
     Unavailable,
     VersionConflict,
 )
+from ._events import Event
 from ._session import Created, Rotated, Session
 from ._tokens import hash_token, new_token
 
@@ -49,6 +59,8 @@ __all__ = [
     "AlreadyExists",
     "AsyncSessionClient",
     "Created",
+    "Event",
+    "EventsCompacted",
     "InvalidArgument",
     "NotFound",
     "OutcomeUnknown",

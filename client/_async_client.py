@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ from ._calls import (
     READ_FROM_LEADER,
 )
 from ._channels import DEFAULT_MAX_MESSAGE_BYTES, AsyncChannelPool, ClientClosedError, TLSConfig
+from ._events import Event, EventReader, read_events_async
 from ._session import Created, Rotated, Session
 
 logger = logging.getLogger(__name__)
@@ -147,10 +148,10 @@ class AsyncSessionClient(calls.ClientCore):
         return await self._run(calls.touch(token), timeout_s)
 
     async def rotate(
-        self, token: str, *, principal: str | None = None, timeout_s: float | None = None
+        self, token: str, *, principal: str | None = None, grace: bool = False, timeout_s: float | None = None
     ) -> Rotated:
         """Move the session to a new token (do this at login); see SessionClient.rotate."""
-        return await self._run(calls.rotate(token, principal), timeout_s)
+        return await self._run(calls.rotate(token, principal, grace), timeout_s)
 
     async def delete(self, token: str, *, timeout_s: float | None = None) -> bool:
         """End the session (logout); returns whether it existed. Idempotent."""
@@ -170,6 +171,14 @@ class AsyncSessionClient(calls.ClientCore):
     ) -> list[str]:
         """End all of a principal's sessions, optionally but one; see SessionClient.revoke_principal."""
         return await self._run(calls.revoke_principal(principal, except_handle, token), timeout_s)
+
+    async def disable_principal(self, principal: str, *, timeout_s: float | None = None) -> list[str]:
+        """Disable a principal and end its sessions; see SessionClient.disable_principal."""
+        return await self._run(calls.set_principal_enabled(principal, False), timeout_s)
+
+    async def enable_principal(self, principal: str, *, timeout_s: float | None = None) -> None:
+        """Let a disabled principal get sessions again; see SessionClient.enable_principal."""
+        await self._run(calls.set_principal_enabled(principal, True), timeout_s)
 
     # -- reads: no request id; retried freely ----------------------------------------------
 
@@ -199,3 +208,11 @@ class AsyncSessionClient(calls.ClientCore):
         """The principal's live sessions, metadata only; see SessionClient.list_sessions."""
         call = calls.list_sessions(principal, token, reads_anywhere=self._reads_anywhere)
         return await self._run(call, timeout_s)
+
+    # -- lifecycle events: a stream from any node, resumed across nodes ---------------------
+
+    def events(self, cursor: int | None = None) -> AsyncIterator[Event]:
+        """`async for event in client.events(cursor)`: SessionClient.events on this loop."""
+        if self._closed:
+            raise ClientClosedError("the AsyncSessionClient is closed")
+        return read_events_async(self._channels, EventReader(self._router, cursor, self._timeout_s))

@@ -181,10 +181,10 @@ def touch(token: str) -> Call[Session]:
     return _mutation(f"touch {hash_prefix(token_hash)}", "Touch", request, _session, "touch")
 
 
-def rotate(token: str, principal: str | None) -> Call[Rotated]:
+def rotate(token: str, principal: str | None, grace: bool = False) -> Call[Rotated]:
     token_hash = hash_token(token)
     fresh = new_token()
-    request = pb.RotateRequest(token_hash=token_hash, new_token_hash=hash_token(fresh))
+    request = pb.RotateRequest(token_hash=token_hash, new_token_hash=hash_token(fresh), grace=grace)
     if principal is not None:
         request.principal = principal
 
@@ -222,6 +222,17 @@ def revoke_principal(principal: str, except_handle: str | None, token: str | Non
         principal=principal, except_handle=except_handle or "", session_token_hash=_scope(token)
     )
     return _mutation("revoke_principal", "RevokePrincipal", request, _revoked, None)
+
+
+def _ended(response: pb.SetPrincipalEnabledResponse) -> list[str]:
+    return list(response.ended_handles)
+
+
+def set_principal_enabled(principal: str, enabled: bool) -> Call[list[str]]:
+    # Idempotent at the node (disabling a disabled principal changes nothing), and exactly-once.
+    request = pb.SetPrincipalEnabledRequest(principal=principal, enabled=enabled)
+    label = "enable_principal" if enabled else "disable_principal"
+    return _mutation(label, "SetPrincipalEnabled", request, _ended, None)
 
 
 def validate(token: str, touch: bool, stale: bool, *, reads_anywhere: bool) -> Call[Session]:

@@ -10,7 +10,7 @@ semantics, in both clients.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 
 from . import _calls as calls
@@ -23,6 +23,7 @@ from ._calls import (
     READ_FROM_LEADER,
 )
 from ._channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, TLSConfig
+from ._events import Event, EventReader, read_events
 from ._retry import Caller
 from ._session import Created, Rotated, Session
 
@@ -133,15 +134,25 @@ class SessionClient(calls.ClientCore):
         """Refresh the session's last access now (never extends its absolute deadline)."""
         return self._caller.run(calls.touch(token), self._deadline(timeout_s))
 
-    def rotate(self, token: str, *, principal: str | None = None, timeout_s: float | None = None) -> Rotated:
+    def rotate(
+        self,
+        token: str,
+        *,
+        principal: str | None = None,
+        grace: bool = False,
+        timeout_s: float | None = None,
+    ) -> Rotated:
         """Move the session to a new token (do this at login); the old token stops working.
 
         `principal` binds or re-binds the session; None keeps the current binding. The
         returned `Rotated.token` is the NEW token to hand to the browser. On OutcomeUnknown,
         `exc.token` is that new token: if `validate(exc.token)` finds the session, the rotate
         took effect and the browser needs the new token; on NotFound the old one still works.
+        `grace=True` (a routine rotation, not with `principal`) lets the old token serve the
+        session for the cluster's `rotation_grace_ms`, for requests already in flight; any
+        use of it after that is a reuse the cluster records (a theft signal).
         """
-        return self._caller.run(calls.rotate(token, principal), self._deadline(timeout_s))
+        return self._caller.run(calls.rotate(token, principal, grace), self._deadline(timeout_s))
 
     def delete(self, token: str, *, timeout_s: float | None = None) -> bool:
         """End the session (logout); returns whether it existed. Idempotent."""
@@ -166,6 +177,15 @@ class SessionClient(calls.ClientCore):
         """
         call = calls.revoke_principal(principal, except_handle, token)
         return self._caller.run(call, self._deadline(timeout_s))
+
+    def disable_principal(self, principal: str, *, timeout_s: float | None = None) -> list[str]:
+        """Disable a principal: no new session for it until enabled, and every session it has
+        ends in the same command (an admin operation); returns the ended handles."""
+        return self._caller.run(calls.set_principal_enabled(principal, False), self._deadline(timeout_s))
+
+    def enable_principal(self, principal: str, *, timeout_s: float | None = None) -> None:
+        """Let a disabled principal get sessions again (an admin operation)."""
+        self._caller.run(calls.set_principal_enabled(principal, True), self._deadline(timeout_s))
 
     # -- reads: no request id; retried freely ----------------------------------------------
 
@@ -206,3 +226,15 @@ class SessionClient(calls.ClientCore):
         """
         call = calls.list_sessions(principal, token, reads_anywhere=self._reads_anywhere)
         return self._caller.run(call, self._deadline(timeout_s))
+
+    # -- lifecycle events: a stream from any node, resumed across nodes ---------------------
+
+    def events(self, cursor: int | None = None) -> Iterator[Event]:
+        """Lifecycle events in commit order, forever: after `cursor`, or from now if None.
+
+        A failed or ended stream is reopened on another node after the last event
+        returned: no gap, no duplicate. Raises EventsCompacted when the events after the
+        cursor are no longer retained, Unavailable when no node served for `timeout_s`.
+        Needs the admin role. Close (or leave) the iterator to cancel the stream.
+        """
+        return read_events(self._channels, EventReader(self._router, cursor, self._timeout_s))

@@ -9,6 +9,8 @@
     │                               (.current_version from the node's sq-version trailer)
     ├── QuotaExceeded               RESOURCE_EXHAUSTED: a configured limit would be exceeded
     ├── StaleRequest                OUT_OF_RANGE: the node has seen a newer request id
+    ├── EventsCompacted             OUT_OF_RANGE + sq-oldest-cursor: the events after the
+    │                               cursor are no longer retained (.oldest_cursor: resume after it)
     ├── PermissionDenied            PERMISSION_DENIED / UNAUTHENTICATED
     ├── Unavailable                 no node gave a definite answer before the deadline, and
     │                               no attempt can have been applied
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 # Trailer a node adds to ABORTED: the session's current version, as a decimal string.
 VERSION_METADATA_KEY = "sq-version"
+# Trailer a node adds to OUT_OF_RANGE from Events: the oldest cursor to resume after.
+OLDEST_CURSOR_METADATA_KEY = "sq-oldest-cursor"
 
 
 class SessionQuorumError(Exception):
@@ -89,6 +93,18 @@ class StaleRequest(SessionQuorumError):
     Never expected: the client never has two requests in flight per client id. The lane that
     saw it is retired, so later calls are not affected.
     """
+
+
+class EventsCompacted(SessionQuorumError):
+    """The cursor's next event is no longer retained by the cluster (bounded retention).
+
+    Events were lost to this reader: reconcile from the store (e.g. list_sessions), then
+    read on from `oldest_cursor` (the events after it are still there) or from now.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode, *, oldest_cursor: int) -> None:
+        super().__init__(message, code)
+        self.oldest_cursor = oldest_cursor
 
 
 class PermissionDenied(SessionQuorumError):
@@ -171,6 +187,9 @@ def error_for_status(
     """
     message = details or f"status {code.name}"
     cls = _DEFINITE.get(code)
+    oldest = (trailers or {}).get(OLDEST_CURSOR_METADATA_KEY)
+    if code is grpc.StatusCode.OUT_OF_RANGE and oldest is not None and oldest.isdigit():
+        return EventsCompacted(message, code, oldest_cursor=int(oldest))
     if cls is VersionConflict:
         return VersionConflict(message, code, current_version=_version(trailers or {}))
     if cls is None:

@@ -13,6 +13,7 @@
     snapshot save FILE | info FILE | restore FILE --out DIR   backups (_cli_snapshot.py)
     leader   transfer [--to NODE]        hand leadership over (planned maintenance)
     member   list                        the Raft members as the leader sees them
+    events   [--after CURSOR] [--count N]  lifecycle events as applied (_cli_events.py)
 
 Parsing lives here, the commands in _cli_local.py (this machine's processes) and
 _cli_remote.py (a running cluster). Exit codes, one mapping for every command:
@@ -39,7 +40,16 @@ from sessionquorum.client import (
     Unavailable,
 )
 
-from . import _cli_certs, _cli_keys, _cli_local, _cli_member, _cli_remote, _cli_snapshot
+from . import (
+    _cli_certs,
+    _cli_events,
+    _cli_keys,
+    _cli_local,
+    _cli_member,
+    _cli_principals,
+    _cli_remote,
+    _cli_snapshot,
+)
 from ._errors import BadBackup, ClusterError, ClusterTimeout, ClusterUnavailable
 from ._local import NodeCommand, default_node_command
 from ._output import error
@@ -198,6 +208,7 @@ def _add_remote(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     who.add_argument("--handle", help="a session handle (from `sessions list`)")
     for sub in (listing, revoke):
         sub.add_argument("--timeout", type=float, default=CLIENT_TIMEOUT_S, help="seconds for the call")
+    _cli_events.register(commands, _add, CLIENT_TIMEOUT_S)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_certs.register(commands, _add)
     _cli_snapshot.add_parsers(commands, _add)
     _cli_member.add_commands(commands, _add)
+    _cli_principals.register(commands, _add)
     return parser
 
 

@@ -416,10 +416,15 @@ class RotateRequest(_message.Message):
     TOKEN_HASH_FIELD_NUMBER: _builtins.int
     NEW_TOKEN_HASH_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    GRACE_FIELD_NUMBER: _builtins.int
     token_hash: _builtins.bytes
     new_token_hash: _builtins.bytes
     principal: _builtins.str
     """bind (login) or re-bind the session"""
+    grace: _builtins.bool
+    """A routine rotation: the old token keeps serving for the cluster's rotation_grace_ms
+    (requests in flight). Not with principal (a login ends the old token at once).
+    """
     @_builtins.property
     def request_id(self) -> Global___RequestId: ...
     def __init__(
@@ -429,10 +434,11 @@ class RotateRequest(_message.Message):
         token_hash: _builtins.bytes = ...,
         new_token_hash: _builtins.bytes = ...,
         principal: _builtins.str | None = ...,
+        grace: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "new_token_hash", b"new_token_hash", "principal", b"principal", "request_id", b"request_id", "token_hash", b"token_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_principal", b"_principal", "grace", b"grace", "new_token_hash", b"new_token_hash", "principal", b"principal", "request_id", b"request_id", "token_hash", b"token_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__principal: _TypeAlias = _typing.Literal["principal"]  # noqa: Y015
     _WhichOneofArgType__principal: _TypeAlias = _typing.Literal["_principal", b"_principal"]  # noqa: Y015
@@ -608,6 +614,62 @@ class RevokePrincipalResponse(_message.Message):
 Global___RevokePrincipalResponse: _TypeAlias = RevokePrincipalResponse  # noqa: Y015
 
 @_typing.final
+class SetPrincipalEnabledRequest(_message.Message):
+    """Disable a principal (no new session for it until enabled; every session it has ends in
+    the same command) or enable it again. Admin.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    principal: _builtins.str
+    enabled: _builtins.bool
+    @_builtins.property
+    def request_id(self) -> Global___RequestId: ...
+    def __init__(
+        self,
+        *,
+        request_id: Global___RequestId | None = ...,
+        principal: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPrincipalEnabledRequest: _TypeAlias = SetPrincipalEnabledRequest  # noqa: Y015
+
+@_typing.final
+class SetPrincipalEnabledResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDED_HANDLES_FIELD_NUMBER: _builtins.int
+    WAS_DISABLED_FIELD_NUMBER: _builtins.int
+    was_disabled: _builtins.bool
+    """the principal was disabled before this call"""
+    @_builtins.property
+    def ended_handles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sessions the disable ended"""
+
+    def __init__(
+        self,
+        *,
+        ended_handles: _abc.Iterable[_builtins.str] | None = ...,
+        was_disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_handles", b"ended_handles", "was_disabled", b"was_disabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPrincipalEnabledResponse: _TypeAlias = SetPrincipalEnabledResponse  # noqa: Y015
+
+@_typing.final
 class StatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -653,6 +715,15 @@ class StatusResponse(_message.Message):
     SNAPSHOTS_TAKEN_FIELD_NUMBER: _builtins.int
     ACCEPTING_WRITES_FIELD_NUMBER: _builtins.int
     MEMBER_GRPC_ADDRESSES_FIELD_NUMBER: _builtins.int
+    EVENTS_ENABLED_FIELD_NUMBER: _builtins.int
+    EVENTS_LAST_CURSOR_FIELD_NUMBER: _builtins.int
+    EVENTS_OLDEST_CURSOR_FIELD_NUMBER: _builtins.int
+    SECURITY_OPS_FIELD_NUMBER: _builtins.int
+    TOMBSTONES_FIELD_NUMBER: _builtins.int
+    DISABLED_PRINCIPALS_FIELD_NUMBER: _builtins.int
+    PACKED_ENTRIES_APPLIED_FIELD_NUMBER: _builtins.int
+    PACKED_COMMANDS_APPLIED_FIELD_NUMBER: _builtins.int
+    PACKED_ENTRIES_PROPOSED_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     is_leader: _builtins.bool
     leader_address: _builtins.str
@@ -690,6 +761,23 @@ class StatusResponse(_message.Message):
     """Mutations are accepted (the cluster's limits are set; a new cluster's first
     leader seeds them from its file within a moment of the election).
     """
+    events_enabled: _builtins.bool
+    """Lifecycle events (store/events.py) as applied here: whether the ring is on, the
+    newest event's cursor, and the oldest retained one's (0: none).
+    """
+    events_last_cursor: _builtins.int
+    events_oldest_cursor: _builtins.int
+    security_ops: _builtins.bool
+    """Session-security operations (command level 5) are on: removals leave tombstones."""
+    tombstones: _builtins.int
+    """ended sessions' token hashes still refused for reuse"""
+    disabled_principals: _builtins.int
+    packed_entries_applied: _builtins.int
+    """Packed log entries (several commands in one entry, command level 5) since this
+    process started: applied here, the commands they carried, and proposed by this node.
+    """
+    packed_commands_applied: _builtins.int
+    packed_entries_proposed: _builtins.int
     @_builtins.property
     def member_grpc_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The Raft members' gRPC addresses as this node sees them (live membership: nodes
@@ -722,10 +810,19 @@ class StatusResponse(_message.Message):
         snapshots_taken: _builtins.int = ...,
         accepting_writes: _builtins.bool = ...,
         member_grpc_addresses: _abc.Iterable[_builtins.str] | None = ...,
+        events_enabled: _builtins.bool = ...,
+        events_last_cursor: _builtins.int = ...,
+        events_oldest_cursor: _builtins.int = ...,
+        security_ops: _builtins.bool = ...,
+        tombstones: _builtins.int = ...,
+        disabled_principals: _builtins.int = ...,
+        packed_entries_applied: _builtins.int = ...,
+        packed_commands_applied: _builtins.int = ...,
+        packed_entries_proposed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "member_grpc_addresses", b"member_grpc_addresses", "node_id", b"node_id", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "disabled_principals", b"disabled_principals", "events_enabled", b"events_enabled", "events_last_cursor", b"events_last_cursor", "events_oldest_cursor", b"events_oldest_cursor", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "member_grpc_addresses", b"member_grpc_addresses", "node_id", b"node_id", "packed_commands_applied", b"packed_commands_applied", "packed_entries_applied", b"packed_entries_applied", "packed_entries_proposed", b"packed_entries_proposed", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "security_ops", b"security_ops", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term", "tombstones", b"tombstones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1291,3 +1388,70 @@ class MemberListResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MemberListResponse: _TypeAlias = MemberListResponse  # noqa: Y015
+
+@_typing.final
+class EventsRequest(_message.Message):
+    """Lifecycle events (store/events.py), in commit order, from any node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """Resume after this cursor (the `cursor` of the last event received; 0 = from the
+    first event ever). Absent: only events applied from now on. A cursor whose next event
+    is no longer retained is answered OUT_OF_RANGE with the `sq-oldest-cursor` trailer.
+    """
+    def __init__(
+        self,
+        *,
+        after: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "after", b"after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "after", b"after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after: _TypeAlias = _typing.Literal["after"]  # noqa: Y015
+    _WhichOneofArgType__after: _TypeAlias = _typing.Literal["_after", b"_after"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after) -> _WhichOneofReturnType__after | None: ...
+
+Global___EventsRequest: _TypeAlias = EventsRequest  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    HANDLE_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """one replicated sequence: the same event has the same cursor on every node"""
+    kind: _builtins.str
+    """created, rotated, updated, deleted, revoked, expired, reuse_detected (more may be added)"""
+    handle: _builtins.str
+    """the session's handle; never a token hash"""
+    principal: _builtins.str
+    """"" for an anonymous session"""
+    reason: _builtins.str
+    """revoked: principal | principal_cap; expired: idle | absolute"""
+    at_ms: _builtins.int
+    """the replicated time of the command that caused it"""
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        handle: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "cursor", b"cursor", "handle", b"handle", "kind", b"kind", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015

@@ -74,6 +74,11 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalResponse.FromString,
                 _registered_method=True)
+        self.SetPrincipalEnabled = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/SetPrincipalEnabled',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/sessionquorum.v1.SessionStore/Status',
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusRequest.SerializeToString,
@@ -113,6 +118,11 @@ class SessionStoreStub:
                 '/sessionquorum.v1.SessionStore/MemberRemove',
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveResponse.FromString,
+                _registered_method=True)
+        self.Events = channel.unary_stream(
+                '/sessionquorum.v1.SessionStore/Events',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.EventsRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.Event.FromString,
                 _registered_method=True)
 
 
@@ -167,6 +177,12 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPrincipalEnabled(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Local, any node: for operators and tests (convergence checks).
         """
@@ -216,6 +232,13 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -259,6 +282,11 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.RevokePrincipalResponse.SerializeToString,
             ),
+            'SetPrincipalEnabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPrincipalEnabled,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledResponse.SerializeToString,
+            ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.StatusRequest.FromString,
@@ -298,6 +326,11 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.MemberRemove,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveResponse.SerializeToString,
+            ),
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.EventsRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -527,6 +560,33 @@ class SessionStore:
             _registered_method=True)
 
     @staticmethod
+    def SetPrincipalEnabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/SetPrincipalEnabled',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.SetPrincipalEnabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Status(request,
             target,
             options=(),
@@ -732,6 +792,33 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/MemberRemove',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/Events',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.EventsRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

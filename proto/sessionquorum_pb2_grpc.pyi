@@ -55,6 +55,7 @@ class SessionStoreStub:
     Delete: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.DeleteRequest, _sessionquorum_pb2.DeleteResponse]
     ListSessions: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ListSessionsRequest, _sessionquorum_pb2.ListSessionsResponse]
     RevokePrincipal: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.RevokePrincipalRequest, _sessionquorum_pb2.RevokePrincipalResponse]
+    SetPrincipalEnabled: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.SetPrincipalEnabledRequest, _sessionquorum_pb2.SetPrincipalEnabledResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.StatusRequest, _sessionquorum_pb2.StatusResponse]
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]
@@ -64,6 +65,8 @@ class SessionStoreStub:
     MemberList: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]
     MemberAdd: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberAddRequest, _sessionquorum_pb2.MemberAddResponse]
     MemberRemove: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberRemoveRequest, _sessionquorum_pb2.MemberRemoveResponse]
+    Events: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.EventsRequest, _sessionquorum_pb2.Event]
+    """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 @_typing.type_check_only
 class SessionStoreAsyncStub(SessionStoreStub):
@@ -76,6 +79,7 @@ class SessionStoreAsyncStub(SessionStoreStub):
     Delete: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.DeleteRequest, _sessionquorum_pb2.DeleteResponse]  # type: ignore[assignment]
     ListSessions: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ListSessionsRequest, _sessionquorum_pb2.ListSessionsResponse]  # type: ignore[assignment]
     RevokePrincipal: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.RevokePrincipalRequest, _sessionquorum_pb2.RevokePrincipalResponse]  # type: ignore[assignment]
+    SetPrincipalEnabled: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.SetPrincipalEnabledRequest, _sessionquorum_pb2.SetPrincipalEnabledResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.StatusRequest, _sessionquorum_pb2.StatusResponse]  # type: ignore[assignment]
     """Local, any node: for operators and tests (convergence checks)."""
     Configure: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.ConfigureRequest, _sessionquorum_pb2.ConfigureResponse]  # type: ignore[assignment]
@@ -85,6 +89,8 @@ class SessionStoreAsyncStub(SessionStoreStub):
     MemberList: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]  # type: ignore[assignment]
     MemberAdd: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberAddRequest, _sessionquorum_pb2.MemberAddResponse]  # type: ignore[assignment]
     MemberRemove: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberRemoveRequest, _sessionquorum_pb2.MemberRemoveResponse]  # type: ignore[assignment]
+    Events: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.EventsRequest, _sessionquorum_pb2.Event]  # type: ignore[assignment]
+    """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -144,6 +150,13 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_sessionquorum_pb2.RevokePrincipalResponse, _abc.Awaitable[_sessionquorum_pb2.RevokePrincipalResponse]]: ...
 
     @_abc_1.abstractmethod
+    def SetPrincipalEnabled(
+        self,
+        request: _sessionquorum_pb2.SetPrincipalEnabledRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.SetPrincipalEnabledResponse, _abc.Awaitable[_sessionquorum_pb2.SetPrincipalEnabledResponse]]: ...
+
+    @_abc_1.abstractmethod
     def Status(
         self,
         request: _sessionquorum_pb2.StatusRequest,
@@ -199,5 +212,13 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.MemberRemoveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.MemberRemoveResponse, _abc.Awaitable[_sessionquorum_pb2.MemberRemoveResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Events(
+        self,
+        request: _sessionquorum_pb2.EventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_sessionquorum_pb2.Event], _abc.AsyncIterator[_sessionquorum_pb2.Event]]:
+        """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
 def add_SessionStoreServicer_to_server(servicer: SessionStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

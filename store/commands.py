@@ -36,12 +36,27 @@ COMMAND_VERSION = 1
 # - encryption at rest: Create/Update carry "sealed" (a keyed digest of the plaintext values,
 #   the fingerprint's stand-in for ciphertext) and Update "bound_handle" (store/atrest.py).
 # - live membership: MemberIdentity records a node's id, Raft and gRPC addresses (store/members.py).
+# - EnableEvents: apply starts appending lifecycle events to a replicated ring (store/events.py).
+# - session-security operations (store/secops.py): SecurityOn switches on tombstones (no
+#   reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
+#   ReuseDetected; Rotate with "grace"; Configure of the LATER_LIMITS.
+# - packed entries: op "many" carries several commands in one log entry (store/_packing.py).
+# - counters from sealed values: Update "rebase" + "read_version" (store/sealing.py, COUNTER_REBASE_LEVEL).
 BASE_LEVEL = 1
 SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
 IDLE_CHANGE_LEVEL = 4
 ATREST_LEVEL = 5
 MEMBERSHIP_LEVEL = 5
+EVENTS_LEVEL = 5
+SECURITY_OPS_LEVEL = 5
+# Limits of level 5: a Configure carrying any of them needs level 5 (config.limits_to_wire
+# leaves them out while at their defaults).
+LATER_LIMITS = frozenset(
+    {"max_tombstones", "rotation_grace_ms", "revoke_on_reuse", "max_disabled_principals", "timeout_profile"}
+)
+MULTI_LEVEL = 5
+COUNTER_REBASE_LEVEL = 5
 
 Attributes = tuple[tuple[str, bytes], ...]
 
@@ -83,6 +98,12 @@ class Update:
     # remembered) when the session's handle differs (a proposer that read stale state).
     bound_handle: str | None = None
     sealed: bytes | None = None
+    # Level 5: counters whose sealed value the proposer opened, with the integer it held;
+    # apply stores that integer in plaintext before the increment, but only while the
+    # session is still at `read_version` (else RETRY: nothing applied, nothing remembered).
+    # The first increment of a sealed value thereby converts it once (store/sealing.py).
+    rebase: tuple[tuple[str, int], ...] = ()
+    read_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +111,9 @@ class Rotate:
     token_hash: bytes
     new_token_hash: bytes
     principal: str | None  # None keeps the current principal
+    # Level 5: the old token serves its successor for rotation_grace_ms (a routine rotation
+    # with requests in flight; never with a principal). False is not encoded.
+    grace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +149,14 @@ class Configure:
 
 
 @dataclass(frozen=True, slots=True)
+class EnableEvents:
+    """Switch the lifecycle event ring on (or give it new bounds; its cursors continue)."""
+
+    max_count: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class MemberLevel:
     """A node advertises the highest command level it can apply."""
 
@@ -143,6 +175,30 @@ class MemberIdentity:
     joined: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SecurityOn:
+    """Switches on the level-5 rules (store/secops.py) at one log index on every node.
+
+    The leader proposes it once every member advertised level 5; before it, a removal leaves
+    no tombstone, exactly as older releases apply the same entries.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class SetPrincipalEnabled:
+    """Disable (no new session; its sessions end in this command) or enable a principal."""
+
+    principal: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseDetected:
+    """A read met a rotated-away token after its grace (reads are not log entries)."""
+
+    token_hash: bytes
+
+
 Op = (
     Create
     | Touch
@@ -155,6 +211,10 @@ Op = (
     | Configure
     | MemberLevel
     | MemberIdentity
+    | EnableEvents
+    | SecurityOn
+    | SetPrincipalEnabled
+    | ReuseDetected
 )
 
 _NAMES: dict[type[Any], str] = {
@@ -169,12 +229,19 @@ _NAMES: dict[type[Any], str] = {
     Configure: "configure",
     MemberLevel: "member_level",
     MemberIdentity: "member_identity",
+    EnableEvents: "enable_events",
+    SecurityOn: "security_on",
+    SetPrincipalEnabled: "set_principal_enabled",
+    ReuseDetected: "reuse_detected",
 }
 
 # The command level that introduced each operation; see the module docstring.
 LEVELS: dict[type[Any], int] = {op: BASE_LEVEL for op in _NAMES}
 LEVELS[Configure] = 2
 LEVELS[MemberIdentity] = MEMBERSHIP_LEVEL
+LEVELS[EnableEvents] = EVENTS_LEVEL
+for _op5 in (SecurityOn, SetPrincipalEnabled, ReuseDetected):
+    LEVELS[_op5] = SECURITY_OPS_LEVEL
 # The level from which the envelope carries the client epoch.
 CLIENT_EPOCH_LEVEL = 2
 
@@ -193,13 +260,15 @@ class Command:
 # Fields a proposer fills with fresh values: a retry of the same request carries new ones.
 _FRESH_FIELDS: dict[type[Any], frozenset[str]] = {
     Create: frozenset({"handle"}),
-    Update: frozenset({"bound_handle"}),
+    Update: frozenset({"bound_handle", "rebase", "read_version"}),
 }
-# Fields added after level 1 that are left out of an entry (and its fingerprint) while None,
-# so an entry without them is byte-identical to what older releases wrote and fingerprint.
+# Fields added after level 1 that are left out of an entry (and its fingerprint) while at
+# their default (None, False), so an entry without them is byte-identical to what older
+# releases wrote and fingerprint.
 _LATER_FIELDS: dict[type[Any], frozenset[str]] = {
     Create: frozenset({"sealed"}),
-    Update: frozenset({"idle_timeout_ms", "bound_handle", "sealed"}),
+    Update: frozenset({"idle_timeout_ms", "bound_handle", "sealed", "rebase", "read_version"}),
+    Rotate: frozenset({"grace"}),
 }
 # Sealed values: a retry carries other ciphertext, so the fingerprint takes "sealed" instead.
 _SEALED_FIELDS: dict[type[Any], str] = {Create: "attributes", Update: "set"}
@@ -207,7 +276,8 @@ _SEALED_FIELDS: dict[type[Any], str] = {Create: "attributes", Update: "set"}
 
 def _fields(op: Op) -> list[str]:
     later = _LATER_FIELDS.get(type(op), frozenset())
-    return [n for n in op.__dataclass_fields__ if n not in later or getattr(op, n) is not None]
+    fields = op.__dataclass_fields__
+    return [n for n in fields if n not in later or getattr(op, n) != fields[n].default]
 
 
 def fingerprint(op: Op) -> bytes:
@@ -231,10 +301,16 @@ def level_of(cmd: Command) -> int:
         level = max(level, CLIENT_EPOCH_LEVEL)
     if isinstance(cmd.op, Update) and cmd.op.idle_timeout_ms is not None:
         level = max(level, IDLE_CHANGE_LEVEL)
+    if isinstance(cmd.op, Rotate) and cmd.op.grace:
+        level = max(level, SECURITY_OPS_LEVEL)
+    if isinstance(cmd.op, Configure) and any(name in LATER_LIMITS for name, _ in cmd.op.limits):
+        level = max(level, SECURITY_OPS_LEVEL)
     if isinstance(cmd.op, Create | Update) and cmd.op.sealed is not None:
         level = max(level, ATREST_LEVEL)
     if isinstance(cmd.op, Update) and cmd.op.bound_handle is not None:
         level = max(level, ATREST_LEVEL)
+    if isinstance(cmd.op, Update) and (cmd.op.rebase or cmd.op.read_version is not None):
+        level = max(level, COUNTER_REBASE_LEVEL)
     return level
 
 
@@ -286,6 +362,19 @@ def _attrs(raw: Any, key: str) -> Attributes:
     return tuple(out)
 
 
+def _counter_pairs(raw: Any, key: str) -> tuple[tuple[str, int], ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(p, list)
+        and len(p) == 2
+        and isinstance(p[0], str)
+        and isinstance(p[1], int)
+        and not isinstance(p[1], bool)
+        for p in raw
+    ):
+        raise UndecodableEntry(f"argument {key!r} must hold [name, int] pairs")
+    return tuple((p[0], p[1]) for p in raw)
+
+
 def _op(name: str, a: dict[str, Any]) -> Op:
     if name == "create":
         return Create(
@@ -305,31 +394,26 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         deletes = _req(a, "delete", list)
         if not all(isinstance(d, str) for d in deletes):
             raise UndecodableEntry("argument 'delete' must hold strings")
-        increments = a.get("increment", [])
-        if not isinstance(increments, list) or not all(
-            isinstance(p, list)
-            and len(p) == 2
-            and isinstance(p[0], str)
-            and isinstance(p[1], int)
-            and not isinstance(p[1], bool)
-            for p in increments
-        ):
-            raise UndecodableEntry("argument 'increment' must hold [name, int] pairs")
+        increments = _counter_pairs(a.get("increment", []), "increment")
+        rebase = _counter_pairs(a.get("rebase", []), "rebase")
         return Update(
             token_hash=_req(a, "token_hash", bytes),
             set=_attrs(a.get("set"), "set"),
             delete=tuple(deletes),
             expected_version=_req(a, "expected_version", int, optional=True),
-            increment=tuple((p[0], p[1]) for p in increments),
+            increment=increments,
             idle_timeout_ms=_req(a, "idle_timeout_ms", int) if "idle_timeout_ms" in a else None,
             bound_handle=_req(a, "bound_handle", str) if "bound_handle" in a else None,
             sealed=_req(a, "sealed", bytes) if "sealed" in a else None,
+            rebase=rebase,
+            read_version=_req(a, "read_version", int) if "read_version" in a else None,
         )
     if name == "rotate":
         return Rotate(
             token_hash=_req(a, "token_hash", bytes),
             new_token_hash=_req(a, "new_token_hash", bytes),
             principal=_req(a, "principal", str, optional=True),
+            grace=_req(a, "grace", bool) if "grace" in a else False,
         )
     if name == "delete":
         return Delete(
@@ -366,15 +450,32 @@ def _op(name: str, a: dict[str, Any]) -> Op:
             grpc_address=_req(a, "grpc_address", str),
             joined=_req(a, "joined", bool),
         )
+    if name == "enable_events":
+        return EnableEvents(max_count=_req(a, "max_count", int), max_bytes=_req(a, "max_bytes", int))
+    if name == "security_on":
+        return SecurityOn()
+    if name == "set_principal_enabled":
+        return SetPrincipalEnabled(principal=_req(a, "principal", str), enabled=_req(a, "enabled", bool))
+    if name == "reuse_detected":
+        return ReuseDetected(token_hash=_req(a, "token_hash", bytes))
     raise UndecodableEntry(f"unknown operation {name!r}")
+
+
+def unpack(entry: bytes) -> Any:
+    """An entry's msgpack value, undecoded: a plain command's map, or a packed entry's."""
+    try:
+        return msgpack.unpackb(entry, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise UndecodableEntry(f"not msgpack: {exc}") from exc
 
 
 def decode(entry: bytes, supported_level: int = SUPPORTED_LEVEL) -> Command:
     """Decode one entry; anything above `supported_level` is undecodable for this node."""
-    try:
-        raw = msgpack.unpackb(entry, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise UndecodableEntry(f"not msgpack: {exc}") from exc
+    return decode_map(unpack(entry), supported_level)
+
+
+def decode_map(raw: Any, supported_level: int = SUPPORTED_LEVEL) -> Command:
+    """Decode one command from its unpacked map (a plain entry, or one inside a packed entry)."""
     if not isinstance(raw, dict):
         raise UndecodableEntry("entry is not a map")
     version = raw.get("v")

@@ -36,10 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .commands import SUPPORTED_LEVEL
+from .commands import LATER_LIMITS, SUPPORTED_LEVEL
 from .errors import ConfigError
+from .events import check_bounds as check_event_bounds
 
 DAY_MS = 24 * 3600 * 1000
+MINUTE_MS = 60 * 1000
+# Timeout profiles: name -> (most idle timeout, most absolute lifetime), in ms. "high":
+# OWASP's high-value applications (idle 2-5 min, absolute 4-8 h); "standard": ASVS 4 L2
+# (30 min idle, 12 h absolute). SECURITY.md lists them with their sources.
+TIMEOUT_PROFILES: dict[str, tuple[int, int] | None] = {
+    "none": None,
+    "high": (5 * MINUTE_MS, 4 * 60 * MINUTE_MS),
+    "standard": (30 * MINUTE_MS, 12 * 60 * MINUTE_MS),
+}
 LOG_FORMATS = ("text", "json")
 
 
@@ -75,6 +85,20 @@ class Limits:
     max_dedup_clients: int = 100_000
     # Most sessions one expire command removes, so one log entry stays small.
     expire_batch: int = 1000
+    # Session-security operations (command level 5, store/secops.py). Left out of the wire
+    # form while at their defaults (`limits_to_wire`), so older releases read it unchanged.
+    # Ended sessions' token hashes refused for reuse until their old absolute deadline; at
+    # the cap the oldest tombstone goes first.
+    max_tombstones: int = 1_000_000
+    # How long a rotated-away token still serves (in-flight requests of the same browser);
+    # a use after it is a reuse (the theft signal of OAuth refresh-token rotation).
+    rotation_grace_ms: int = 10_000
+    # "on": a detected reuse also revokes the session the token was rotated into.
+    revoke_on_reuse: str = "off"
+    max_disabled_principals: int = 100_000
+    # "none", or a profile of store/secops.py PROFILES: the most idle and absolute timeout a
+    # session gets (OWASP / ASVS); a create or update asking for more gets the profile's.
+    timeout_profile: str = "none"
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -86,11 +110,29 @@ class Limits:
                 f"limits.principal_cap_policy must be 'evict_oldest' or 'reject', "
                 f"got {self.principal_cap_policy!r}"
             )
+        if self.revoke_on_reuse not in ("on", "off"):
+            raise ConfigError(f"limits.revoke_on_reuse must be 'on' or 'off', got {self.revoke_on_reuse!r}")
+        if self.timeout_profile not in TIMEOUT_PROFILES:
+            raise ConfigError(
+                f"limits.timeout_profile must be one of {', '.join(TIMEOUT_PROFILES)}, "
+                f"got {self.timeout_profile!r}"
+            )
 
 
 def limits_to_pairs(limits: Limits) -> tuple[tuple[str, int | str], ...]:
     """The wire form of a Configure command: every field, sorted by name."""
     return tuple(sorted((f.name, getattr(limits, f.name)) for f in dataclasses.fields(limits)))
+
+
+def limits_to_wire(limits: Limits) -> tuple[tuple[str, int | str], ...]:
+    """What Configure commands and snapshots carry: every limit but the level-5 ones at their
+    default, so a cluster that never changed them writes what older releases read."""
+    defaults = Limits()
+    return tuple(
+        (name, value)
+        for name, value in limits_to_pairs(limits)
+        if name not in LATER_LIMITS or value != getattr(defaults, name)
+    )
 
 
 def limits_from_pairs(pairs: Any) -> Limits:
@@ -148,6 +190,11 @@ class RaftSettings:
     # Live membership (`member add|remove`): pysyncobj's dynamic membership change with our
     # fixes (store/DESIGN.md, "Membership"). Off: MemberAdd / MemberRemove are refused.
     dynamic_membership: bool = True
+    # Packed entries (store/_packing.py, command level 5): at most this many waiting
+    # commands, and this many bytes of them, share one log entry. 1 turns packing off.
+    # The byte bound stays well under pysyncobj's 64 KiB chunking default.
+    pack_commands: int = 128
+    pack_bytes: int = 32 * 1024
 
     def validate(self) -> None:
         if not 0 < self.transfer_timeout_s <= 60:
@@ -164,6 +211,8 @@ class RaftSettings:
             raise ConfigError("raft.append_batch_bytes must be 65536 to 8388608 (half the peer message cap)")
         if not 4096 <= self.snapshot_chunk_bytes <= 8 * 1024 * 1024:
             raise ConfigError("raft.snapshot_chunk_bytes must be 4096 to 8388608 (half the peer message cap)")
+        if not 1 <= self.pack_commands <= 1024 or not 1024 <= self.pack_bytes <= 48 * 1024:
+            raise ConfigError("raft.pack_commands must be 1 to 1024 and raft.pack_bytes 1024 to 49152")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +247,20 @@ class ServerSettings:
     roleless_client_role: str = "app"
     # UNSAFE, for the authorization test's canary only: every caller may call every method.
     unsafe_skip_authorization: bool = False
+    # The lifecycle event ring's bounds (store/events.py). They are replicated state: the
+    # first leader at command level 5 proposes these from its file (EnableEvents), and the
+    # log's values apply on every node from then on, whatever its file says.
+    events_retention_count: int = 65_536
+    events_retention_bytes: int = 4 * 1024 * 1024
+    # Concurrent Events streams one node serves; one more is refused RESOURCE_EXHAUSTED.
+    max_event_streams: int = 64
 
     def validate(self) -> None:
+        problem = check_event_bounds(self.events_retention_count, self.events_retention_bytes)
+        if problem:
+            raise ConfigError(f"server.events_retention_*: {problem}")
+        if self.max_event_streams < 1:
+            raise ConfigError("server.max_event_streams must be >= 1")
         if self.max_message_bytes < 64 * 1024:
             raise ConfigError("server.max_message_bytes must be at least 65536")
         if self.apply_timeout_s <= 0 or self.sweep_interval_s <= 0 or self.touch_interval_ms < 0:

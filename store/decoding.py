@@ -16,6 +16,7 @@ itself with RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -66,25 +67,6 @@ Refuse = Callable[[Undecodable, grpc.aio.ServicerContext[Any, Any]], Awaitable[A
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-def _guarded_stream(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse: Refuse) -> Any:
-    """A unary-stream method (SnapshotSave): the same refusal, then the handler's stream."""
-    assert handler.request_deserializer is not None and handler.unary_stream is not None
-    behaviour = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
-
-    async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        if isinstance(request, Undecodable):
-            await refuse(request, context)
-            return
-        async for response in behaviour(request, context):
-            yield response
-
-    return grpc.unary_stream_rpc_method_handler(
-        unary_stream,
-        request_deserializer=safe_deserializer(handler.request_deserializer, message_name),
-        response_serializer=handler.response_serializer,
-    )
-
-
 def _guarded(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse: Refuse) -> Any:
     if not handler.request_streaming and handler.response_streaming and handler.unary_stream is not None:
         return _guarded_stream(handler, message_name, refuse)
@@ -100,6 +82,41 @@ def _guarded(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse
 
     return grpc.unary_unary_rpc_method_handler(
         unary_unary,
+        request_deserializer=safe_deserializer(handler.request_deserializer, message_name),
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _guarded_stream(handler: grpc.RpcMethodHandler[Any, Any], message_name: str, refuse: Refuse) -> Any:
+    """A server-streaming method: the same refusal, then the handler's stream.
+
+    Handlers come in grpc.aio's two forms: an async generator (SnapshotSave yields its
+    chunks) or a coroutine that writes with `context.write` (Events).
+    """
+    assert handler.request_deserializer is not None and handler.unary_stream is not None
+    if inspect.isasyncgenfunction(handler.unary_stream):
+        generator = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
+
+        async def yielding(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+                return
+            async for response in generator(request, context):
+                yield response
+
+        stream: Any = yielding
+    else:
+        behaviour = cast(Behaviour, handler.unary_stream)
+
+        async def writing(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            if isinstance(request, Undecodable):
+                await refuse(request, context)
+                return
+            await behaviour(request, context)
+
+        stream = writing
+    return grpc.unary_stream_rpc_method_handler(
+        stream,
         request_deserializer=safe_deserializer(handler.request_deserializer, message_name),
         response_serializer=handler.response_serializer,
     )

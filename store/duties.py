@@ -12,6 +12,10 @@ cannot do its work now logs one line and tries again on its next round.
 - `seed_limits`: the first leader of a new cluster proposes the limits of its file as the
   cluster's replicated limits (commands.Configure). Afterwards the file's section is only a
   seed: a node whose file disagrees says so once, and apply keeps using the log's.
+- `enable_events`: once every member applies command level 5, the leader switches the
+  lifecycle event ring on with its file's bounds (commands.EnableEvents), once.
+- `switch_on_security_ops`: once every member advertised level 5, the leader proposes
+  `SecurityOn`, from which removals leave tombstones (store/secops.py).
 - `sweep_expired`: the leader proposes bounded expire commands when a deadline passed.
 - `watch_leader`: health goes NOT_SERVING while this node hears no leader (it lost
   quorum, or its side of a partition has none), and back once it hears one.
@@ -26,7 +30,7 @@ from collections.abc import Awaitable, Callable
 
 from . import commands as c
 from .clock import ProposerClock
-from .config import Limits, NodeConfig, limits_to_pairs
+from .config import Limits, NodeConfig, limits_to_wire
 from .errors import StoreError
 from .raft import ReplicatedLog
 from .service import cluster_level
@@ -89,6 +93,10 @@ async def advertise_level(config: NodeConfig, raft: ReplicatedLog, stop: asyncio
         await _pause(stop, 1.0)
 
 
+def _level(config: NodeConfig, ids: list[str]) -> Callable[[SessionMachine], int]:
+    return lambda m: cluster_level(m, config, ids)
+
+
 def _limits_and_level(
     config: NodeConfig, ids: list[str]
 ) -> Callable[[SessionMachine], tuple[bool, Limits, int]]:
@@ -110,10 +118,10 @@ async def seed_limits(
                     "`python -m sessionquorum.cluster config set`)"
                 )
             return
-        if raft.is_leader() and level >= c.LEVELS[c.Configure]:
-            entry = c.encode(
-                c.Command(c.Configure(limits_to_pairs(seed), seed=True), now_ms=clock.stamp(raft.term()))
-            )
+        op = c.Configure(limits_to_wire(seed), seed=True)
+        # Level 5 if the file sets a level-5 limit (commands.LATER_LIMITS), else level 2.
+        if raft.is_leader() and level >= c.level_of(c.Command(op, now_ms=0)):
+            entry = c.encode(c.Command(op, now_ms=clock.stamp(raft.term())))
             try:
                 await raft.propose(entry, PROPOSE_TIMEOUT_S)
                 log.info(
@@ -122,6 +130,63 @@ async def seed_limits(
                 continue
             except StoreError as exc:
                 log.info("seeding the cluster's limits not confirmed: %s", exc.message)
+        await _pause(stop, 0.5)
+
+
+async def enable_events(
+    config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
+) -> None:
+    """On the leader, once the cluster is at EVENTS_LEVEL, propose EnableEvents (a seed, once).
+
+    A replicated switch, not each node's own: every node starts its ring at the same entry,
+    so cursors agree; a member of an older release never meets the command.
+    """
+    server = config.cluster.server
+    op = c.EnableEvents(server.events_retention_count, server.events_retention_bytes)
+    while not stop.is_set():
+        bounds = raft.read(
+            lambda m: None if m.lifecycle is None else (m.lifecycle.max_count, m.lifecycle.max_bytes)
+        )
+        level = raft.read(_level(config, raft.member_ids()))
+        if bounds is not None:
+            if bounds != (op.max_count, op.max_bytes):
+                log.warning(
+                    "server.events_retention_* in this node's cluster.json differ from the cluster's "
+                    "replicated event retention %s; the replicated one applies",
+                    bounds,
+                )
+            return
+        if raft.is_leader() and level >= c.EVENTS_LEVEL:
+            try:
+                await raft.propose(
+                    c.encode(c.Command(op, now_ms=clock.stamp(raft.term()))), PROPOSE_TIMEOUT_S
+                )
+                log.info(
+                    "lifecycle events enabled (%d events, %d bytes retained)", op.max_count, op.max_bytes
+                )
+                continue
+            except StoreError as exc:
+                log.info("enabling lifecycle events not confirmed: %s", exc.message)
+        await _pause(stop, 0.5)
+
+
+async def switch_on_security_ops(
+    config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
+) -> None:
+    """On the leader, once every member applies level 5, switch the level-5 rules on."""
+    while not stop.is_set():
+        active = raft.read(lambda m: m.sec.active)
+        level = raft.read(_level(config, raft.member_ids()))
+        if active:
+            return
+        if raft.is_leader() and level >= c.SECURITY_OPS_LEVEL:
+            entry = c.encode(c.Command(c.SecurityOn(), now_ms=clock.stamp(raft.term())))
+            try:
+                await raft.propose(entry, PROPOSE_TIMEOUT_S)
+                log.info("session-security operations (command level %d) are on", c.SECURITY_OPS_LEVEL)
+                continue
+            except StoreError as exc:
+                log.info("switching on session-security operations not confirmed: %s", exc.message)
         await _pause(stop, 0.5)
 
 

@@ -8,12 +8,15 @@
     ├── VersionConflict             ABORTED: expected_version does not match
     ├── QuotaExceeded               RESOURCE_EXHAUSTED: a configured limit would be exceeded
     ├── StaleSequence               OUT_OF_RANGE: an older request id than one already applied
+    ├── EventsCompacted             OUT_OF_RANGE (+ sq-oldest-cursor): the event cursor is
+    │                               older than the retained events
     ├── NotLeader                   FAILED_PRECONDITION (+ leader hint): ask the leader
     ├── NoLeader                    UNAVAILABLE: no leader known; nothing was applied
     ├── NotReady                    UNAVAILABLE: the node is still catching up after start
     ├── UpgradePending              FAILED_PRECONDITION: not every member supports it yet
     ├── Undecryptable               DATA_LOSS: a stored value does not open on this node
     │                               (unknown key id, or not authentic where it is stored)
+    ├── PrincipalDisabled           PERMISSION_DENIED: the principal is disabled (no new session)
     └── OutcomeUnknown              UNKNOWN: may or may not have been applied; retry with
         │                           the same request id, which is safe
         └── DedupExpired            UNKNOWN (+ sq-epoch): this request was not applied, an
@@ -75,6 +78,16 @@ class StaleSequence(StoreError):
     status = grpc.StatusCode.OUT_OF_RANGE
 
 
+class EventsCompacted(StoreError):
+    """An Events cursor whose next event the ring no longer holds (sent as `sq-oldest-cursor`)."""
+
+    status = grpc.StatusCode.OUT_OF_RANGE
+
+    def __init__(self, message: str, oldest_cursor: int) -> None:
+        super().__init__(message)
+        self.oldest_cursor = oldest_cursor
+
+
 class NotLeader(StoreError):
     status = grpc.StatusCode.FAILED_PRECONDITION
 
@@ -97,6 +110,10 @@ class UpgradePending(StoreError):
 
 class Undecryptable(StoreError):
     status = grpc.StatusCode.DATA_LOSS
+
+
+class PrincipalDisabled(StoreError):
+    status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class OutcomeUnknown(StoreError):
@@ -124,3 +141,5 @@ EPOCH_METADATA_KEY = "sq-epoch"
 VERSION_METADATA_KEY = "sq-version"
 # On FAILED_PRECONDITION: the command needs a level some member lacks (not "not the leader").
 UPGRADE_METADATA_KEY = "sq-upgrade"
+# On OUT_OF_RANGE from Events: the oldest cursor a stream may resume after.
+OLDEST_CURSOR_METADATA_KEY = "sq-oldest-cursor"

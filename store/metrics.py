@@ -86,6 +86,18 @@ _EVENT_METRICS: dict[str, tuple[str, str | None, str]] = {
     "evicted": ("sessions_ended", "evicted", ""),
     "expired_idle": ("sessions_ended", "expired_idle", ""),
     "expired_absolute": ("sessions_ended", "expired_absolute", ""),
+    "ended_disabled": ("sessions_ended", "disabled", ""),
+    "ended_reuse": ("sessions_ended", "reuse", ""),
+    "reuse_detected": (
+        "token_reuse_detected",
+        None,
+        "Rotated-away tokens used after their grace (a theft signal; applied on this node).",
+    ),
+    "tombstone_refused": (
+        "token_hash_reuse_refused",
+        None,
+        "Creates and rotations refused because an ended session's token hash was still reserved.",
+    ),
     "touched": ("touches_applied", None, "Touch commands applied on this node (validate touches included)."),
     "exactly_once_hits": (
         "exactly_once_hits",
@@ -95,7 +107,8 @@ _EVENT_METRICS: dict[str, tuple[str, str | None, str]] = {
 }
 _ENDED_HELP = (
     "Sessions ended, by reason: deleted (Delete), revoked (RevokePrincipal), evicted (principal cap), "
-    "expired_idle, expired_absolute (the expiry sweep). Applied on this node."
+    "expired_idle, expired_absolute (the expiry sweep), disabled (principal disabled), "
+    "reuse (a rotated-away token used after its grace, with revoke_on_reuse). Applied on this node."
 )
 
 

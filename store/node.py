@@ -31,6 +31,7 @@ from .clock import ProposerClock
 from .commands import BASE_LEVEL
 from .config import LOG_FORMATS, Limits, NodeConfig, load_node_config, read_revoked
 from .errors import ConfigError, StoreError
+from .event_stream import EventFeed
 from .keyfile import KeyRing
 from .metrics import MetricsServer, NodeMetrics, ScrapeView
 from .raft import ReplicatedLog
@@ -95,7 +96,14 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
     # replicas must apply the same rules; duties.seed_limits).
     machine = SessionMachine(Limits(), supported_level=config.command_level)
     clock = ProposerClock(config.cluster.server.clock_drift_ms)
-    raft = ReplicatedLog(config, machine, on_applied=clock.observe)
+    feed = EventFeed(machine)
+    feed.bind(asyncio.get_running_loop())
+
+    def on_applied(now_ms: int) -> None:  # tick thread, after every apply
+        clock.observe(now_ms)
+        feed.poke()
+
+    raft = ReplicatedLog(config, machine, on_applied=on_applied)
     if log_context is not None:
         log_context.term = raft.term
     health = HealthServicer()
@@ -117,7 +125,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
 
     metrics = NodeMetrics(config.node.id, scrape)
     raft.observe_proposal, raft.observe_read_index = metrics.observe_proposal, metrics.observe_read_index
-    service = SessionService(config, raft, clock, metrics, Sealing(ring))
+    service = SessionService(config, raft, clock, metrics, Sealing(ring), feed)
 
     def refused(method: str) -> None:
         metrics.permission_denied(method, "role")
@@ -189,6 +197,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
 
     async def on_leader(heard: bool) -> None:
         state.leader_heard = heard
+        feed.set_serving(heard)
         await state.publish()
 
     stop = asyncio.Event()
@@ -199,7 +208,9 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         asyncio.create_task(duties.become_ready(raft, stop, on_ready)),
         asyncio.create_task(duties.advertise_level(config, raft, stop)),
         asyncio.create_task(duties.seed_limits(config, raft, clock, stop)),
+        asyncio.create_task(duties.enable_events(config, raft, clock, stop)),
         asyncio.create_task(duties.sweep_expired(config, raft, clock, stop)),
+        asyncio.create_task(duties.switch_on_security_ops(config, raft, clock, stop)),
         asyncio.create_task(duties.watch_leader(config, raft, stop, on_leader)),
     ]
     if revoked_file is not None:
@@ -207,6 +218,7 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
     await stop.wait()
     log.info("stopping node %s", config.node.id)
     await hand_over_before_stop(raft, config.cluster.raft.transfer_timeout_s)
+    feed.close()  # event streams end cleanly now; their clients resume elsewhere
     await health.enter_graceful_shutdown()
     await server.stop(config.cluster.server.grace_shutdown_s)
     # A proposal in flight may wait for peers that are stopping too: do not wait for it.

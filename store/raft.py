@@ -39,9 +39,11 @@ from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
 from . import _membership, _peerguard, _readindex, _transfer
 from . import members as _members
+from ._outbox import Outbox
+from ._packing import PackLimits
 from ._prevote import PreVote, PreVoteGate
 from ._readindex import RaftView, ReadIndex, Waiter
-from .commands import LEASE_LEVEL, UndecodableEntry
+from .commands import LEASE_LEVEL, MULTI_LEVEL, UndecodableEntry
 from .config import NodeConfig, read_secret
 from .errors import ConfigError, InvalidArgument, NoLeader, NotLeader, NotReady, OutcomeUnknown, StoreError
 from .journal import RaftJournal, fsync_dir
@@ -108,8 +110,9 @@ class _Replicated(SyncObjConsumer):  # type: ignore[misc]
         super().__init__()
 
     @replicated  # type: ignore[untyped-decorator]
-    def apply(self, entry: bytes) -> Reply:
-        """Apply one entry; any failure stops the node loudly (exit 70).
+    def apply(self, entry: bytes) -> Reply | list[Reply]:
+        """Apply one entry (a packed one answers a list, store/_packing.py); any failure
+        stops the node loudly (exit 70).
 
         Skipping the entry would let this replica diverge, and raising into pysyncobj makes
         it retry the same entry forever on every node while health says SERVING. A crash
@@ -117,7 +120,7 @@ class _Replicated(SyncObjConsumer):  # type: ignore[misc]
         """
         with self._lock:
             try:
-                reply = self._machine.apply(entry)
+                reply = self._machine.apply_entry(entry)
                 now_ms = self._machine.now_ms
             except UndecodableEntry as exc:
                 log.critical("undecodable log entry, stopping this node: %s", exc)
@@ -217,10 +220,12 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         reads: ReadIndex,
         take_reads: Callable[[], list[Waiter]] | None = None,
         lease_s: Callable[[], float] = lambda: 0.0,
+        send_proposals: Callable[[], None] = lambda: None,
         **kwargs: Any,
     ) -> None:
         # Set before SyncObj.__init__, which starts the tick thread.
         self._busy_tick_s = busy_tick_s
+        self._send_proposals = send_proposals
         self._first_tick = True
         self._reads = reads
         self._take_reads = take_reads
@@ -314,11 +319,13 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         """Send what this tick appended at once, instead of at the next append period.
 
         Under load the entries that queued up meanwhile go out together: batching is by
-        what is waiting, not by a timer.
+        what is waiting, not by a timer. What waits in our outbox enters pysyncobj's queue
+        first, several proposals packed into one entry where allowed (store/_outbox.py).
         """
         if self.handover.holds_proposals():
             return  # a transfer target must end up with every entry (store/_transfer.py)
         before = self._SyncObj__getCurrentLogIndex()
+        self._send_proposals()
         SyncObj._checkCommandsToApply(self)
         if self._isLeader() and self._SyncObj__getCurrentLogIndex() != before:
             self._SyncObj__sendAppendEntries()
@@ -588,6 +595,9 @@ class RaftStatus:
     # New (term, leader) pairs seen since start; the latest snapshot's capture + write time.
     leader_changes: int = 0
     snapshot_seconds: float = 0.0
+    # Packed entries this node proposed, and the commands in them (store/_outbox.py).
+    packed_proposed: int = 0
+    packed_commands_proposed: int = 0
 
 
 # MemberList copies pysyncobj's membership sets from a gRPC thread; a copy that races the
@@ -662,6 +672,16 @@ class ReplicatedLog:
         self._reads_lock = threading.Lock()
         self._open_reads: list[Waiter] = []
         self._open_batch: asyncio.Future[int] | None = None
+        # Proposals wait here for the tick thread, which packs them (store/_outbox.py).
+        self._outbox = Outbox(
+            lambda entry, callback: self._consumer.apply(entry, callback=callback),
+            success=FAIL_REASON.SUCCESS,
+            failure=translate_failure,
+            queue_full=FAIL_REASON.QUEUE_FULL,
+            may_pack=self._may_pack,
+            max_waiting=r.commands_queue_size,
+            limits=PackLimits(max_commands=r.pack_commands, max_bytes=r.pack_bytes),
+        )
         self._sync = _GuardedSyncObj(
             config.node.raft_address,
             [p.raft_address for p in config.peers],
@@ -675,6 +695,7 @@ class ReplicatedLog:
             reads=self._reads,
             take_reads=self._take_reads,
             lease_s=self._lease_s,
+            send_proposals=self._outbox.flush,
             transportClass=_DurableTransport,
         )
         # The Raft members' addresses (this node first), renewed by the tick thread after
@@ -736,6 +757,14 @@ class ReplicatedLog:
         if self._machine.lowest_level(_members.member_ids(names, self._member_addresses)) < LEASE_LEVEL:
             return 0.0
         return r.election_min_s * LEASE_FRACTION
+
+    def _may_pack(self) -> bool:
+        """On the tick thread: whether every member can apply a packed entry (MULTI_LEVEL).
+
+        Every current member (store/members.py): a joining one that has not advertised yet
+        counts as level 1, so nothing is packed until it said it can apply it."""
+        names = _members.directory(self._config, self._machine.nodes)
+        return self._machine.lowest_level(_members.member_ids(names, self._member_addresses)) >= MULTI_LEVEL
 
     def _take_reads(self) -> list[Waiter]:
         with self._reads_lock:
@@ -828,25 +857,10 @@ class ReplicatedLog:
 
     # --------------------------------------------------------------- writes
     def submit(self, entry: bytes) -> asyncio.Future[Reply]:
-        """Propose one entry; the future resolves on apply here, or with a StoreError."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Reply] = loop.create_future()
+        """Propose one entry; the future resolves on apply here, or with a StoreError.
 
-        def resolve(result: Any, err: int) -> None:
-            if future.done():
-                return
-            if err == FAIL_REASON.SUCCESS:
-                future.set_result(result)
-            else:
-                future.set_exception(translate_failure(err))
-
-        def on_result(result: Any, err: int) -> None:  # runs on pysyncobj's tick thread
-            # Never raise into pysyncobj: it would apply the entry again (it advances
-            # lastApplied after the callbacks). A closed loop means nobody is waiting.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(resolve, result, err)
-
-        self._consumer.apply(entry, callback=on_result)
+        The tick thread sends it, packed with whatever else waits (store/_outbox.py)."""
+        future: asyncio.Future[Reply] = self._outbox.put(entry)
         self._sync.wake()
         return future
 
@@ -934,6 +948,8 @@ class ReplicatedLog:
             snapshots_installed=self._snapshots.snapshots_installed,
             leader_changes=self.leader_changes,
             snapshot_seconds=self._snapshots.last_capture_s + self._snapshots.last_write_s,
+            packed_proposed=self._outbox.packed_entries,
+            packed_commands_proposed=self._outbox.packed_commands,
         )
 
     def leader_heard_within(self, seconds: float) -> bool:

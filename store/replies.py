@@ -25,6 +25,8 @@ class Code(StrEnum):
     # The proposer read stale state (an Update's values bound to another handle): nothing
     # was applied and, unlike every other outcome, it is not remembered: retry (level 5).
     RETRY = "retry"
+    # The principal is disabled (level 5, store/secops.py): no new session for it.
+    DISABLED = "disabled"
 
 
 @dataclass(frozen=True, slots=True)

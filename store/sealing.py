@@ -7,7 +7,10 @@ hold (from command level 5, with a key file configured):
 - attribute values sealed, bound to the session handle: Create's fresh handle, or for an
   Update the handle this node's state holds for the token hash (`bound_handle`, which apply
   checks, so a stale read cannot store values under the wrong binding);
-- a keyed digest of the plaintext values (`sealed`) for the exactly-once fingerprint.
+- a keyed digest of the plaintext values (`sealed`) for the exactly-once fingerprint;
+- an increment of an attribute holding a sealed value: the value opened here and carried
+  as the counter's base (`rebase`, guarded by `read_version` and `bound_handle`): the one
+  command converts it to a plaintext counter and increments it (store/DESIGN.md).
 `open_view` opens sealed values for a reply. Without a key file (or below level 5) both
 are the identity, and reads still find keyed sessions first.
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass, replace
 from . import atrest
 from . import commands as c
 from . import errors as e
+from . import validation as v
 from .keyfile import KeyRing
 from .replies import Reply, SessionView
 from .state import SessionMachine
@@ -30,7 +34,9 @@ class _Plan:
 
     token_hash: bytes | None
     handle: str
-    sealed_counters: tuple[str, ...]
+    version: int
+    # Incremented attributes that hold a sealed value: (name, sealed value) to open and rebase.
+    sealed_counters: tuple[tuple[str, bytes], ...]
 
 
 class Sealing:
@@ -57,14 +63,14 @@ class Sealing:
         """The hash a command names a session by: the stored form, else the one new ones get."""
         options = self.candidates(token_hash)
         for option in options:
-            if option in m.sessions:
+            if m.holds(option):
                 return option
         return options[0] if level >= c.ATREST_LEVEL else token_hash
 
     def read(self, m: SessionMachine, token_hash: bytes, now_ms: int) -> tuple[bytes, Reply]:
         """(stored hash, m.read reply): the keyed form first, then the raw one."""
         options = self.candidates(token_hash)
-        found = next((o for o in options if o in m.sessions), options[0])
+        found = next((o for o in options if m.holds(o)), options[0])
         return found, m.read(found, now_ms)
 
     # ---------------------------------------------------------------- commands
@@ -76,23 +82,18 @@ class Sealing:
             stored = self.resolve(m, op.token_hash, level)
         else:
             stored = None
-        handle, counters = "", tuple[str, ...]()
+        handle, version, counters = "", 0, tuple[tuple[str, bytes], ...]()
         if isinstance(op, c.Update) and stored is not None:
             s = m.sessions.get(stored)
             if s is not None:
-                handle = s.handle
+                handle, version = s.handle, s.version
                 names = {n for n, _ in op.increment}
-                counters = tuple(n for n, v in s.pairs() if n in names and atrest.is_sealed(v))
-        return _Plan(stored, handle, counters)
+                counters = tuple((n, v) for n, v in s.pairs() if n in names and atrest.is_sealed(v))
+        return _Plan(stored, handle, version, counters)
 
     def prepare(self, op: c.Op, plan: _Plan | None, level: int) -> c.Op:
         if plan is None or self._ring is None:
             return op
-        if plan.sealed_counters:
-            raise e.InvalidArgument(
-                f"attribute {plan.sealed_counters[0]!r} holds an encrypted value, not a counter: "
-                "counters are plaintext integers written only by increment (store/DESIGN.md)"
-            )
         keyed = level >= c.ATREST_LEVEL
         keys = self._keys()
         if isinstance(op, c.Create) and keyed:
@@ -104,11 +105,17 @@ class Sealing:
             )
         if isinstance(op, c.Update):
             assert plan.token_hash is not None
+            op = replace(op, token_hash=plan.token_hash)
+            if plan.sealed_counters:
+                # The first increment of a sealed value converts it to a plaintext counter,
+                # once: guarded by the version and handle it was read at (apply's RETRY
+                # otherwise). Fresh fields: the fingerprint stays the client's request.
+                rebase = self._opened_counters(plan)
+                op = replace(op, rebase=rebase, read_version=plan.version, bound_handle=plan.handle)
             if not keyed or not op.set:
-                return replace(op, token_hash=plan.token_hash)
+                return op
             return replace(
                 op,
-                token_hash=plan.token_hash,
                 set=self._seal(keys, plan.handle, op.set),
                 bound_handle=plan.handle,
                 sealed=atrest.digest_values(keys, op.set),
@@ -120,6 +127,31 @@ class Sealing:
         if isinstance(op, c.Touch | c.Delete) and plan.token_hash is not None:
             return replace(op, token_hash=plan.token_hash)
         return op
+
+    def _opened_counters(self, plan: _Plan) -> tuple[tuple[str, int], ...]:
+        """The integers the sealed counters hold; InvalidArgument when one holds something else."""
+        out = []
+        for name, sealed in plan.sealed_counters:
+            value = self._open(plan.handle, name, sealed)
+            current = v.parse_counter(name, value)
+            if isinstance(current, tuple) or not v.INT64_MIN <= current <= v.INT64_MAX:
+                # The message names the attribute only: the value is what sealing protects.
+                raise e.InvalidArgument(
+                    f"attribute {name!r} holds an encrypted value that is not a canonical decimal integer "
+                    "of 64 bits (such as b'0'), so it is not a counter and cannot be incremented"
+                )
+            out.append((name, current))
+        return tuple(out)
+
+    def _open(self, handle: str, name: str, sealed: bytes) -> bytes:
+        assert self._ring is not None
+        keys = self._ring.keys()
+        if keys.key(atrest.key_id_of(sealed)) is None:
+            keys = self._ring.keys(force=True)  # rotated a moment ago: look at the file now
+        try:
+            return atrest.open_value(keys, handle, name, sealed)
+        except atrest.Undecryptable as exc:
+            raise e.Undecryptable(str(exc)) from None
 
     @staticmethod
     def _seal(keys: atrest.Keys, handle: str, pairs: c.Attributes) -> c.Attributes:
@@ -136,15 +168,7 @@ class Sealing:
             return view
         if self._ring is None:
             raise e.Undecryptable("stored values are encrypted but this node has no key file configured")
-        keys = self._ring.keys()
         out = []
         for name, value in view.attributes:
-            if atrest.is_sealed(value):
-                if keys.key(atrest.key_id_of(value)) is None:
-                    keys = self._ring.keys(force=True)  # rotated a moment ago: look at the file now
-                try:
-                    value = atrest.open_value(keys, view.handle, name, value)
-                except atrest.Undecryptable as exc:
-                    raise e.Undecryptable(str(exc)) from None
-            out.append((name, value))
+            out.append((name, self._open(view.handle, name, value) if atrest.is_sealed(value) else value))
         return replace(view, attributes=tuple(out))

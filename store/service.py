@@ -29,11 +29,13 @@ from . import _admin, _member_change, atrest, authz, batch, members
 from . import commands as c
 from . import errors as e
 from . import validation as v
+from ._reuse_report import ReuseReporter
 from .backup_stream import SnapshotSaves
 from .clock import ProposerClock
-from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs
+from .config import Limits, NodeConfig, limits_from_pairs, limits_to_pairs, limits_to_wire
 from .decoding import Undecodable
 from .errors import ConfigError
+from .event_stream import EventFeed, EventStreams
 from .metrics import NodeMetrics
 from .raft import ReplicatedLog
 from .replies import Code, Reply, SessionView
@@ -46,6 +48,11 @@ _Resp = TypeVar("_Resp")
 
 NODE_METADATA_KEY = "sq-node"
 CLIENT_ID_MAX_BYTES = 64
+# Plans of an increment that converts a sealed value (store/sealing.py): a later plan
+# usually finds the plaintext counter another request left, so a few suffice; the last
+# RETRY reaches the client as UNAVAILABLE (nothing applied), which it retries.
+REBASE_ATTEMPTS = 4
+REPLANNED = "counter conversion planned again"
 
 _REPLY_ERRORS: dict[Code, type[e.StoreError]] = {
     Code.INVALID: e.InvalidArgument,
@@ -54,6 +61,7 @@ _REPLY_ERRORS: dict[Code, type[e.StoreError]] = {
     Code.VERSION_CONFLICT: e.VersionConflict,
     Code.QUOTA: e.QuotaExceeded,
     Code.STALE_SEQUENCE: e.StaleSequence,
+    Code.DISABLED: e.PrincipalDisabled,
 }
 
 
@@ -133,6 +141,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         clock: ProposerClock,
         metrics: NodeMetrics | None = None,
         sealing: Sealing | None = None,
+        feed: EventFeed | None = None,
     ) -> None:
         self._config = config
         # Encryption at rest and keyed token hashes (store/sealing.py); off without a key file.
@@ -143,10 +152,13 @@ class SessionService(pb_grpc.SessionStoreServicer):
         self._clock = clock
         # Set by the node once it applied what was committed when it started (node.py).
         self.ready = False
+        self._reuse = ReuseReporter(raft, config.cluster.server.apply_timeout_s)
         ca = config.cluster.tls_ca
         # Which cluster a backup comes from: its CA (a restored cluster gets a new one).
         ca_sha = hashlib.sha256(ca.read_bytes()).hexdigest() if ca is not None else ""
         self.saves = SnapshotSaves(raft, config.node.id, ca_sha)
+        self.event_feed = feed or EventFeed(raft.read(lambda m: m))
+        self._events = EventStreams(raft, self.event_feed, self._server.max_event_streams)
 
     @property
     def _limits(self) -> Limits:
@@ -185,6 +197,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 metadata.append((e.VERSION_METADATA_KEY, str(exc.current_version)))
             elif isinstance(exc, e.UpgradePending):
                 metadata.append((e.UPGRADE_METADATA_KEY, "pending"))
+            elif isinstance(exc, e.EventsCompacted):
+                metadata.append((e.OLDEST_CURSOR_METADATA_KEY, str(exc.oldest_cursor)))
             if isinstance(exc, e.PermissionDenied):
                 # The scope check (_check_scope); the role check refused in authz.py already.
                 self._metrics.permission_denied(method, "scope")
@@ -242,8 +256,24 @@ class SessionService(pb_grpc.SessionStoreServicer):
         return rid.client_id, rid.sequence, rid.client_epoch_ms
 
     async def _mutate(self, request: Any, op: c.Op) -> Reply:
-        """Leader check, stamp, propose, await apply, and the Reply -> error translation."""
+        """Leader check, stamp, propose, await apply, and the Reply -> error translation.
+
+        An increment that converts a sealed value to a counter (store/sealing.py) is guarded
+        by the version it read; when a concurrent change wins, apply answers RETRY (nothing
+        applied or remembered) and this plans again from the newer state, a bounded number
+        of times, under the same request id: the caller sees one request and one effect.
+        """
         cid, seq, epoch = self._request_id(request.request_id, request.HasField("request_id"))
+        for _ in range(REBASE_ATTEMPTS - 1):
+            proposed, reply = await self._propose(op, cid, seq, epoch)
+            if not (reply.code is Code.RETRY and isinstance(proposed, c.Update) and proposed.rebase):
+                return _ok(reply)
+            # Once per lost race, only while a sealed value is being converted: rare by design.
+            log.info("%s: converting a sealed value to a counter lost a race; planning it again", REPLANNED)
+        return _ok((await self._propose(op, cid, seq, epoch))[1])
+
+    async def _propose(self, op: c.Op, cid: bytes, seq: int, epoch: int) -> tuple[c.Op, Reply]:
+        """One attempt: plan on this node's state, prepare, propose; (what was proposed, its reply)."""
         self._require_leader()
         sealing = self._sealing
         ids = self._raft.member_ids()
@@ -276,7 +306,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         client_epoch = epoch if level >= c.CLIENT_EPOCH_LEVEL else None
         now = self._now()
         entry = c.encode(c.Command(op, now_ms=now, client_id=cid, sequence=seq, client_epoch_ms=client_epoch))
-        return _ok(await self._raft.propose(entry, self._server.apply_timeout_s))
+        return op, await self._raft.propose(entry, self._server.apply_timeout_s)
 
     # ----------------------------------------------------------- mutations
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.CreateResponse:
@@ -342,9 +372,13 @@ class SessionService(pb_grpc.SessionStoreServicer):
             principal = request.principal if request.HasField("principal") else None
             if principal is not None:
                 _check(v.check_principal(principal, self._limits))
-            reply = await self._mutate(
-                request, c.Rotate(request.token_hash, request.new_token_hash, principal)
-            )
+            if request.grace and principal is not None:
+                raise e.InvalidArgument(
+                    "grace is for a routine rotation; a rotation that binds a principal (login) "
+                    "ends the old token at once"
+                )
+            op = c.Rotate(request.token_hash, request.new_token_hash, principal, request.grace)
+            reply = await self._mutate(request, op)
             return pb.RotateResponse(session=_session(reply.session), evicted_handles=list(reply.handles))
 
         return await self._boundary("Rotate", context, work())
@@ -377,6 +411,18 @@ class SessionService(pb_grpc.SessionStoreServicer):
             return pb.RevokePrincipalResponse(revoked_handles=list(reply.handles))
 
         return await self._boundary("RevokePrincipal", context, work())
+
+    async def SetPrincipalEnabled(
+        self, request: pb.SetPrincipalEnabledRequest, context: Any
+    ) -> pb.SetPrincipalEnabledResponse:
+        async def work() -> pb.SetPrincipalEnabledResponse:
+            _check(v.check_principal(request.principal, self._limits))
+            reply = await self._mutate(request, c.SetPrincipalEnabled(request.principal, request.enabled))
+            return pb.SetPrincipalEnabledResponse(
+                ended_handles=list(reply.handles), was_disabled=reply.existed
+            )
+
+        return await self._boundary("SetPrincipalEnabled", context, work())
 
     def _check_scope(self, principal: str, session_token_hash: bytes, now: int) -> None:
         """A session_token_hash, when given, must name a live session of `principal`.
@@ -415,8 +461,17 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 now = self._now()
             else:
                 now = await self._linearizable()
+
             # The stored form of the hash: keyed, or raw for a session from before keying.
-            h, found = self._raft.read(lambda m: self._sealing.read(m, request.token_hash, now))
+            def look(m: SessionMachine) -> tuple[bytes, Reply, bool]:
+                stored, found = self._sealing.read(m, request.token_hash, now)
+                return stored, found, m.reused(stored, now)
+
+            h, found, reused = self._raft.read(look)
+            if reused:
+                # A rotated-away token after its grace: NOT_FOUND like any unknown token, and
+                # the reuse is recorded through the log (secops.py, _reuse_report.py).
+                await self._reuse.report(h, self._now())
             reply = _ok(found)
             view = reply.session
             assert view is not None
@@ -457,9 +512,26 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 # capture() is a shallow copy; the O(sessions) digest runs off the lock below.
                 cap = m.capture() if request.digest else None
                 level, open_ = cluster_level(m, self._config, ids), accepting_writes(m, self._config)
-                return len(m.sessions), cap, m.limits, level, open_, m.now_ms
+                ring = m.lifecycle
+                events = (0, 0) if ring is None else (ring.last_cursor, ring.oldest if len(ring) else 0)
+                sec = (m.sec.active, len(m.sec.tombstones), len(m.sec.disabled))
+                packed = (m.packed_entries, m.packed_commands)
+                return (
+                    len(m.sessions),
+                    cap,
+                    m.limits,
+                    level,
+                    open_,
+                    m.now_ms,
+                    ring is not None,
+                    events,
+                    sec,
+                    packed,
+                )
 
-            count, cap, limits, level, open_, now_ms = self._raft.read(look)
+            count, cap, limits, level, open_, now_ms, events_on, (last, oldest), sec, packed = (
+                self._raft.read(look)
+            )
             digest = await asyncio.to_thread(cap.digest) if cap is not None else ""
             return pb.StatusResponse(
                 node_id=self._config.node.id,
@@ -484,6 +556,15 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 snapshots_taken=st.snapshots_taken,
                 accepting_writes=open_,
                 member_grpc_addresses=self._member_grpc_addresses(),
+                events_enabled=events_on,
+                events_last_cursor=last,
+                events_oldest_cursor=oldest,
+                security_ops=sec[0],
+                tombstones=sec[1],
+                disabled_principals=sec[2],
+                packed_entries_applied=packed[0],
+                packed_commands_applied=packed[1],
+                packed_entries_proposed=st.packed_proposed,
             )
 
         return await self._boundary("Status", context, work())
@@ -504,7 +585,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 limits = limits_from_pairs({**current, **changes})
             except ConfigError as exc:
                 raise e.InvalidArgument(str(exc)) from None
-            await self._mutate(request, c.Configure(limits_to_pairs(limits)))
+            await self._mutate(request, c.Configure(limits_to_wire(limits)))
             return pb.ConfigureResponse(limits_json=limits_json(self._limits))
 
         return await self._boundary("Configure", context, work())
@@ -571,3 +652,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the snapshot save took too long; retry")
         finally:
             self.saves.release()  # also when the stream never started (the caller went away)
+
+    # grpc.aio serves a coroutine handler of a streaming method that writes with
+    # context.write; the generated stub types only the generator form.
+    async def Events(self, request: pb.EventsRequest, context: Any) -> None:  # type: ignore[override]
+        """Server-streaming (store/event_stream.py): written with context.write, ends OK on stop."""
+        await self._boundary("Events", context, self._events.serve(request, context))

@@ -147,6 +147,24 @@ def check_update_names(
     return None
 
 
+def check_rebase(
+    increments: Iterable[tuple[str, int]], rebase: Iterable[tuple[str, int]], read_version: int | None
+) -> Problem | None:
+    """A rebase (a sealed value converted to a counter) names incremented attributes, once each,
+    with a 64-bit base, and is guarded by the version its values were read at."""
+    incremented = {name for name, _ in increments}
+    seen: set[str] = set()
+    for name, base in rebase:
+        if read_version is None:
+            return _invalid("rebase needs read_version")
+        if name not in incremented or name in seen:
+            return _invalid(f"rebase of {name!r} must name an incremented attribute, once")
+        seen.add(name)
+        if not INT64_MIN <= base <= INT64_MAX:
+            return _invalid(f"rebase of {name!r} is outside the 64-bit range")
+    return None
+
+
 def parse_counter(name: str, raw: bytes | None) -> int | Problem:
     """A counter attribute's value: ASCII decimal, missing counts as 0."""
     if raw is None:

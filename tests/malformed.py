@@ -38,6 +38,7 @@ SAMPLES: dict[str, Message] = {
     "Delete": pb.DeleteRequest(request_id=_RID, handle="h1"),
     "ListSessions": pb.ListSessionsRequest(principal="alice"),
     "RevokePrincipal": pb.RevokePrincipalRequest(request_id=_RID, principal="alice"),
+    "SetPrincipalEnabled": pb.SetPrincipalEnabledRequest(request_id=_RID, principal="alice"),
     "Status": pb.StatusRequest(digest=True),
     "Configure": pb.ConfigureRequest(request_id=_RID, limits_json='{"max_sessions": 10}'),
     "LeaderTransfer": pb.LeaderTransferRequest(to_node_id="n2", timeout_s=1.5),
@@ -50,6 +51,7 @@ SAMPLES: dict[str, Message] = {
     ),
     # No field, so no truncated form: every prefix of its bytes is the (empty) message.
     "SnapshotSave": pb.SnapshotSaveRequest(),
+    "Events": pb.EventsRequest(after=300),
 }
 
 

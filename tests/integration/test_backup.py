@@ -187,7 +187,7 @@ def _replay(journal_dir: Path, upto: int) -> str:
             break
         if command[0] == _REGULAR:
             call = pickle.loads(command[1:])  # pysyncobj's (method id, args) of our one method
-            machine.apply(call[1][0])
+            machine.apply_entry(call[1][0])  # a packed entry too, as the node applies it
     return machine.digest()
 
 

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -44,6 +45,14 @@ CALL_TIMEOUT_S = 10.0
 # to anything, and the next valid call would then be refused for a reason that is no bug.
 # Nor are MemberAdd / MemberRemove: one byte could turn "n9" into a member's id.
 NOT_MUTATED = {"Configure", "MemberAdd", "MemberRemove"}
+# LeaderTransfer is not fuzzed: a body that decodes (even an empty one) moves leadership,
+# which is its job, and this test checks that leadership did NOT move. Its decoding is
+# covered by test_bad_input.py's malformed bodies.
+NOT_FUZZED = {"LeaderTransfer"}
+# Server-streaming methods: read a few messages, then cancel; a valid Events request waits
+# for events that may never come, so its deadline passing is an answer, not a hang.
+STREAMING = {m.name for m in SERVICE.methods if m.server_streaming}
+STREAM_TIMEOUT_S = 2.0
 
 
 def _varint(value: int) -> bytes:
@@ -91,10 +100,13 @@ def grpc_cases(seed: int, per_method: int) -> Iterator[tuple[str, str, bytes]]:
     """(method, kind, body): random bytes, truncated, mutated and protobuf-shaped bodies."""
     rng = random.Random(seed)
     for method in SERVICE.methods:
+        if method.name in NOT_FUZZED:
+            continue
         valid = SAMPLES[method.name].SerializeToString()
         for _ in range(per_method):
             yield method.name, "random", rng.randbytes(rng.randint(0, 256))
-            yield method.name, "truncated", valid[: rng.randrange(len(valid))]
+            if valid:  # an empty sample (SnapshotSaveRequest) has no shorter prefix
+                yield method.name, "truncated", valid[: rng.randrange(len(valid))]
             yield method.name, "fields", _random_fields(rng)
             if method.name not in NOT_MUTATED:
                 yield method.name, "mutated", _mutated(rng, valid)
@@ -143,11 +155,26 @@ def _fuzz_grpc(
     channel = secure_channel(cluster.grpc_address(node_id), client_credentials(files))
     try:
         for method, kind, body in cases:
-            call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-                f"/{SERVICE.full_name}/{method}", request_serializer=None, response_deserializer=None
-            )
+            path = f"/{SERVICE.full_name}/{method}"
             try:
-                call(body, timeout=CALL_TIMEOUT_S)
+                if method in STREAMING:
+                    opened: Any = channel.unary_stream(
+                        path, request_serializer=None, response_deserializer=None
+                    )
+                    stream: Any = opened(body, timeout=STREAM_TIMEOUT_S)
+                    try:
+                        for _ in zip(range(3), stream, strict=False):
+                            pass
+                    except grpc.RpcError as exc:
+                        if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                            raise
+                    finally:
+                        stream.cancel()
+                else:
+                    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                        path, request_serializer=None, response_deserializer=None
+                    )
+                    call(body, timeout=CALL_TIMEOUT_S)
                 codes["OK"] += 1
             except grpc.RpcError as exc:
                 code = exc.code()
@@ -246,5 +273,5 @@ def test_fuzzing_twenty_times_longer_leaves_the_cluster_up_leading_and_answering
 def test_fuzz_cases_are_seeded_and_cover_every_method() -> None:
     first: Callable[[], list[tuple[str, str, bytes]]] = lambda: list(grpc_cases(SEED, 2))  # noqa: E731
     assert first() == first()
-    assert {m for m, _, _ in first()} == {m.name for m in SERVICE.methods}
+    assert {m for m, _, _ in first()} == {m.name for m in SERVICE.methods} - NOT_FUZZED
     assert list(raft_cases(SEED, 5)) == list(raft_cases(SEED, 5))

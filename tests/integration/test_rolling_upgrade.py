@@ -4,6 +4,8 @@ The old release is this code started with `--command-level 1` (it refuses level-
 undecodable and would stop with exit 70, which tests/unit/test_state_longlife.py shows).
 While any member is at level 1 the leader must not propose a level-2 command: the Configure
 RPC is refused with FAILED_PRECONDITION; once every member advertised level 2, it works.
+Likewise for packed log entries (level 5, store/_packing.py): concurrent writers make the
+leader pack once every member can apply them, and not one packed entry before.
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ from .helpers import leader_stub, pb, wait_converged
 pytestmark = pytest.mark.cluster
 
 WRITES_PER_BURST = 5
+# Writers sharing one client: their calls meet at the leader, which packs them when allowed.
+WRITERS = 4
+
+
+def packed_counts(cluster: LocalCluster) -> dict[str, tuple[int, int]]:
+    """Per running node: (packed entries applied, proposed) since its process started."""
+    out = {}
+    for node_id, s in cluster.statuses().items():
+        if s is not None:
+            out[node_id] = (s.packed_entries_applied, s.packed_entries_proposed)
+    return out
 
 
 def configure(cluster: LocalCluster, sequence: int) -> pb.ConfigureResponse:
@@ -60,24 +73,26 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
         unknown: list[str] = []
         failed: list[BaseException] = []
 
-        def load() -> None:
-            with SessionClient(
-                list(cluster.endpoints), tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key), timeout_s=20.0
-            ) as client:
-                while not stop.is_set() and len(done) < 100_000:
-                    try:
-                        token = client.create(principal="p").token
-                        for _ in range(WRITES_PER_BURST):
-                            client.update(token, increment={"n": 1})
-                        done.append(1)
-                    except OutcomeUnknown as exc:
-                        unknown.append(str(exc))
-                    except BaseException as exc:
-                        failed.append(exc)
-                        return
+        client = SessionClient(
+            list(cluster.endpoints), tls=TLSConfig.from_files(tls.ca, tls.cert, tls.key), timeout_s=20.0
+        )
 
-        writer = threading.Thread(target=load, daemon=True)
-        writer.start()
+        def load(n: int) -> None:
+            while not stop.is_set() and len(done) < 100_000:
+                try:
+                    token = client.create(principal=f"p{n}").token
+                    for _ in range(WRITES_PER_BURST):
+                        client.update(token, increment={"n": 1})
+                    done.append(1)
+                except OutcomeUnknown as exc:
+                    unknown.append(str(exc))
+                except BaseException as exc:
+                    failed.append(exc)
+                    return
+
+        writers = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(WRITERS)]
+        for writer in writers:
+            writer.start()
         try:
             for step, node_id in enumerate(cluster.node_ids):
                 before = len(done)
@@ -99,6 +114,10 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
                     found = {str(m.key): str(m.value) for m in info.value.trailing_metadata() or ()}
                     assert found.get("sq-upgrade") == "pending"  # the client answers, not redirects
                     assert "level" in (info.value.details() or "")
+                    # Level 5's rules (store/secops.py) stay off while an old member applies.
+                    assert not any((st := cluster.status(n)) and st.security_ops for n in cluster.node_ids)
+                    # No packed entry while an old member is there (it would stop with exit 70).
+                    assert all(c == (0, 0) for c in packed_counts(cluster).values()), packed_counts(cluster)
             cluster.wait_until(
                 lambda: (
                     (s := cluster.status(cluster.wait_for_leader())) is not None
@@ -109,9 +128,23 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
             )
             reply = configure(cluster, 10)
             assert json.loads(reply.limits_json)["max_sessions_per_principal"] == 7
+            # Once every member has level 5, the leader switches its rules on everywhere.
+            cluster.wait_until(
+                lambda: all((st := cluster.status(n)) and st.security_ops for n in cluster.node_ids),
+                30.0,
+                "session-security operations on every node",
+            )
+            # Every member at this release: the same writers now share packed entries.
+            cluster.wait_until(
+                lambda: any(applied > 0 for applied, _ in packed_counts(cluster).values()) or failed,
+                60.0,
+                "a packed entry once every member can apply one",
+            )
         finally:
             stop.set()
-            writer.join(60)
+            for writer in writers:
+                writer.join(60)
+            client.close()
         assert not failed, failed
         assert cluster.reap() == {}, "a node stopped during the upgrade"
         for node_id in cluster.node_ids:
@@ -119,3 +152,5 @@ def test_rolling_upgrade_under_load_never_stops_an_old_node(
             assert "stopping this node" not in log_text
         wait_converged(cluster)
         assert len(done) > 10
+        counts = packed_counts(cluster)
+        assert len(counts) == 3 and all(applied > 0 for applied, _ in counts.values()), counts

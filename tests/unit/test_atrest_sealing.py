@@ -115,15 +115,6 @@ def test_retry_of_a_sealed_update_is_answered_once_though_its_ciphertext_differs
     assert _apply(m, other, 2).code is Code.INVALID  # a reused id with another body
 
 
-def test_increment_of_a_sealed_value_is_refused_before_the_log(ring: KeyRing) -> None:
-    sealing, m = Sealing(ring), SessionMachine(Limits())
-    _apply(m, _propose(sealing, m, _create("h1", "t", (("n", b"5"),))), 1)
-    with pytest.raises(e.InvalidArgument, match="encrypted value, not a counter"):
-        _propose(sealing, m, c.Update(_hash("t"), (), (), None, (("n", 1),)))
-    counter = _propose(sealing, m, c.Update(_hash("t"), (), (), None, (("visits", 1),)))
-    assert _apply(m, counter, 2).session.attributes == (("visits", b"1"),)  # type: ignore[union-attr]
-
-
 def test_value_under_a_key_the_node_lacks_is_a_clear_error(ring: KeyRing, tmp_path: Path) -> None:
     sealing, m = Sealing(ring), SessionMachine(Limits())
     other = with_current(with_new_key(ring.keys(), 9), 9)

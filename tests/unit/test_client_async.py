@@ -87,8 +87,9 @@ def test_async_client_has_every_public_method_of_the_sync_client_with_the_same_s
     for name, signature in sync.items():
         assert str(asynchronous[name]) == str(signature).replace(
             "-> 'SessionClient'", "-> 'AsyncSessionClient'"
-        )
-        if name != "close":
+        ).replace("-> 'Iterator[", "-> 'AsyncIterator[")
+        # events() returns an async iterator (`async for`), the async form of an iterator.
+        if name not in ("close", "events"):
             assert inspect.iscoroutinefunction(getattr(AsyncSessionClient, name)), name
     assert inspect.iscoroutinefunction(AsyncSessionClient.close)
 
@@ -372,6 +373,25 @@ def test_async_requests_on_the_wire_match_the_sync_client(
     assert [s.handle for s in sessions] == ["h1", "h2"]
     assert revoked == ["h1", "h2"]
     assert node.requests("RevokePrincipal")[0].HasField("request_id")
+
+
+def test_async_disable_enable_and_graced_rotate_go_over_the_wire_as_the_sync_client_sends_them(
+    start_node: StartNode,  # noqa: F811
+    make_client: MakeClient,
+) -> None:
+    address, node = start_node(leader_script)
+
+    async def body(client: AsyncSessionClient) -> list[str]:
+        ended = await client.disable_principal("alice")
+        await client.enable_principal("alice")
+        await client.rotate("old-token", grace=True)
+        return ended
+
+    assert run(closing(make_client([address]), body)) == ["h1"]
+    disable, enable = node.requests("SetPrincipalEnabled")
+    assert (disable.principal, disable.enabled, enable.enabled) == ("alice", False, True)
+    assert disable.HasField("request_id") and enable.HasField("request_id")
+    assert node.requests("Rotate")[0].grace
 
 
 # -- construction and lifecycle ----------------------------------------------------------------

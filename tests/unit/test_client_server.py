@@ -21,6 +21,7 @@ import pytest
 from sessionquorum.client import (
     NotFound,
     OutcomeUnknown,
+    PermissionDenied,
     SessionClient,
     Unavailable,
     VersionConflict,
@@ -76,6 +77,9 @@ class FakeNode(pb_grpc.SessionStoreServicer):
     def RevokePrincipal(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._handle("RevokePrincipal", request, context)
 
+    def SetPrincipalEnabled(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._handle("SetPrincipalEnabled", request, context)
+
     def Status(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._handle("Status", request, context)
 
@@ -100,6 +104,8 @@ def ok(method: str, request: Any) -> Any:
         return pb.ListSessionsResponse(sessions=[SESSION, pb.Session(handle="h2")])
     if method == "RevokePrincipal":
         return pb.RevokePrincipalResponse(revoked_handles=["h1", "h2"])
+    if method == "SetPrincipalEnabled":
+        return pb.SetPrincipalEnabledResponse(ended_handles=["h1"] if not request.enabled else [])
     return getattr(pb, f"{method}Response")(session=SESSION)
 
 
@@ -500,8 +506,10 @@ def test_rotate_sends_old_and_new_hashes_and_returns_new_token(
 
     rotated = client.rotate("old-token", principal="alice")
     client.rotate("old-token")
+    client.rotate("old-token", grace=True)
 
-    bound, kept = node.requests("Rotate")
+    bound, kept, graced = node.requests("Rotate")
+    assert not bound.grace and not kept.grace and graced.grace
     assert bound.token_hash == hash_token("old-token")
     assert bound.new_token_hash == hash_token(rotated.token)
     assert rotated.token != "old-token"
@@ -568,6 +576,39 @@ def test_list_and_revoke_principal(start_node: StartNode, make_client: MakeClien
     (request,) = node.requests("RevokePrincipal")
     assert (request.principal, request.except_handle) == ("alice", "h3")
     assert request.HasField("request_id")
+
+
+def test_disable_and_enable_principal_are_exactly_once_mutations(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    address, node = start_node(leader_script)
+    client = make_client([address])
+
+    assert client.disable_principal("alice") == ["h1"]
+    client.enable_principal("alice")
+
+    disable, enable = node.requests("SetPrincipalEnabled")
+    assert (disable.principal, disable.enabled, enable.principal, enable.enabled) == (
+        "alice",
+        False,
+        "alice",
+        True,
+    )
+    assert disable.HasField("request_id") and enable.HasField("request_id")
+
+
+def test_create_for_a_disabled_principal_raises_permission_denied_without_a_retry(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    def script(method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        fail(context, grpc.StatusCode.PERMISSION_DENIED, "the principal is disabled")
+
+    address, node = start_node(script)
+    client = make_client([address])
+
+    with pytest.raises(PermissionDenied, match="disabled"):
+        client.create(principal="alice")
+    assert len(node.requests("Create")) == 1
 
 
 # -- construction and lifecycle ----------------------------------------------------------------

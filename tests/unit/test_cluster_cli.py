@@ -81,6 +81,23 @@ def test_parser_sessions_revoke_by_principal_or_handle() -> None:
     assert (by_handle.principal, by_handle.handle) == (None, "h1")
 
 
+def test_parser_principals_disable_and_enable_take_one_name() -> None:
+    parser = build_parser()
+
+    disable = parser.parse_args(["principals", "disable", "alice", "--data-dir", "/x", "--json"])
+    enable = parser.parse_args(["principals", "enable", "bob"])
+
+    assert (disable.action, disable.principal, disable.data_dir, disable.json) == (
+        "disable",
+        "alice",
+        Path("/x"),
+        True,
+    )
+    assert (enable.action, enable.principal) == ("enable", "bob")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["principals", "disable"])
+
+
 def test_init_json_lists_nodes_with_kernel_ports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", "--data-dir", str(tmp_path), "--json"]) == 0
 

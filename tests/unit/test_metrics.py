@@ -223,6 +223,10 @@ def test_machine_tallies_what_it_applied_and_a_snapshot_does_not_carry_them() ->
         "revoked": 2,
         "expired_idle": 1,
         "expired_absolute": 1,
+        "ended_disabled": 0,
+        "ended_reuse": 0,
+        "reuse_detected": 0,
+        "tombstone_refused": 0,
         "exactly_once_hits": 1,
     }
     assert m.exactly_once_clients == 1

@@ -40,7 +40,7 @@ def test_an_apply_that_raises_stops_the_node_with_exit_70(
     def broken(entry: bytes) -> None:
         raise KeyError("a bug in apply")
 
-    monkeypatch.setattr(machine, "apply", broken)
+    monkeypatch.setattr(machine, "apply_entry", broken)
     with pytest.raises(Exited):
         consumer(machine).apply(encode(Command(Barrier(), now_ms=1)), _doApply=True)
     assert exits == [raft.EXIT_UNDECODABLE]

@@ -130,18 +130,22 @@ def test_compaction_due_counts_entries_since_the_snapshot_not_retained_ones() ->
     assert compaction_due(entries=200, since_snapshot=150, max_bytes=10**9, **kwargs)
 
 
-def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state() -> None:
+@pytest.mark.parametrize("with_events", [False, True])
+def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state(with_events: bool) -> None:
     import hashlib
 
     import msgpack
 
     from sessionquorum.store import snapshot_format as snapshot_stream
-    from sessionquorum.store.commands import Command, Create, encode
-    from sessionquorum.store.config import Limits, limits_to_pairs
+    from sessionquorum.store.commands import Command, Create, EnableEvents, encode
+    from sessionquorum.store.config import Limits, limits_to_wire
     from sessionquorum.store.dedup import DedupTable
+    from sessionquorum.store.secops import tombstone_row
     from sessionquorum.store.state import SessionMachine
 
     machine = SessionMachine(Limits())
+    if with_events:  # a ring smaller than the events, so it has wrapped around
+        machine.apply(encode(Command(EnableEvents(100, 1 << 20), now_ms=999)))
     for i in range(300):
         token_hash = hashlib.sha256(str(i).encode()).digest()
         op = Create(token_hash, f"h{i}", "p" if i % 2 else None, (("a", b"x" * i),), 60_000, 3_600_000)
@@ -155,11 +159,21 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state() -> Non
         snapshot_stream.SORT_CHUNK, snapshot_stream.PIECE_BYTES = old_chunk, old_piece
     assert len(pieces) > 10
     # What one packb of the logical map gives (the format before it was streamed).
+    events = {"events": capture.events} if with_events else {}
+    # Any level-5 entry (EnableEvents here) switches the session-security state on.
+    sec = capture.secops
+    secops = (
+        {}
+        if sec is None
+        else {"secops": [[tombstone_row(h, t) for h, t in sec.tombstones], sec.disabled_rows()]}
+    )
     reference = msgpack.packb(
         {
-            "format": snapshot_stream.SNAPSHOT_FORMAT,
+            "format": snapshot_stream.SNAPSHOT_FORMAT
+            if with_events
+            else snapshot_stream.FORMAT_WITHOUT_EVENTS,
             "now_ms": capture.now_ms,
-            "limits": [list(p) for p in limits_to_pairs(capture.limits)],
+            "limits": [list(p) for p in limits_to_wire(capture.limits)],
             "configured": capture.configured,
             "members": sorted([k, lv] for k, lv in capture.member_levels.items()),
             "sessions": [
@@ -178,6 +192,8 @@ def test_serialize_in_pieces_gives_canonical_msgpack_of_the_whole_state() -> Non
             ],
             "dedup": DedupTable.to_wire(capture.dedup),
             "forgotten_ms": capture.forgotten_ms,
+            **events,
+            **secops,
         },
         use_bin_type=True,
     )

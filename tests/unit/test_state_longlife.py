@@ -10,7 +10,7 @@ import pytest
 from test_state import ABSOLUTE_MS, IDLE_MS, create, token_hash, update
 
 from sessionquorum.store import commands as c
-from sessionquorum.store.config import Limits, limits_to_pairs
+from sessionquorum.store.config import Limits, limits_to_wire
 from sessionquorum.store.replies import Code, Reply
 from sessionquorum.store.state import SessionMachine
 
@@ -24,7 +24,7 @@ def run(
 
 
 def configure(limits: Limits) -> c.Configure:
-    return c.Configure(limits_to_pairs(limits))
+    return c.Configure(limits_to_wire(limits))
 
 
 def increment(n: int) -> c.Update:
@@ -45,19 +45,19 @@ def test_configure_replaces_the_limits_apply_uses_from_that_entry_on() -> None:
 def test_a_seed_never_overrides_limits_an_earlier_configure_set() -> None:
     m = SessionMachine(Limits())
     assert run(m, configure(Limits(max_sessions_per_principal=7)), 1).ok
-    assert run(m, c.Configure(limits_to_pairs(Limits(max_sessions_per_principal=32)), seed=True), 2).ok
+    assert run(m, c.Configure(limits_to_wire(Limits(max_sessions_per_principal=32)), seed=True), 2).ok
     assert m.limits.max_sessions_per_principal == 7
     fresh = SessionMachine(Limits())
-    assert run(fresh, c.Configure(limits_to_pairs(Limits(max_sessions_per_principal=3)), seed=True), 1).ok
+    assert run(fresh, c.Configure(limits_to_wire(Limits(max_sessions_per_principal=3)), seed=True), 1).ok
     assert fresh.limits.max_sessions_per_principal == 3 and fresh.configured
 
 
 def test_configure_with_an_invalid_or_partial_limit_set_is_refused_and_changes_nothing() -> None:
     m = SessionMachine(Limits())
-    bad = dict(limits_to_pairs(Limits()))
+    bad = dict(limits_to_wire(Limits()))
     bad["max_sessions"] = 0
     assert run(m, c.Configure(tuple(sorted(bad.items()))), 1).code is Code.INVALID
-    partial = tuple(p for p in limits_to_pairs(Limits()) if p[0] != "max_sessions")
+    partial = tuple(p for p in limits_to_wire(Limits()) if p[0] != "max_sessions")
     assert run(m, c.Configure(partial), 2).code is Code.INVALID
     assert m.limits == Limits() and not m.configured
 
