@@ -190,6 +190,18 @@ class AsyncSessionClient(calls.ClientCore):
             calls.validate(token, touch, stale, reads_anywhere=self._reads_anywhere), timeout_s
         )
 
+    async def refresh_members(self, *, timeout_s: float | None = None) -> tuple[str, ...]:
+        """Take the cluster's members from the leader; see SessionClient.refresh_members."""
+        for _ in range(calls.MEMBER_REFRESH_TRIES):
+            is_leader, leader, members = await self._run(calls.members(), timeout_s)
+            if is_leader and members:
+                self._router.replace_members(members)
+                break
+            if not leader:
+                break
+            self._router.follow_hint(leader)
+        return self._router.endpoints
+
     async def list_sessions(
         self, principal: str, *, token: str | None = None, timeout_s: float | None = None
     ) -> list[Session]:

@@ -251,6 +251,20 @@ def validate(token: str, touch: bool, stale: bool, *, reads_anywhere: bool) -> C
     )
 
 
+# A refresh follows at most this many "ask the leader instead" answers.
+MEMBER_REFRESH_TRIES = 3
+MemberView = tuple[bool, str, tuple[str, ...]]
+
+
+def _member_view(response: pb.StatusResponse) -> MemberView:
+    return response.is_leader, response.leader_address, tuple(response.member_grpc_addresses)
+
+
+def members() -> Call[MemberView]:
+    """The answering node's view of the members (Status, which the app role may call)."""
+    return Call("members", "Status", pb.StatusRequest(), _member_view, mutation=False, leader_only=True)
+
+
 def _sessions(response: pb.ListSessionsResponse) -> list[Session]:
     return [session_from_pb(s) for s in response.sessions]
 

@@ -203,6 +203,20 @@ class SessionClient(calls.ClientCore):
         call = calls.validate(token, touch, stale, reads_anywhere=self._reads_anywhere)
         return self._caller.run(call, self._deadline(timeout_s))
 
+    def refresh_members(self, *, timeout_s: float | None = None) -> tuple[str, ...]:
+        """Take the cluster's members from the leader (live membership: `member add|remove`)
+        and route by them from now on; returns the endpoints. Call it now and then (a
+        minute apart is plenty): leader hints already add a new leader's address."""
+        for _ in range(calls.MEMBER_REFRESH_TRIES):
+            is_leader, leader, members = self._caller.run(calls.members(), self._deadline(timeout_s))
+            if is_leader and members:
+                self._router.replace_members(members)
+                break
+            if not leader:
+                break
+            self._router.follow_hint(leader)
+        return self._router.endpoints
+
     def list_sessions(
         self, principal: str, *, token: str | None = None, timeout_s: float | None = None
     ) -> list[Session]:

@@ -179,6 +179,20 @@ class Router:
             self._leader = hint
             return hint
 
+    def replace_members(self, endpoints: Sequence[str]) -> None:
+        """The cluster's members now (a leader's Status): nodes removed since are dropped,
+        added ones taken (at most MAX_ENDPOINTS). The leader guess stays if still a member."""
+        unique = [e for e in dict.fromkeys(endpoints) if isinstance(e, str) and e][:MAX_ENDPOINTS]
+        if not unique:
+            return
+        with self._lock:
+            if unique != self._endpoints:
+                logger.info("members now: %s", ", ".join(unique))
+            self._endpoints = unique
+            if self._leader not in unique:
+                self._leader = unique[0]
+            self._turn %= len(unique)
+
     def after_failure(self, failed: str) -> str:
         """`failed` could not serve; return the endpoint to try next.
 

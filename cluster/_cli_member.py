@@ -1,8 +1,7 @@
 """`leader transfer [--to NODE]` and `member list`: the cluster's membership and leadership.
 
 `member list` asks the leader a quorum agrees on for its view of the Raft members (link
-state and match index per member). `member add|remove` are not offered: pysyncobj's
-dynamic membership change is unsound as shipped (store/DESIGN.md, "Membership").
+state and match index per member). `member add|remove`: cluster/_cli_membership.py.
 
 Sent to the leader a quorum agrees on (found through the cluster directory, like `config`).
 The old leader holds new writes until the target has every entry, ends its read lease,
@@ -21,6 +20,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
+from . import _cli_membership
 from ._cli_local import require_leader
 from ._errors import ClusterError, ClusterUnavailable
 from ._local import LocalCluster, NodeCommand
@@ -114,7 +114,7 @@ def add_commands(
         leader_transfer,
     )
     transfer.add_argument("--to", metavar="NODE", help="the node to lead next (n1, n2, ...)")
-    member = commands.add_parser("member", help="the cluster's members (`member list`)")
+    member = commands.add_parser("member", help="the cluster's members (`member list|add|remove`)")
     member_actions = member.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = add(
         member_actions,
@@ -123,6 +123,7 @@ def add_commands(
         member_list,
     )
     listing.add_argument("--timeout", type=float, default=10.0, help="seconds for the call")
+    _cli_membership.add_commands(member_actions, add)
     transfer.add_argument(
         "--timeout",
         type=float,

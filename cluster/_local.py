@@ -29,8 +29,11 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from . import _pidfiles
+from sessionquorum.proto import sessionquorum_pb2 as pb
+
+from . import _grow, _pidfiles
 from ._bootstrap import Overrides, PreparedCluster, open_cluster_dir, prepare_cluster_dir
 from ._errors import ClusterError
 from ._view import ClusterView
@@ -266,7 +269,8 @@ class LocalCluster(ClusterView):
                 logger.warning("%s did not stop within %.1fs of SIGTERM; killing it", node_id, timeout_s)
                 proc.kill()
                 codes[node_id] = proc.wait()
-            _pidfiles.remove_pid_file(self.pid_path(node_id), proc.pid)
+            if node_id in self.node_ids:  # not a node removed from the cluster meanwhile
+                _pidfiles.remove_pid_file(self.pid_path(node_id), proc.pid)
         return codes
 
     def down(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int | None]:
@@ -296,6 +300,47 @@ class LocalCluster(ClusterView):
             warnings.simplefilter("ignore", ResourceWarning)
             del procs
         return pids
+
+    # -- live membership (cluster/_grow.py) ------------------------------------------------
+
+    def reload(self) -> None:
+        """Read cluster.json again (after a node was added or dropped)."""
+        self._prepared = open_cluster_dir(self.data_dir)
+        self._nodes = len(self._prepared.config.nodes)
+
+    def add_node(self, node_id: str | None = None) -> str:
+        """A new node's entry, certificate and data dir, and the node started (not a member yet)."""
+        node_id = _grow.add_node_entry(self.data_dir, node_id)
+        self.reload()
+        self.start_node(node_id)
+        return node_id
+
+    def member_add_request(self, node_id: str, timeout_s: float = 30.0) -> Any:
+        spec = self.config.node(node_id)
+        return pb.MemberAddRequest(
+            node_id=node_id,
+            raft_address=spec.raft_address,
+            grpc_address=spec.grpc_address,
+            timeout_s=timeout_s,
+        )
+
+    def grow(self, node_id: str | None = None, timeout_s: float = 30.0) -> tuple[str, Any]:
+        """Add a node: its entry and certificate, start it, MemberAdd. Returns (id, reply)."""
+        node_id = self.add_node(node_id)
+        return node_id, _grow.send_change(self, self.member_add_request(node_id, timeout_s))
+
+    def shrink(self, node_id: str, timeout_s: float = 30.0) -> Any:
+        """MemberRemove (the leader hands over first if it is the one), then stop the node
+        and drop its entry, certificate and data dir. Returns the reply."""
+        self._check_known(node_id)
+        reply = _grow.send_change(self, pb.MemberRemoveRequest(node_id=node_id, timeout_s=timeout_s))
+        self._kill_if_running(node_id)
+        channel = self._channels.pop(node_id, None)
+        if channel is not None:
+            channel.close()
+        _grow.drop_node_entry(self.data_dir, node_id)
+        self.reload()
+        return reply
 
     def __enter__(self) -> LocalCluster:
         return self

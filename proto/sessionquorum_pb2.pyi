@@ -714,6 +714,7 @@ class StatusResponse(_message.Message):
     SNAPSHOT_BYTES_FIELD_NUMBER: _builtins.int
     SNAPSHOTS_TAKEN_FIELD_NUMBER: _builtins.int
     ACCEPTING_WRITES_FIELD_NUMBER: _builtins.int
+    MEMBER_GRPC_ADDRESSES_FIELD_NUMBER: _builtins.int
     EVENTS_ENABLED_FIELD_NUMBER: _builtins.int
     EVENTS_LAST_CURSOR_FIELD_NUMBER: _builtins.int
     EVENTS_OLDEST_CURSOR_FIELD_NUMBER: _builtins.int
@@ -777,6 +778,13 @@ class StatusResponse(_message.Message):
     """
     packed_commands_applied: _builtins.int
     packed_entries_proposed: _builtins.int
+    @_builtins.property
+    def member_grpc_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The Raft members' gRPC addresses as this node sees them (live membership: nodes
+        added or removed since a client was configured). The leader's answer is what
+        clients route by (SessionClient.refresh_members).
+        """
+
     def __init__(
         self,
         *,
@@ -801,6 +809,7 @@ class StatusResponse(_message.Message):
         snapshot_bytes: _builtins.int = ...,
         snapshots_taken: _builtins.int = ...,
         accepting_writes: _builtins.bool = ...,
+        member_grpc_addresses: _abc.Iterable[_builtins.str] | None = ...,
         events_enabled: _builtins.bool = ...,
         events_last_cursor: _builtins.int = ...,
         events_oldest_cursor: _builtins.int = ...,
@@ -813,7 +822,7 @@ class StatusResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "disabled_principals", b"disabled_principals", "events_enabled", b"events_enabled", "events_last_cursor", b"events_last_cursor", "events_oldest_cursor", b"events_oldest_cursor", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "node_id", b"node_id", "packed_commands_applied", b"packed_commands_applied", "packed_entries_applied", b"packed_entries_applied", "packed_entries_proposed", b"packed_entries_proposed", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "security_ops", b"security_ops", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term", "tombstones", b"tombstones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_writes", b"accepting_writes", "clock_ahead_ms", b"clock_ahead_ms", "cluster_command_level", b"cluster_command_level", "command_level", b"command_level", "commit_index", b"commit_index", "disabled_principals", b"disabled_principals", "events_enabled", b"events_enabled", "events_last_cursor", b"events_last_cursor", "events_oldest_cursor", b"events_oldest_cursor", "is_leader", b"is_leader", "journal_bytes", b"journal_bytes", "journal_entries", b"journal_entries", "last_applied", b"last_applied", "leader_address", b"leader_address", "limits_from_file_differ", b"limits_from_file_differ", "limits_json", b"limits_json", "member_grpc_addresses", b"member_grpc_addresses", "node_id", b"node_id", "packed_commands_applied", b"packed_commands_applied", "packed_entries_applied", b"packed_entries_applied", "packed_entries_proposed", b"packed_entries_proposed", "ready", b"ready", "replicated_now_ms", b"replicated_now_ms", "security_ops", b"security_ops", "session_count", b"session_count", "snapshot_bytes", b"snapshot_bytes", "snapshot_index", b"snapshot_index", "snapshots_taken", b"snapshots_taken", "state_digest", b"state_digest", "term", b"term", "tombstones", b"tombstones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1232,6 +1241,119 @@ class Member(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class MemberAddRequest(_message.Message):
+    """Live membership (admin; sent to the leader). MemberAdd records the node's identity in the
+    log, then adds it to Raft (one change at a time; the node should be running, or start
+    soon: until it catches up it counts towards the new majority without acknowledging).
+    Refused (UNAVAILABLE) while another change is uncommitted or the new majority could not
+    be formed from the members connected now.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    RAFT_ADDRESS_FIELD_NUMBER: _builtins.int
+    GRPC_ADDRESS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """[A-Za-z0-9][A-Za-z0-9_.-]{0,63}, not a member's"""
+    raft_address: _builtins.str
+    """host:port of its Raft port"""
+    grpc_address: _builtins.str
+    """host:port clients reach it at"""
+    timeout_s: _builtins.float
+    """0: the node's raft.transfer_timeout_s * 5"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        raft_address: _builtins.str = ...,
+        grpc_address: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grpc_address", b"grpc_address", "node_id", b"node_id", "raft_address", b"raft_address", "timeout_s", b"timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberAddRequest: _TypeAlias = MemberAddRequest  # noqa: Y015
+
+@_typing.final
+class MemberAddResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    seconds: _builtins.float
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]:
+        """the leader's view after the change"""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___Member] | None = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberAddResponse: _TypeAlias = MemberAddResponse  # noqa: Y015
+
+@_typing.final
+class MemberRemoveRequest(_message.Message):
+    """Removing the leader itself hands leadership over first and answers FAILED_PRECONDITION
+    with the new leader (sq-leader): send the request there.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    timeout_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "timeout_s", b"timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberRemoveRequest: _TypeAlias = MemberRemoveRequest  # noqa: Y015
+
+@_typing.final
+class MemberRemoveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    seconds: _builtins.float
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___Member] | None = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberRemoveResponse: _TypeAlias = MemberRemoveResponse  # noqa: Y015
 
 @_typing.final
 class MemberListResponse(_message.Message):

@@ -109,6 +109,16 @@ class SessionStoreStub:
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.SerializeToString,
                 response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.FromString,
                 _registered_method=True)
+        self.MemberAdd = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/MemberAdd',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberAddRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberAddResponse.FromString,
+                _registered_method=True)
+        self.MemberRemove = channel.unary_unary(
+                '/sessionquorum.v1.SessionStore/MemberRemove',
+                request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveRequest.SerializeToString,
+                response_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveResponse.FromString,
+                _registered_method=True)
         self.Events = channel.unary_stream(
                 '/sessionquorum.v1.SessionStore/Events',
                 request_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.EventsRequest.SerializeToString,
@@ -210,6 +220,18 @@ class SessionStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MemberAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Events(self, request, context):
         """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere.
         """
@@ -294,6 +316,16 @@ def add_SessionStoreServicer_to_server(servicer, server):
                     servicer.MemberList,
                     request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.FromString,
                     response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.SerializeToString,
+            ),
+            'MemberAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberAdd,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberAddRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberAddResponse.SerializeToString,
+            ),
+            'MemberRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberRemove,
+                    request_deserializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveRequest.FromString,
+                    response_serializer=sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveResponse.SerializeToString,
             ),
             'Events': grpc.unary_stream_rpc_method_handler(
                     servicer.Events,
@@ -706,6 +738,60 @@ class SessionStore:
             '/sessionquorum.v1.SessionStore/MemberList',
             sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListRequest.SerializeToString,
             sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/MemberAdd',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberAddRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberAddResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionquorum.v1.SessionStore/MemberRemove',
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveRequest.SerializeToString,
+            sessionquorum_dot_proto_dot_sessionquorum__pb2.MemberRemoveResponse.FromString,
             options,
             channel_credentials,
             insecure,

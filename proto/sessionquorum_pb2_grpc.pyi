@@ -63,6 +63,8 @@ class SessionStoreStub:
     SnapshotSave: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]
     LeaderTransfer: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]
     MemberList: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]
+    MemberAdd: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberAddRequest, _sessionquorum_pb2.MemberAddResponse]
+    MemberRemove: _grpc.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberRemoveRequest, _sessionquorum_pb2.MemberRemoveResponse]
     Events: _grpc.UnaryStreamMultiCallable[_sessionquorum_pb2.EventsRequest, _sessionquorum_pb2.Event]
     """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
@@ -85,6 +87,8 @@ class SessionStoreAsyncStub(SessionStoreStub):
     SnapshotSave: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.SnapshotSaveRequest, _sessionquorum_pb2.SnapshotChunk]  # type: ignore[assignment]
     LeaderTransfer: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.LeaderTransferRequest, _sessionquorum_pb2.LeaderTransferResponse]  # type: ignore[assignment]
     MemberList: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberListRequest, _sessionquorum_pb2.MemberListResponse]  # type: ignore[assignment]
+    MemberAdd: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberAddRequest, _sessionquorum_pb2.MemberAddResponse]  # type: ignore[assignment]
+    MemberRemove: _aio.UnaryUnaryMultiCallable[_sessionquorum_pb2.MemberRemoveRequest, _sessionquorum_pb2.MemberRemoveResponse]  # type: ignore[assignment]
     Events: _aio.UnaryStreamMultiCallable[_sessionquorum_pb2.EventsRequest, _sessionquorum_pb2.Event]  # type: ignore[assignment]
     """Server-streaming, any node; ends cleanly (OK) when the node stops: resume elsewhere."""
 
@@ -194,6 +198,20 @@ class SessionStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionquorum_pb2.MemberListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessionquorum_pb2.MemberListResponse, _abc.Awaitable[_sessionquorum_pb2.MemberListResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MemberAdd(
+        self,
+        request: _sessionquorum_pb2.MemberAddRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.MemberAddResponse, _abc.Awaitable[_sessionquorum_pb2.MemberAddResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MemberRemove(
+        self,
+        request: _sessionquorum_pb2.MemberRemoveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessionquorum_pb2.MemberRemoveResponse, _abc.Awaitable[_sessionquorum_pb2.MemberRemoveResponse]]: ...
 
     @_abc_1.abstractmethod
     def Events(

@@ -18,16 +18,17 @@ from .raft import ReplicatedLog
 MAX_TRANSFER_TIMEOUT_S = 60.0
 
 
-def _target(config: NodeConfig, node_id: str) -> str | None:
+def _target(raft: ReplicatedLog, config: NodeConfig, node_id: str) -> str | None:
     """The raft address of `node_id` ("" -> None: the node picks); InvalidArgument if unknown."""
     if not node_id:
         return None
-    for spec in config.cluster.nodes:
-        if spec.id == node_id:
-            if spec.id == config.node.id:
+    names = raft.names()
+    for address in raft.member_addresses:
+        if address in names and names[address].node_id == node_id:
+            if address == config.node.raft_address:
                 raise e.InvalidArgument(f"node {node_id!r} is the leader already")
-            return spec.raft_address
-    known = ", ".join(n.id for n in config.cluster.nodes)
+            return address
+    known = ", ".join(raft.member_ids())
     raise e.InvalidArgument(f"to_node_id {node_id[:64]!r} is not a member (members: {known})")
 
 
@@ -38,25 +39,23 @@ async def leader_transfer(
     timeout_s = request.timeout_s or config.cluster.raft.transfer_timeout_s
     if not 0 < timeout_s <= MAX_TRANSFER_TIMEOUT_S:
         raise e.InvalidArgument(f"timeout_s must be > 0 and at most {MAX_TRANSFER_TIMEOUT_S:g}")
-    target = _target(config, request.to_node_id)
+    target = _target(raft, config, request.to_node_id)
     if not raft.is_leader():
-        raise _not_leader(raft, config)
+        raise not_leader(raft)
     started = time.perf_counter()
     leader = await raft.transfer_leadership(target, timeout_s)
     seconds = time.perf_counter() - started
-    node_ids = {n.raft_address: n.id for n in config.cluster.nodes}
     if leader is None:
         return pb.LeaderTransferResponse(seconds=seconds)
     return pb.LeaderTransferResponse(
-        leader_node_id=node_ids.get(leader, leader),
-        leader_address=config.cluster.grpc_address_of_raft(leader) or "",
+        leader_node_id=raft.node_id_of(leader),
+        leader_address=raft.grpc_address_of(leader) or "",
         seconds=seconds,
     )
 
 
-def _not_leader(raft: ReplicatedLog, config: NodeConfig) -> e.NotLeader:
-    leader = raft.leader_raft_address()
-    address = config.cluster.grpc_address_of_raft(leader) if leader else None
+def not_leader(raft: ReplicatedLog) -> e.NotLeader:
+    address = raft.grpc_address_of(raft.leader_raft_address())
     return e.NotLeader(f"this node is not the leader; the leader is {address or 'unknown'}", address)
 
 
@@ -65,20 +64,20 @@ async def member_list(
 ) -> pb.MemberListResponse:
     """This node's view of the Raft membership, named by the cluster's node specs."""
     if request.leader_only and not raft.is_leader():
-        raise _not_leader(raft, config)
+        raise not_leader(raft)
     st = raft.status()
     views = raft.members()
     levels = raft.read(lambda m: dict(m.member_levels))
-    specs = {n.raft_address: n for n in config.cluster.nodes}
+    names = raft.names()
     members = []
     for view in views:
-        spec = specs.get(view.raft_address)
-        node_id = spec.id if spec is not None else view.raft_address
+        name = names.get(view.raft_address)
+        node_id = name.node_id if name is not None else view.raft_address
         members.append(
             pb.Member(
                 node_id=node_id,
                 raft_address=view.raft_address,
-                grpc_address=spec.grpc_address if spec is not None else "",
+                grpc_address=name.grpc_address if name is not None else "",
                 is_leader=view.raft_address == st.leader_raft_address,
                 is_self=view.raft_address == config.node.raft_address,
                 connected=view.connected,

@@ -35,6 +35,7 @@ COMMAND_VERSION = 1
 # Level 5:
 # - encryption at rest: Create/Update carry "sealed" (a keyed digest of the plaintext values,
 #   the fingerprint's stand-in for ciphertext) and Update "bound_handle" (store/atrest.py).
+# - live membership: MemberIdentity records a node's id, Raft and gRPC addresses (store/members.py).
 # - EnableEvents: apply starts appending lifecycle events to a replicated ring (store/events.py).
 # - session-security operations (store/secops.py): SecurityOn switches on tombstones (no
 #   reuse of an ended session's token hash) and rotation grace; SetPrincipalEnabled;
@@ -46,6 +47,7 @@ SUPPORTED_LEVEL = 5
 LEASE_LEVEL = 3
 IDLE_CHANGE_LEVEL = 4
 ATREST_LEVEL = 5
+MEMBERSHIP_LEVEL = 5
 EVENTS_LEVEL = 5
 SECURITY_OPS_LEVEL = 5
 # Limits of level 5: a Configure carrying any of them needs level 5 (config.limits_to_wire
@@ -163,6 +165,17 @@ class MemberLevel:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberIdentity:
+    """Who a Raft member is (level 5): written by MemberAdd before the Raft change that adds
+    the node, dropped (`joined` False) by MemberRemove after the change that removes it."""
+
+    node_id: str
+    raft_address: str
+    grpc_address: str
+    joined: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityOn:
     """Switches on the level-5 rules (store/secops.py) at one log index on every node.
 
@@ -197,6 +210,7 @@ Op = (
     | Barrier
     | Configure
     | MemberLevel
+    | MemberIdentity
     | EnableEvents
     | SecurityOn
     | SetPrincipalEnabled
@@ -214,6 +228,7 @@ _NAMES: dict[type[Any], str] = {
     Barrier: "barrier",
     Configure: "configure",
     MemberLevel: "member_level",
+    MemberIdentity: "member_identity",
     EnableEvents: "enable_events",
     SecurityOn: "security_on",
     SetPrincipalEnabled: "set_principal_enabled",
@@ -223,6 +238,7 @@ _NAMES: dict[type[Any], str] = {
 # The command level that introduced each operation; see the module docstring.
 LEVELS: dict[type[Any], int] = {op: BASE_LEVEL for op in _NAMES}
 LEVELS[Configure] = 2
+LEVELS[MemberIdentity] = MEMBERSHIP_LEVEL
 LEVELS[EnableEvents] = EVENTS_LEVEL
 for _op5 in (SecurityOn, SetPrincipalEnabled, ReuseDetected):
     LEVELS[_op5] = SECURITY_OPS_LEVEL
@@ -427,6 +443,13 @@ def _op(name: str, a: dict[str, Any]) -> Op:
         return Configure(limits=tuple((p[0], p[1]) for p in pairs), seed=_req(a, "seed", bool))
     if name == "member_level":
         return MemberLevel(node_id=_req(a, "node_id", str), level=_req(a, "level", int))
+    if name == "member_identity":
+        return MemberIdentity(
+            node_id=_req(a, "node_id", str),
+            raft_address=_req(a, "raft_address", str),
+            grpc_address=_req(a, "grpc_address", str),
+            joined=_req(a, "joined", bool),
+        )
     if name == "enable_events":
         return EnableEvents(max_count=_req(a, "max_count", int), max_bytes=_req(a, "max_bytes", int))
     if name == "security_on":

@@ -187,6 +187,9 @@ class RaftSettings:
     # A leadership transfer (`leader transfer`, and a leader asked to stop) waits at most this
     # long for the target to catch up and win; proposals are held meanwhile.
     transfer_timeout_s: float = 2.0
+    # Live membership (`member add|remove`): pysyncobj's dynamic membership change with our
+    # fixes (store/DESIGN.md, "Membership"). Off: MemberAdd / MemberRemove are refused.
+    dynamic_membership: bool = True
     # Packed entries (store/_packing.py, command level 5): at most this many waiting
     # commands, and this many bytes of them, share one log entry. 1 turns packing off.
     # The byte bound stays well under pysyncobj's 64 KiB chunking default.

@@ -30,10 +30,11 @@ from collections.abc import Awaitable, Callable
 
 from . import commands as c
 from .clock import ProposerClock
-from .config import NodeConfig, limits_to_wire
+from .config import Limits, NodeConfig, limits_to_wire
 from .errors import StoreError
 from .raft import ReplicatedLog
 from .service import cluster_level
+from .state import SessionMachine
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,23 @@ async def advertise_level(config: NodeConfig, raft: ReplicatedLog, stop: asyncio
         await _pause(stop, 1.0)
 
 
+def _level(config: NodeConfig, ids: list[str]) -> Callable[[SessionMachine], int]:
+    return lambda m: cluster_level(m, config, ids)
+
+
+def _limits_and_level(
+    config: NodeConfig, ids: list[str]
+) -> Callable[[SessionMachine], tuple[bool, Limits, int]]:
+    return lambda m: (m.configured, m.limits, cluster_level(m, config, ids))
+
+
 async def seed_limits(
     config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
 ) -> None:
     """On a new cluster's leader, propose the file's limits; elsewhere, report a disagreement."""
     seed = config.cluster.limits
     while not stop.is_set():
-        configured, limits, level = raft.read(lambda m: (m.configured, m.limits, cluster_level(m, config)))
+        configured, limits, level = raft.read(_limits_and_level(config, raft.member_ids()))
         if configured:
             if limits != seed:
                 log.warning(
@@ -133,12 +144,10 @@ async def enable_events(
     server = config.cluster.server
     op = c.EnableEvents(server.events_retention_count, server.events_retention_bytes)
     while not stop.is_set():
-        bounds, level = raft.read(
-            lambda m: (
-                None if m.lifecycle is None else (m.lifecycle.max_count, m.lifecycle.max_bytes),
-                cluster_level(m, config),
-            )
+        bounds = raft.read(
+            lambda m: None if m.lifecycle is None else (m.lifecycle.max_count, m.lifecycle.max_bytes)
         )
+        level = raft.read(_level(config, raft.member_ids()))
         if bounds is not None:
             if bounds != (op.max_count, op.max_bytes):
                 log.warning(
@@ -166,7 +175,8 @@ async def switch_on_security_ops(
 ) -> None:
     """On the leader, once every member applies level 5, switch the level-5 rules on."""
     while not stop.is_set():
-        active, level = raft.read(lambda m: (m.sec.active, cluster_level(m, config)))
+        active = raft.read(lambda m: m.sec.active)
+        level = raft.read(_level(config, raft.member_ids()))
         if active:
             return
         if raft.is_leader() and level >= c.SECURITY_OPS_LEVEL:

@@ -38,6 +38,7 @@ from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
 from . import _membership, _peerguard, _readindex, _transfer
+from . import members as _members
 from ._outbox import Outbox
 from ._packing import PackLimits
 from ._prevote import PreVote, PreVoteGate
@@ -249,6 +250,8 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         # One membership change at a time (store/_membership.py), when dynamic change is on.
         self._change_gate = _membership.ChangeGate()
         self._tail_changes_pending = True
+        # Set by the tick thread when the membership changed (ReplicatedLog renews its copy).
+        self.membership_changed = True
         super().__init__(*args, **kwargs)
 
     def count(self, kind: str, n: int = 1) -> None:
@@ -346,6 +349,17 @@ class _GuardedSyncObj(SyncObj):  # type: ignore[misc]
         if done:
             self._change_gate.appended(index)
         return done
+
+    def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:
+        changed = bool(SyncObj._SyncObj__doChangeCluster(self, request, reverse))
+        if changed:
+            self.membership_changed = True
+            log.info("membership change %s %s%s", request[0], request[1], " (undone)" if reverse else "")
+        return changed
+
+    def _SyncObj__updateClusterConfiguration(self, newNodes: Any) -> None:
+        SyncObj._SyncObj__updateClusterConfiguration(self, newNodes)  # a snapshot's members
+        self.membership_changed = True
 
     def apply_tail_changes(self) -> int:
         """Make the membership the latest in this node's log, as Raft says (pysyncobj applies
@@ -647,7 +661,8 @@ class ReplicatedLog:
             serializeChecker=lambda: _PROGRESS[self._snapshots.check()],
             deserializer=self._load_snapshot,
             commandsQueueSize=r.commands_queue_size,
-            dynamicMembershipChange=False,
+            # Live membership (store/DESIGN.md, "Membership"): the defects are fixed above.
+            dynamicMembershipChange=r.dynamic_membership,
         )
         _peerguard.install()
         # A read not confirmed within the apply timeout fails (NoLeader: nothing was read).
@@ -683,13 +698,13 @@ class ReplicatedLog:
             send_proposals=self._outbox.flush,
             transportClass=_DurableTransport,
         )
-        members = sorted([config.node.raft_address, *(p.raft_address for p in config.peers)])
-        self._rank, self._members = members.index(config.node.raft_address), len(members)
+        # The Raft members' addresses (this node first), renewed by the tick thread after
+        # every tick: a membership change takes effect there (at append, pysyncobj).
+        self._member_addresses = (config.node.raft_address, *(p.raft_address for p in config.peers))
         # Latency hooks (store/metrics.py sets them): proposal -> apply, read-index waits.
         # These and the leader watch are set before the tick callback that reads them.
         self.observe_proposal: Callable[[float], None] = _ignore
         self.observe_read_index: Callable[[float], None] = _ignore
-        self._node_ids = {n.raft_address: n.id for n in config.cluster.nodes}
         self._seen_leader: tuple[int, Any] = (0, None)
         self.leader_changes = 0
         # Backups waiting for a capture between two applies (`capture_applied`); at most one
@@ -721,7 +736,11 @@ class ReplicatedLog:
             # Expected after any restart: compaction keeps entries before the snapshot for
             # lagging followers, and pysyncobj's loader needs the log to start at its boundary.
             log.info("dropped journal entries before the snapshot at index %d on load", snap.last[1])
-        return (snap.last, snap.prev, list(snap.members))
+        # Without this node: pysyncobj compares the members to its own Node object, never
+        # equal to an address, so a snapshot made it count itself as a peer (seen on a node
+        # that installed one after it was added: 5 members in a cluster of 4).
+        own = self._config.node.raft_address
+        return (snap.last, snap.prev, [m for m in snap.members if m != own])
 
     def _lease_s(self) -> float:
         """On the tick thread (the only writer of the state): the lease a read round gives.
@@ -732,13 +751,20 @@ class ReplicatedLog:
         r = self._config.cluster.raft
         if not r.lease_reads:
             return 0.0
-        if self._machine.lowest_level(n.id for n in self._config.cluster.nodes) < LEASE_LEVEL:
+        # Every current member, a joining one included: one that has not advertised yet
+        # counts as level 1 (store/members.py), so no lease counts on it.
+        names = _members.directory(self._config, self._machine.nodes)
+        if self._machine.lowest_level(_members.member_ids(names, self._member_addresses)) < LEASE_LEVEL:
             return 0.0
         return r.election_min_s * LEASE_FRACTION
 
     def _may_pack(self) -> bool:
-        """On the tick thread: whether every member can apply a packed entry (MULTI_LEVEL)."""
-        return self._machine.lowest_level(n.id for n in self._config.cluster.nodes) >= MULTI_LEVEL
+        """On the tick thread: whether every member can apply a packed entry (MULTI_LEVEL).
+
+        Every current member (store/members.py): a joining one that has not advertised yet
+        counts as level 1, so nothing is packed until it said it can apply it."""
+        names = _members.directory(self._config, self._machine.nodes)
+        return self._machine.lowest_level(_members.member_ids(names, self._member_addresses)) >= MULTI_LEVEL
 
     def _take_reads(self) -> list[Waiter]:
         with self._reads_lock:
@@ -756,12 +782,16 @@ class ReplicatedLog:
         self._seen_leader = (term, leader)
         self.leader_changes += 1
         address = str(leader.address)
-        who = (
-            "this node" if address == self._config.node.raft_address else self._node_ids.get(address, address)
-        )
+        who = "this node" if address == self._config.node.raft_address else self.node_id_of(address)
         log.info("leader of term %d: %s", term, who)
 
     def _after_tick(self) -> None:
+        others = self._sync._SyncObj__otherNodes
+        if len(others) != len(self._member_addresses) - 1 or self._sync.membership_changed:
+            self._sync.membership_changed = False
+            own = self._config.node.raft_address
+            self._member_addresses = (own, *sorted(str(n.address) for n in others))
+            log.info("raft members now: %s", ", ".join(self.member_ids()))
         self._note_leader()
         if self._capture_requests:
             self._serve_captures()
@@ -776,13 +806,14 @@ class ReplicatedLog:
             return
         r = self._config.cluster.raft
         last_applied = int(getattr(self._sync, "_SyncObj__raftLastApplied"))  # noqa: B009 - mangled
+        addresses = sorted(self._member_addresses)  # the stagger follows the membership
         if compaction_due(
             entries=len(self._journal),
             size_bytes=self._journal.size_bytes,
             since_snapshot=last_applied - self._snapshots.snapshot_index,
             last_applied=last_applied,
-            rank=self._rank,
-            members=self._members,
+            rank=addresses.index(self._config.node.raft_address),
+            members=len(addresses),
             every_entries=r.compaction_entries,
             max_bytes=r.journal_max_bytes,
         ):
@@ -994,6 +1025,66 @@ class ReplicatedLog:
             index = None if match is None else int(match.get(node, 0))
             views.append(MemberView(str(node.address), node in connected, index))
         return tuple(views)
+
+    async def change_membership(self, kind: str, raft_address: str, timeout_s: float) -> None:
+        """On the leader: add (`_membership.ADD`) or remove a Raft member, and wait until the
+        change is applied here (committed). pysyncobj appends it as a membership entry that
+        takes effect at append on every node; `_GuardedSyncObj` allows one at a time."""
+        if not self._sync._SyncObj__conf.dynamicMembershipChange:
+            raise NotReady("live membership is off on this node (raft.dynamic_membership)")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+
+        def on_result(_result: Any, err: int) -> None:  # the tick thread
+            def settle() -> None:
+                if not future.done():
+                    future.set_result(err)
+
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        if kind == _membership.ADD:
+            self._sync.addNodeToCluster(raft_address, callback=on_result)
+        else:
+            self._sync.removeNodeFromCluster(raft_address, callback=on_result)
+        self._sync.wake()
+        try:
+            err = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise OutcomeUnknown(
+                f"the membership change was not applied within {timeout_s:g} s; it may still commit: "
+                "check `member list` before trying again"
+            ) from None
+        if err == FAIL_REASON.REQUEST_DENIED:
+            raise NotReady(
+                "membership change refused: another change is not committed yet, or this leader's "
+                "first entry is not applied yet; nothing changed, retry"
+            )
+        if err != FAIL_REASON.SUCCESS:
+            raise translate_failure(err)
+
+    @property
+    def member_addresses(self) -> tuple[str, ...]:
+        """The Raft members' addresses, this node first (as of the last tick)."""
+        return self._member_addresses
+
+    def names(self) -> dict[str, _members.Name]:
+        """Raft address -> node id and gRPC address (store/members.py)."""
+        with self._lock:
+            nodes = dict(self._machine.nodes)
+        return _members.directory(self._config, nodes)
+
+    def member_ids(self) -> list[str]:
+        return _members.member_ids(self.names(), self._member_addresses)
+
+    def node_id_of(self, raft_address: str) -> str:
+        name = self.names().get(raft_address)
+        return name.node_id if name is not None else raft_address
+
+    def grpc_address_of(self, raft_address: str | None) -> str | None:
+        """The gRPC address clients reach the member at `raft_address` by (None: unknown)."""
+        name = self.names().get(raft_address) if raft_address else None
+        return name.grpc_address if name is not None else None
 
     async def propose_anywhere(self, entry: bytes, timeout_s: float) -> Reply:
         """Propose from any node (a follower's pysyncobj forwards it to the leader)."""

@@ -25,7 +25,7 @@ import grpc
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
-from . import _admin, atrest, authz, batch
+from . import _admin, _member_change, atrest, authz, batch, members
 from . import commands as c
 from . import errors as e
 from . import validation as v
@@ -82,9 +82,11 @@ def _ok(reply: Reply) -> Reply:
     raise _REPLY_ERRORS[reply.code](reply.message)
 
 
-def cluster_level(machine: SessionMachine, config: NodeConfig) -> int:
-    """The lowest command level any member advertised: what the leader may propose."""
-    return machine.lowest_level(n.id for n in config.cluster.nodes)
+def cluster_level(machine: SessionMachine, config: NodeConfig, member_ids: list[str]) -> int:
+    """The lowest command level the members advertised: what the leader may propose
+    (`members.levels_counted` says which members count while one joins)."""
+    counted = members.levels_counted(config, member_ids, machine.member_levels, machine.nodes)
+    return machine.lowest_level(counted)
 
 
 def accepting_writes(machine: SessionMachine, config: NodeConfig) -> bool:
@@ -241,7 +243,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
         leader = self._raft.leader_raft_address()
         if leader is None:
             raise e.NoLeader("no leader is known (election in progress or no quorum); nothing was applied")
-        address = self._config.cluster.grpc_address_of_raft(leader)
+        address = self._raft.grpc_address_of(leader)
         raise e.NotLeader(f"this node is not the leader; the leader is {address or 'unknown'}", address)
 
     def _request_id(self, rid: pb.RequestId, present: bool) -> tuple[bytes, int, int]:
@@ -274,9 +276,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
         """One attempt: plan on this node's state, prepare, propose; (what was proposed, its reply)."""
         self._require_leader()
         sealing = self._sealing
+        ids = self._raft.member_ids()
 
         def look(m: SessionMachine) -> tuple[int, bool, Any, Reply | None]:
-            level = cluster_level(m, self._config)
+            level = cluster_level(m, self._config, ids)
             plan = sealing.plan(m, op, level)
             return level, accepting_writes(m, self._config), plan, None if plan else m.precheck(op)
 
@@ -503,11 +506,12 @@ class SessionService(pb_grpc.SessionStoreServicer):
         async def work() -> pb.StatusResponse:
             st = self._raft.status()
             leader = st.leader_raft_address
+            ids = self._raft.member_ids()
 
             def look(m: SessionMachine) -> tuple[Any, ...]:
                 # capture() is a shallow copy; the O(sessions) digest runs off the lock below.
                 cap = m.capture() if request.digest else None
-                level, open_ = cluster_level(m, self._config), accepting_writes(m, self._config)
+                level, open_ = cluster_level(m, self._config, ids), accepting_writes(m, self._config)
                 ring = m.lifecycle
                 events = (0, 0) if ring is None else (ring.last_cursor, ring.oldest if len(ring) else 0)
                 sec = (m.sec.active, len(m.sec.tombstones), len(m.sec.disabled))
@@ -532,7 +536,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
             return pb.StatusResponse(
                 node_id=self._config.node.id,
                 is_leader=st.is_leader,
-                leader_address=(self._config.cluster.grpc_address_of_raft(leader) or "") if leader else "",
+                leader_address=self._raft.grpc_address_of(leader) or "",
                 term=st.term,
                 commit_index=st.commit_index,
                 last_applied=st.last_applied,
@@ -551,6 +555,7 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 snapshot_bytes=st.snapshot_bytes,
                 snapshots_taken=st.snapshots_taken,
                 accepting_writes=open_,
+                member_grpc_addresses=self._member_grpc_addresses(),
                 events_enabled=events_on,
                 events_last_cursor=last,
                 events_oldest_cursor=oldest,
@@ -596,6 +601,27 @@ class SessionService(pb_grpc.SessionStoreServicer):
         return await self._boundary(
             "MemberList", context, _admin.member_list(self._raft, self._config, request)
         )
+
+    def _member_grpc_addresses(self) -> list[str]:
+        names = self._raft.names()
+        return sorted(names[a].grpc_address for a in self._raft.member_addresses if a in names)
+
+    async def _propose_admin(self, op: c.Op, timeout_s: float) -> Reply:
+        """An admin command without a request id (MemberIdentity: applying it twice is harmless)."""
+        entry = c.encode(c.Command(op, now_ms=self._now()))
+        return _ok(await self._raft.propose(entry, timeout_s))
+
+    async def MemberAdd(self, request: pb.MemberAddRequest, context: Any) -> pb.MemberAddResponse:
+        ids = self._raft.member_ids()
+        level = self._raft.read(lambda m: cluster_level(m, self._config, ids))
+        work = _member_change.member_add(self._raft, self._config, request, self._propose_admin, level)
+        return await self._boundary("MemberAdd", context, work)
+
+    async def MemberRemove(self, request: pb.MemberRemoveRequest, context: Any) -> pb.MemberRemoveResponse:
+        ids = self._raft.member_ids()
+        level = self._raft.read(lambda m: cluster_level(m, self._config, ids))
+        work = _member_change.member_remove(self._raft, self._config, request, self._propose_admin, level)
+        return await self._boundary("MemberRemove", context, work)
 
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
         handlers: dict[str, batch.Handler] = {

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -29,6 +29,9 @@ from .secops import SecCapture, tombstone_row
 from .session import Session
 
 # 2: adds the replicated limits, member levels and the exactly-once table's forgotten_ms.
+# 2 and 3 may carry the optional "nodes" key (live membership: node id -> Raft and gRPC address),
+# written only when some node was added, so other states keep byte-identical snapshots and
+# a reader of this code takes a snapshot without it as "no identities".
 # 2 may carry the optional "secops" key (level 5; store/secops.py), written only once the
 # cluster switched those rules on; older snapshots lack it and load as before.
 # 3: adds the lifecycle event ring ("events", store/events.py), once EnableEvents applied.
@@ -61,6 +64,8 @@ class Capture:
     sessions: dict[bytes, Session]
     dedup: dict[bytes, Any]
     forgotten_ms: int
+    # node id -> (raft address, grpc address), from MemberIdentity commands.
+    nodes: dict[str, tuple[str, str]] = field(default_factory=dict)
     # EventRing.capture() once the ring is on, else None.
     events: list[Any] | None = None
     # Level-5 session-security state (store/secops.py); None leaves the "secops" key out.
@@ -91,8 +96,10 @@ def serialize_in_pieces(capture: Capture) -> Iterator[bytes]:
         ("configured", capture.configured),
         ("members", sorted([k, lv] for k, lv in capture.member_levels.items())),
     ]
+    if capture.nodes:
+        head.append(("nodes", sorted([k, r, g] for k, (r, g) in capture.nodes.items())))
     sec = capture.secops
-    out += packer.pack_map_header(8 + (events is not None) + (sec is not None))
+    out += packer.pack_map_header(len(head) + 3 + (events is not None) + (sec is not None))
     for key, value in head:
         out += packer.pack(key)
         out += packer.pack(value)

@@ -37,8 +37,10 @@ from .secops import Ended, SecurityState, Tombstone, clamp_timeouts
 from .session import Session, pack_attributes
 from .snapshot_format import READABLE_FORMATS, Capture
 
-# Most members whose command level the state keeps (a cluster has 3 to 7).
+# Most members whose command level (and identity) the state keeps (a cluster has 3 to 7).
 MAX_MEMBERS = 64
+# Longest node id or address a MemberIdentity may carry (the service checks them first).
+MAX_IDENTITY_CHARS = 256
 # SessionMachine.events: the keys store/metrics.py turns into counters.
 EVENTS = (
     "created",
@@ -90,6 +92,9 @@ class SessionMachine:
         self._dedup = DedupTable(limits.max_dedup_clients, limits.dedup_ttl_ms)
         # node id -> the highest command level it advertised (commands.MemberLevel).
         self.member_levels: dict[str, int] = {}
+        # node id -> (raft address, grpc address) of nodes added live (commands.MemberIdentity;
+        # the first members are named by cluster.json): store/members.py reads it.
+        self.nodes: dict[str, tuple[str, str]] = {}
         # What this node applied since it started, for store/metrics.py: local tallies,
         # never replicated state, never in a snapshot (restore keeps them), never read by apply.
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
@@ -162,6 +167,8 @@ class SessionMachine:
             return self._configure(op)
         if isinstance(op, c.MemberLevel):
             return self._member_level(op)
+        if isinstance(op, c.MemberIdentity):
+            return self._member_identity(op)
         if isinstance(op, c.Barrier | c.SecurityOn):
             return Reply(Code.OK)
         if isinstance(op, c.EnableEvents):
@@ -248,6 +255,21 @@ class SessionMachine:
         if op.node_id not in self.member_levels and len(self.member_levels) >= MAX_MEMBERS:
             return Reply(Code.QUOTA, f"at most {MAX_MEMBERS} members are tracked")
         self.member_levels[op.node_id] = op.level
+        return Reply(Code.OK)
+
+    def _member_identity(self, op: c.MemberIdentity) -> Reply:
+        sizes = (len(op.node_id), len(op.raft_address), len(op.grpc_address))
+        if not op.node_id or not op.raft_address or not op.grpc_address or max(sizes) > MAX_IDENTITY_CHARS:
+            return Reply(Code.INVALID, "malformed member identity")
+        if not op.joined:
+            self.nodes.pop(op.node_id, None)
+            return Reply(Code.OK)
+        # An address names one node: a node replaced at the same address loses its old name.
+        for other in sorted(k for k, (raft, _) in self.nodes.items() if raft == op.raft_address):
+            del self.nodes[other]
+        if op.node_id not in self.nodes and len(self.nodes) >= MAX_MEMBERS:
+            return Reply(Code.QUOTA, f"at most {MAX_MEMBERS} member identities are kept")
+        self.nodes[op.node_id] = (op.raft_address, op.grpc_address)
         return Reply(Code.OK)
 
     # ------------------------------------------------------------ operations
@@ -743,6 +765,7 @@ class SessionMachine:
             sessions=dict(self.sessions),
             dedup=self._dedup.capture(),
             forgotten_ms=self._dedup.forgotten_ms,
+            nodes=dict(self.nodes),
             events=None if self.lifecycle is None else self.lifecycle.capture(),
             secops=self.sec.capture(),
         )
@@ -761,6 +784,7 @@ class SessionMachine:
         self.packed_entries, self.packed_commands = packed
         self.configured = raw["configured"]
         self.member_levels = dict(raw["members"])
+        self.nodes = {k: (r, g) for k, r, g in raw.get("nodes", ())}
         self.now_ms = raw["now_ms"]
         # Built directly (no heap push per session): restore time bounds a restart.
         sessions, by_handle, by_principal = self.sessions, self.by_handle, self.by_principal

@@ -43,6 +43,9 @@ SAMPLES: dict[str, Message] = {
     "Configure": pb.ConfigureRequest(request_id=_RID, limits_json='{"max_sessions": 10}'),
     "LeaderTransfer": pb.LeaderTransferRequest(to_node_id="n2", timeout_s=1.5),
     "MemberList": pb.MemberListRequest(leader_only=True),
+    # Port 0: refused even whole, so no prefix or sample adds a node to a fuzzed cluster.
+    "MemberAdd": pb.MemberAddRequest(node_id="n9", raft_address="127.0.0.1:0", grpc_address="127.0.0.1:0"),
+    "MemberRemove": pb.MemberRemoveRequest(node_id="n9", timeout_s=1.0),
     "Batch": pb.BatchRequest(
         items=[pb.BatchItem(create=pb.CreateRequest(request_id=_RID, token_hash=_HASH, principal="alice"))]
     ),

@@ -366,7 +366,7 @@ def test_undecodable_requests_to_every_method_are_invalid_argument_with_one_log_
     request (the generated deserializer raised inside gRPC; test_decoding.py's canary).
     """
     cases = batch()
-    assert len(cases) == 55
+    assert len(cases) == 63
     wait_converged(module_cluster)
     before = module_cluster.statuses(digest=True)
     log_sizes = {n: module_cluster.log_path(n).stat().st_size for n in module_cluster.node_ids}

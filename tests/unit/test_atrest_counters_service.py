@@ -65,6 +65,9 @@ class _Log:
     def term(self) -> int:
         return 1
 
+    def member_ids(self) -> list[str]:  # the one-node cluster of this service's config
+        return ["n1"]
+
 
 class _Clock:
     def stamp(self, term: int) -> int:

@@ -33,7 +33,7 @@ def test_samples_cover_every_method_and_the_batch_every_kind() -> None:
     assert {case.method for case in cases} == set(SAMPLES)
     # Four kinds per method, minus invalid UTF-8 where a request has no string field and
     # truncation where it has no field at all.
-    assert len(cases) == 55
+    assert len(cases) == 63
 
 
 def test_generated_deserializers_raise_for_every_malformed_request_canary() -> None:
@@ -42,7 +42,7 @@ def test_generated_deserializers_raise_for_every_malformed_request_canary() -> N
         with pytest.raises(DecodeError):
             _message_class(case.message_name).FromString(case.data)
         raised += 1
-    assert raised == len(batch()) == 55
+    assert raised == len(batch()) == 63
 
 
 def test_safe_deserializer_turns_each_malformed_request_into_undecodable_naming_the_message() -> None:

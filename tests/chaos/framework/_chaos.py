@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionquorum.client import SessionClient, TLSConfig
-from sessionquorum.cluster import ClusterTimeout, LocalCluster
+from sessionquorum.cluster import ClusterError, ClusterTimeout, LocalCluster
 
 from ._history import FaultWindow, History
 from ._nemesis import PARTITIONS, ClockSkew, ClockWrapper, Nemesis, Partitioner, process_nemesis
@@ -112,14 +112,22 @@ def _nemesis_loop(run: _Run, nemesis: Nemesis, rng: random.Random, deadline: flo
         run.watchers.append(watcher)
 
 
+def _statuses(cluster: LocalCluster) -> list[Any]:
+    """Every member's Status; [] when the membership changed meanwhile (the membership nemesis)."""
+    try:
+        return [cluster.status(n) for n in cluster.node_ids]
+    except ClusterError:
+        return []
+
+
 def _watch_catch_up(run: _Run, healed_at: float) -> None:
     """Time until every node has applied what was committed when the fault was healed."""
     cluster = run.cluster
-    statuses = [cluster.status(n) for n in cluster.node_ids]
+    statuses = _statuses(cluster)
     target = max((s.commit_index for s in statuses if s is not None), default=0)
     while time.monotonic() - healed_at < HEAL_TIMEOUT_S:
-        current = [cluster.status(n) for n in cluster.node_ids]
-        if all(s is not None and s.last_applied >= target for s in current):
+        current = _statuses(cluster)
+        if current and all(s is not None and s.last_applied >= target for s in current):
             run.catch_up_s.append(round(time.monotonic() - healed_at, 3))
             return
         time.sleep(0.1)

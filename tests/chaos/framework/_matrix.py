@@ -36,6 +36,8 @@ FULL: tuple[Scenario, ...] = (
     Scenario("clock-skew", "clock-skew", fault_s=5.0),
     Scenario("leader-transfer", "leader-transfer", quiet_s=1.0, fault_s=1.0),
     Scenario("leader-transfer-5", "leader-transfer", nodes=5, quiet_s=1.0, fault_s=1.0),
+    Scenario("membership", "membership", duration_s=30.0, quiet_s=1.5, fault_s=1.0),
+    Scenario("membership-kill-leader", "membership-kill-leader", duration_s=40.0, quiet_s=2.5, fault_s=1.5),
     # A follower down while the others take sustained writes on 100,000 sessions, then
     # restarted: where pysyncobj's compaction was measured to cause election storms.
     Scenario(

@@ -8,6 +8,8 @@ new one) or the heal (a majority reconnecting).
 from __future__ import annotations
 
 import random
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +17,8 @@ from typing import Literal
 
 import grpc
 
-from sessionquorum.cluster import LocalCluster
+from sessionquorum.cluster import ClusterError, LocalCluster
+from sessionquorum.cluster._grow import leader_members, send_change, wait_all_connected
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
@@ -210,6 +213,104 @@ class Transfer(Nemesis):
         pass
 
 
+class Membership(Nemesis):
+    """Live membership under load (`MemberAdd` / `MemberRemove`): each injection grows the
+    cluster by one new node up to two above its first size, then shrinks it by one back to
+    that size, and so on (3 -> 4 -> 5 -> 4 -> 3 -> ...). A shrink removes any member, an
+    original one too (a replaced machine), and every other shrink the leader itself, which
+    hands over first. `heal` has nothing to undo: every change is complete when it returns."""
+
+    name = "membership"
+    recovery_from: RecoveryFrom = "inject"
+
+    def __init__(self, extra: int = 2) -> None:
+        self._extra = extra
+        self._base: int | None = None
+        self._growing = True
+        self._shrinks = 0
+        self.outcomes: list[str] = []
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        size = len(cluster.node_ids)
+        if self._base is None:
+            self._base = size
+        if self._growing and size >= self._base + self._extra:
+            self._growing = False
+        elif not self._growing and size <= self._base:
+            self._growing = True
+        started = time.monotonic()
+        try:
+            if self._growing:
+                node, _ = cluster.grow()
+                detail = f"added {node}"
+            else:
+                leader = _leader(cluster)
+                others = [n for n in cluster.node_ids if n != leader]
+                victim = leader if self._shrinks % 2 == 1 else rng.choice(others)
+                self._shrinks += 1
+                cluster.shrink(victim)
+                detail = f"removed {victim}" + (" (the leader)" if victim == leader else "")
+        except ClusterError as exc:
+            detail = f"change refused: {exc}"
+        detail += f" in {time.monotonic() - started:.3f} s: {len(cluster.node_ids)} members"
+        self.outcomes.append(detail)
+        return detail
+
+    def heal(self, cluster: LocalCluster) -> None:
+        pass
+
+
+class KillDuringChange(Nemesis):
+    """kill -9 of the leader while it adds a node: the MemberAdd is in flight (sent 0-100 ms
+    before the kill), so the change may be lost, appended only, or committed. `heal`
+    restarts the old leader, completes the add (MemberAdd again: a member already is
+    answered at once) and removes the node again, so every cycle is 3 -> 4 -> 3."""
+
+    name = "membership-kill-leader"
+    recovery_from: RecoveryFrom = "inject"
+
+    def __init__(self) -> None:
+        self._victim: str | None = None
+        self._added: str | None = None
+        self.outcomes: list[str] = []
+
+    def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
+        leader = _leader(cluster)
+        node = cluster.add_node()
+        self._added, self._victim = node, leader
+        channel = cluster.channel(leader)
+        try:
+            call = pb_grpc.SessionStoreStub(channel).MemberAdd.future(
+                cluster.member_add_request(node), timeout=TRANSFER_RPC_TIMEOUT_S
+            )
+            threading.Event().wait(rng.uniform(0.0, 0.1))  # a jitter, to hit each step of the change
+            cluster.kill(leader)
+            try:
+                call.result()
+                outcome = "acknowledged"
+            except grpc.RpcError as exc:
+                outcome = f"{exc.code().name}"
+        finally:
+            channel.close()
+        detail = f"adding {node}, killed leader {leader}: {outcome}"
+        self.outcomes.append(detail)
+        return detail
+
+    def heal(self, cluster: LocalCluster) -> None:
+        if self._victim is not None:
+            cluster.start_node(self._victim)
+            self._victim = None
+        wait_all_connected(cluster)  # else the add could not commit (the quorum check says so)
+        if self._added is not None:
+            node, self._added = self._added, None
+            send_change(cluster, cluster.member_add_request(node))
+            cluster.shrink(node)
+            # However the kill fell, the Raft membership is the file's again.
+            members = leader_members(cluster)
+            if members != sorted(cluster.node_ids):
+                raise ClusterError(f"members {members} after the heal, expected {sorted(cluster.node_ids)}")
+
+
 def process_nemesis(name: str) -> Nemesis:
     """The process-level nemeses by name (no root needed)."""
     table: dict[str, Nemesis] = {
@@ -220,6 +321,8 @@ def process_nemesis(name: str) -> Nemesis:
         "pause-leader": Pause("leader"),
         "pause-follower": Pause("follower"),
         "leader-transfer": Transfer(),
+        "membership": Membership(),
+        "membership-kill-leader": KillDuringChange(),
     }
     try:
         return table[name]
