@@ -68,6 +68,15 @@ class _OneNodeLog:
     def leader_raft_address(self) -> str | None:
         return None
 
+    def member_ids(self) -> list[str]:
+        return ["n1"]  # the one member (its level gates level-5 commands)
+
+    def member_addresses(self) -> tuple[str, ...]:
+        return ("127.0.0.1:1",)
+
+    def grpc_address_of(self, raft_address: str | None) -> str | None:
+        return None
+
 
 class _TestClock:
     """Session time that tests move: wall time at start, then only what `advance` adds."""
