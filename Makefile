@@ -93,7 +93,8 @@ soak: $(VENV)/.stamp
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m tests.soak --out soak-results
 
 # Build the sdist and wheel, install the wheel into a fresh venv and use it: `sessionquorum
-# --version`, a local cluster, a client round trip (.ci/wheel-check). Not part of `make test`.
+# --version`, a local cluster, a client round trip (.ci/wheel-check). Not part of `make test`;
+# .ci/run calls it after the tests.
 wheel-check: $(VENV)/.stamp
 	PYTHON=$(PYTHON) .ci/wheel-check
 
