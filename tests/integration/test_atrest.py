@@ -197,6 +197,7 @@ def test_a_key_missing_from_the_key_file_is_a_clear_error_and_the_node_keeps_ser
     assert "a stored value did not open" in log and "Traceback" not in log
 
 
+@pytest.mark.slow  # make test's budget; test_rolling_upgrade.py covers the switch to level 5
 def test_sessions_from_before_the_upgrade_stay_valid_and_new_ones_are_keyed(
     request: pytest.FixtureRequest, tmp_path: Path, make_client: Callable[..., SessionClient]
 ) -> None:

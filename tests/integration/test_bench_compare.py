@@ -71,6 +71,7 @@ def test_bench_compare_sessionquorum_only_one_tiny_cell_reports_both_clients(tmp
     assert [(r["subject"], r["anchor"]) for r in ratios] == [("sq-client", "sq-grpc")]
 
 
+@pytest.mark.slow  # make test's budget: `make bench-compare` runs the anchors for real
 @pytest.mark.skipif(_anchors_missing() is not None, reason=str(_anchors_missing()))
 def test_bench_compare_with_anchors_one_tiny_cell_reports_ratios(tmp_path: Path) -> None:
     document = _run_harness(tmp_path, "sq-grpc,etcd,redis")

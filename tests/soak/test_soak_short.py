@@ -22,6 +22,8 @@ from .runner import run_soak
 pytestmark = pytest.mark.cluster
 
 
+# Slow: a minute of its own, over make test's 10-minute budget; `make soak` runs the real one.
+@pytest.mark.slow
 @pytest.mark.skipif(not LIBFAKETIME.exists(), reason="the clock fault needs libfaketime (package faketime)")
 def test_short_soak_finds_no_anomaly_and_injects_every_fault_it_claims(tmp_path: Path) -> None:
     plan = SoakPlan.short()
