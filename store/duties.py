@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 
 from . import commands as c
 from .clock import ProposerClock
-from .config import Limits, NodeConfig, limits_to_wire
+from .config import NodeConfig, limits_to_wire
 from .errors import StoreError
 from .raft import ReplicatedLog
 from .service import cluster_level
@@ -97,10 +97,34 @@ def _level(config: NodeConfig, ids: list[str]) -> Callable[[SessionMachine], int
     return lambda m: cluster_level(m, config, ids)
 
 
-def _limits_and_level(
-    config: NodeConfig, ids: list[str]
-) -> Callable[[SessionMachine], tuple[bool, Limits, int]]:
-    return lambda m: (m.configured, m.limits, cluster_level(m, config, ids))
+async def _propose_once(
+    config: NodeConfig,
+    raft: ReplicatedLog,
+    clock: ProposerClock,
+    stop: asyncio.Event,
+    op: c.Op,
+    *,
+    level: int,
+    done: Callable[[SessionMachine], bool],
+    what: str,
+) -> bool:
+    """Until `done` holds in the applied state: on the leader, once every member applies
+    `level`, propose `op` (a replicated switch, so every node starts it at the same entry and
+    an older member never meets it). Every node returns True once it applied it; False if
+    the node stops first."""
+    while not stop.is_set():
+        if raft.read(done):
+            return True
+        if raft.is_leader() and raft.read(_level(config, raft.member_ids())) >= level:
+            entry = c.encode(c.Command(op, now_ms=clock.stamp(raft.term())))
+            try:
+                await raft.propose(entry, PROPOSE_TIMEOUT_S)
+                log.info("%s", what)
+                continue
+            except StoreError as exc:
+                log.info("%s: not confirmed: %s", what, exc.message)
+        await _pause(stop, 0.5)
+    return False
 
 
 async def seed_limits(
@@ -108,86 +132,58 @@ async def seed_limits(
 ) -> None:
     """On a new cluster's leader, propose the file's limits; elsewhere, report a disagreement."""
     seed = config.cluster.limits
-    while not stop.is_set():
-        configured, limits, level = raft.read(_limits_and_level(config, raft.member_ids()))
-        if configured:
-            if limits != seed:
-                log.warning(
-                    "the limits in this node's cluster.json differ from the cluster's replicated limits; "
-                    "the replicated ones apply (change them with "
-                    "`python -m sessionquorum.cluster config set`)"
-                )
-            return
-        op = c.Configure(limits_to_wire(seed), seed=True)
-        # Level 5 if the file sets a level-5 limit (commands.LATER_LIMITS), else level 2.
-        if raft.is_leader() and level >= c.level_of(c.Command(op, now_ms=0)):
-            entry = c.encode(c.Command(op, now_ms=clock.stamp(raft.term())))
-            try:
-                await raft.propose(entry, PROPOSE_TIMEOUT_S)
-                log.info(
-                    "seeded the cluster's replicated limits from %s", config.cluster.source or "the config"
-                )
-                continue
-            except StoreError as exc:
-                log.info("seeding the cluster's limits not confirmed: %s", exc.message)
-        await _pause(stop, 0.5)
+    op = c.Configure(limits_to_wire(seed), seed=True)
+    # Level 5 if the file sets a level-5 limit (commands.LATER_LIMITS), else level 2.
+    level = c.level_of(c.Command(op, now_ms=0))
+    what = f"seeded the cluster's replicated limits from {config.cluster.source or 'the config'}"
+    configured = await _propose_once(
+        config, raft, clock, stop, op, level=level, done=lambda m: m.configured, what=what
+    )
+    if configured and raft.read(lambda m: m.limits) != seed:
+        log.warning(
+            "the limits in this node's cluster.json differ from the cluster's replicated limits; "
+            "the replicated ones apply (change them with "
+            "`python -m sessionquorum.cluster config set`)"
+        )
 
 
 async def enable_events(
     config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
 ) -> None:
-    """On the leader, once the cluster is at EVENTS_LEVEL, propose EnableEvents (a seed, once).
-
-    A replicated switch, not each node's own: every node starts its ring at the same entry,
-    so cursors agree; a member of an older release never meets the command.
-    """
+    """Once the cluster is at EVENTS_LEVEL, switch the lifecycle event ring on (EnableEvents,
+    a seed, once): every node starts its ring at the same entry, so cursors agree."""
     server = config.cluster.server
     op = c.EnableEvents(server.events_retention_count, server.events_retention_bytes)
-    while not stop.is_set():
-        bounds = raft.read(
-            lambda m: None if m.lifecycle is None else (m.lifecycle.max_count, m.lifecycle.max_bytes)
+    what = f"lifecycle events enabled ({op.max_count} events, {op.max_bytes} bytes retained)"
+    on = await _propose_once(
+        config, raft, clock, stop, op, level=c.EVENTS_LEVEL, done=lambda m: m.lifecycle is not None, what=what
+    )
+    bounds = raft.read(
+        lambda m: None if m.lifecycle is None else (m.lifecycle.max_count, m.lifecycle.max_bytes)
+    )
+    if on and bounds != (op.max_count, op.max_bytes):
+        log.warning(
+            "server.events_retention_* in this node's cluster.json differ from the cluster's "
+            "replicated event retention %s; the replicated one applies",
+            bounds,
         )
-        level = raft.read(_level(config, raft.member_ids()))
-        if bounds is not None:
-            if bounds != (op.max_count, op.max_bytes):
-                log.warning(
-                    "server.events_retention_* in this node's cluster.json differ from the cluster's "
-                    "replicated event retention %s; the replicated one applies",
-                    bounds,
-                )
-            return
-        if raft.is_leader() and level >= c.EVENTS_LEVEL:
-            try:
-                await raft.propose(
-                    c.encode(c.Command(op, now_ms=clock.stamp(raft.term()))), PROPOSE_TIMEOUT_S
-                )
-                log.info(
-                    "lifecycle events enabled (%d events, %d bytes retained)", op.max_count, op.max_bytes
-                )
-                continue
-            except StoreError as exc:
-                log.info("enabling lifecycle events not confirmed: %s", exc.message)
-        await _pause(stop, 0.5)
 
 
 async def switch_on_security_ops(
     config: NodeConfig, raft: ReplicatedLog, clock: ProposerClock, stop: asyncio.Event
 ) -> None:
-    """On the leader, once every member applies level 5, switch the level-5 rules on."""
-    while not stop.is_set():
-        active = raft.read(lambda m: m.sec.active)
-        level = raft.read(_level(config, raft.member_ids()))
-        if active:
-            return
-        if raft.is_leader() and level >= c.SECURITY_OPS_LEVEL:
-            entry = c.encode(c.Command(c.SecurityOn(), now_ms=clock.stamp(raft.term())))
-            try:
-                await raft.propose(entry, PROPOSE_TIMEOUT_S)
-                log.info("session-security operations (command level %d) are on", c.SECURITY_OPS_LEVEL)
-                continue
-            except StoreError as exc:
-                log.info("switching on session-security operations not confirmed: %s", exc.message)
-        await _pause(stop, 0.5)
+    """Once every member applies level 5, switch the level-5 rules on (store/secops.py)."""
+    what = f"session-security operations (command level {c.SECURITY_OPS_LEVEL}) are on"
+    await _propose_once(
+        config,
+        raft,
+        clock,
+        stop,
+        c.SecurityOn(),
+        level=c.SECURITY_OPS_LEVEL,
+        done=lambda m: m.sec.active,
+        what=what,
+    )
 
 
 async def sweep_expired(
