@@ -15,11 +15,21 @@ CONVERGE_TIMEOUT_S = 60.0
 
 
 def wait_converged(cluster: LocalCluster, node_ids: tuple[str, ...] | None = None) -> str:
-    """Wait until the given nodes (default: all) applied the same log; return the digest."""
+    """Wait until the given nodes (default: all) applied the same log and serve; return the digest.
+
+    Serving too: a restarted node applies the log a moment (one readiness poll) before it reports
+    SERVING and answers STALE reads, and a test that reads from it next must not see that gap.
+    """
     ids = node_ids or cluster.node_ids
-    return cluster.wait_until(
-        lambda: cluster.converged(ids), CONVERGE_TIMEOUT_S, f"nodes {', '.join(ids)} to converge"
-    )
+
+    def settled() -> str | None:
+        digest = cluster.converged(ids)
+        if digest is None:
+            return None
+        statuses = cluster.statuses()
+        return digest if all((s := statuses.get(n)) is not None and s.ready for n in ids) else None
+
+    return cluster.wait_until(settled, CONVERGE_TIMEOUT_S, f"nodes {', '.join(ids)} to converge and serve")
 
 
 def local_read(cluster: LocalCluster, node_id: str, token: str) -> Session | None:
