@@ -104,6 +104,16 @@ _EVENT_METRICS: dict[str, tuple[str, str | None, str]] = {
         None,
         "Retried commands answered from the exactly-once table instead of applied again.",
     ),
+    "packed_entries": (
+        "packed_entries_applied",
+        None,
+        "Packed log entries (several commands in one entry, store/_packing.py) applied on this node.",
+    ),
+    "packed_commands": (
+        "packed_commands_applied",
+        None,
+        "Commands that arrived inside packed entries and were applied on this node.",
+    ),
 }
 _ENDED_HELP = (
     "Sessions ended, by reason: deleted (Delete), revoked (RevokePrincipal), evicted (principal cap), "
@@ -143,6 +153,9 @@ class _NodeCollector(Collector):
             r.snapshot_seconds,
         )
         yield _counter("snapshots_taken", "Snapshots this node wrote since it started.", r.snapshots_taken)
+        yield _counter(
+            "packed_entries_proposed", "Packed log entries this node proposed as leader.", r.packed_proposed
+        )
         yield _counter(
             "snapshots_installed", "Snapshots installed from the leader since start.", r.snapshots_installed
         )

@@ -196,8 +196,13 @@ class SessionMachine:
         return len(self._dedup)
 
     def event_counts(self) -> dict[str, int]:
-        """The tallies above plus retries answered from the exactly-once table."""
-        return {**self.events, "exactly_once_hits": self._dedup.hits}
+        """The tallies above plus retries answered from the exactly-once table and packing's."""
+        return {
+            **self.events,
+            "exactly_once_hits": self._dedup.hits,
+            "packed_entries": self.packed_entries,
+            "packed_commands": self.packed_commands,
+        }
 
     def _configure(self, op: c.Configure) -> Reply:
         if op.seed and self.configured:

@@ -37,6 +37,7 @@ RAFT = RaftStatus(
     snapshots_installed=1,
     leader_changes=3,
     snapshot_seconds=0.25,
+    packed_proposed=5,
 )
 
 
@@ -100,6 +101,8 @@ def test_scrape_reads_the_node_view_once_per_scrape() -> None:
             "expired_idle": 4,
             "expired_absolute": 1,
             "exactly_once_hits": 6,
+            "packed_entries": 8,
+            "packed_commands": 40,
         }
         return ScrapeView(
             raft=RAFT,
@@ -136,6 +139,9 @@ def test_scrape_reads_the_node_view_once_per_scrape() -> None:
         "sessionquorum_sessions_created_total": 5,
         "sessionquorum_sessions_rotated_total": 2,
         "sessionquorum_exactly_once_hits_total": 6,
+        "sessionquorum_packed_entries_applied_total": 8,
+        "sessionquorum_packed_commands_applied_total": 40,
+        "sessionquorum_packed_entries_proposed_total": 5,
         "sessionquorum_ready": 1,
         "sessionquorum_serving": 0,
     }
@@ -228,6 +234,8 @@ def test_machine_tallies_what_it_applied_and_a_snapshot_does_not_carry_them() ->
         "reuse_detected": 0,
         "tombstone_refused": 0,
         "exactly_once_hits": 1,
+        "packed_entries": 0,
+        "packed_commands": 0,
     }
     assert m.exactly_once_clients == 1
     # Not replicated state: a replica that never counted has the same snapshot, and a
