@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from sessionquorum.cluster import LocalCluster
+from sessionquorum.cluster import ClusterError, LocalCluster, _grow
 from sessionquorum.cluster._cli import main as cli_main
 from sessionquorum.cluster._status import client_credentials, secure_channel
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
@@ -211,6 +212,87 @@ def test_changes_that_are_malformed_or_could_not_commit_are_refused_and_change_n
         app.close()
 
 
+class _LostReply(grpc.RpcError):
+    """What the tool sees when a change's reply does not reach it (a deadline, a dropped link)."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__()
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return "the reply was lost (injected by the test)"
+
+
+class _LoseReplies(grpc.UnaryUnaryClientInterceptor):
+    """Lets a MemberAdd / MemberRemove reach the leader and take effect, then loses its reply."""
+
+    def __init__(self) -> None:
+        self.armed: dict[str, grpc.StatusCode] = {}
+        self.lost: list[str] = []  # the changes that were done but answered with an error
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)
+        method = str(details.method).rsplit("/", 1)[-1]
+        code = self.armed.get(method)
+        if code is None or isinstance(outcome, grpc.RpcError):
+            return outcome
+        outcome.result()  # the change committed: the leader answered OK
+        del self.armed[method]
+        self.lost.append(method)
+        raise _LostReply(code)
+
+
+def test_a_change_whose_reply_is_lost_is_decided_by_the_settled_member_list_and_the_files_follow(
+    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = make_cluster(3)
+    lose = _LoseReplies()
+    channel = cluster.channel
+    monkeypatch.setattr(cluster, "channel", lambda node: grpc.intercept_channel(channel(node), lose))
+    # DEADLINE_EXCEEDED is not retried: the tool alone must find out that n4 is a member.
+    lose.armed["MemberAdd"] = grpc.StatusCode.DEADLINE_EXCEEDED
+    added, _ = cluster.grow()
+    assert lose.lost == ["MemberAdd"], lose.lost  # the hazard happened: done, and answered as failed
+    assert added in cluster.node_ids and cluster.pid(added) is not None
+    assert len(cluster.reconciled) == 1 and f"add {added}" in cluster.reconciled[0], cluster.reconciled
+    # UNAVAILABLE is retried, and the retry is refused ("not a member": it was removed).
+    victim = next(n for n in cluster.node_ids if n not in (added, cluster.wait_for_leader()))
+    lose.armed["MemberRemove"] = grpc.StatusCode.UNAVAILABLE
+    cluster.shrink(victim)
+    assert lose.lost == ["MemberAdd", "MemberRemove"], lose.lost
+    assert len(cluster.reconciled) == 2 and f"remove {victim}" in cluster.reconciled[1], cluster.reconciled
+    assert victim not in cluster.node_ids and not (cluster.data_dir / victim).exists()
+    wait_converged(cluster)  # the file names exactly the members, and every one of them runs
+    assert sorted(m.node_id for m in _own_members(cluster, added).members) == sorted(cluster.node_ids)
+
+
+def test_a_new_node_that_dies_at_start_is_taken_back_and_never_made_a_member(
+    make_cluster: ClusterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = make_cluster(3)
+    # Its gRPC port taken between the choice of a free port and the node's bind (another
+    # process's socket can take it then): the node exits at start.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        real = _grow.free_ports
+        monkeypatch.setattr(_grow, "free_ports", lambda count: [*real(count)[:1], taken, *real(count)[2:]])
+        with pytest.raises(ClusterError, match="n4 exited at start") as info:
+            cluster.grow()
+    assert "n4" in str(info.value)
+    assert cluster.node_ids == ("n1", "n2", "n3") and not (cluster.data_dir / "n4").exists()
+    assert sorted(m.node_id for m in _own_members(cluster, cluster.wait_for_leader()).members) == [
+        "n1",
+        "n2",
+        "n3",
+    ]
+    wait_converged(cluster)
+
+
 def test_replacing_a_node_keeps_the_sessions_and_the_client_learns_the_members_without_a_restart(
     make_cluster: ClusterFactory, make_client: ClientFactory
 ) -> None:
@@ -228,7 +310,7 @@ def test_replacing_a_node_keeps_the_sessions_and_the_client_learns_the_members_w
         cluster.kill(node)
     for node in cluster.node_ids:
         cluster.start_node(node)
-    cluster.wait_for_leader()
+    wait_converged(cluster)  # every node serves (a leader alone does not say the third one does)
     for node in cluster.node_ids:
         assert sorted(m.node_id for m in _own_members(cluster, node).members) == sorted(cluster.node_ids)
     assert client.validate(created.token).attributes == {"cart": b"[1]"}
