@@ -127,7 +127,7 @@ def leader_members(view: ClusterView, timeout_s: float = 30.0) -> list[str]:
     return sorted(m.node_id for m in _member_list(view, timeout_s).members)
 
 
-def settled_members(view: ClusterView, timeout_s: float = SETTLE_TIMEOUT_S) -> Any:
+def settled_members(view: ClusterView, timeout_s: float | None = None) -> Any:
     """The leader's MemberList once it is committed: the replicated truth about who is a member.
 
     pysyncobj counts a change from the moment it is appended, so a leader's MemberList may
@@ -136,6 +136,7 @@ def settled_members(view: ClusterView, timeout_s: float = SETTLE_TIMEOUT_S) -> A
     answer's last log index (the leader's own match index): every change that leader had
     appended then is committed. ClusterUnavailable when no leader holds still that long.
     """
+    timeout_s = SETTLE_TIMEOUT_S if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     first: Any = None
     while (left := deadline - time.monotonic()) > 0:

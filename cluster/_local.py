@@ -36,6 +36,7 @@ from sessionquorum.proto import sessionquorum_pb2 as pb
 from . import _grow, _pidfiles
 from ._bootstrap import Overrides, PreparedCluster, open_cluster_dir, prepare_cluster_dir
 from ._errors import ClusterError
+from ._status import fetch_statuses
 from ._view import ClusterView
 
 logger = logging.getLogger(__name__)
@@ -335,7 +336,12 @@ class LocalCluster(ClusterView):
             if code is not None:
                 tail = self.log_tail(node_id, 10)
                 raise ClusterError(f"{node_id} exited at start (code {code}); its log ends:\n{tail}")
-            return self.status(node_id) is not None
+            # A new channel each time: one refused before the node listened would back off.
+            channel = self.channel(node_id)
+            try:
+                return fetch_statuses({node_id: channel})[node_id] is not None
+            finally:
+                channel.close()
 
         self.wait_until(answers, timeout_s, f"the new node {node_id} to answer")
 
