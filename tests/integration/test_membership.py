@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from sessionquorum.cluster import ClusterError, LocalCluster, _grow
+from sessionquorum.cluster._bootstrap import free_ports
 from sessionquorum.cluster._cli import main as cli_main
 from sessionquorum.cluster._status import client_credentials, secure_channel
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
@@ -291,6 +292,44 @@ def test_a_new_node_that_dies_at_start_is_taken_back_and_never_made_a_member(
         "n2",
         "n3",
     ]
+    wait_converged(cluster)
+
+
+def test_a_member_add_sent_again_is_answered_only_once_the_change_committed(
+    make_cluster: ClusterFactory,
+) -> None:
+    # A leader that keeps leading without hearing a majority, and links that stay up to a
+    # paused node: an add of a node that does not run stays appended and uncommitted (the
+    # new configuration's 3 of 4 would need the paused follower or the absent node).
+    cluster = make_cluster(3, overrides={"raft": {"leader_fallback_s": 30.0, "connection_timeout_s": 30.0}})
+    leader = cluster.wait_for_leader()
+    paused = next(n for n in cluster.node_ids if n != leader)
+    raft_port, grpc_port = free_ports(2)
+    absent = pb.MemberAddRequest(
+        node_id="n9",
+        raft_address=f"127.0.0.1:{raft_port}",
+        grpc_address=f"127.0.0.1:{grpc_port}",
+        timeout_s=1.0,
+    )
+    raw, channel = stub(cluster, leader)
+    try:
+        cluster.pause(paused)
+        try:
+            with pytest.raises(grpc.RpcError) as first:
+                raw.MemberAdd(absent, timeout=10)
+            assert first.value.code() == grpc.StatusCode.UNKNOWN, first.value.details()
+            # The hazard: the leader counts n9 from the append, though it is not committed.
+            assert "n9" in [m.node_id for m in _own_members(cluster, leader).members]
+            with pytest.raises(grpc.RpcError) as again:
+                raw.MemberAdd(absent, timeout=10)  # it was answered OK at once, uncommitted
+            assert again.value.code() == grpc.StatusCode.UNKNOWN, again.value.details()
+        finally:
+            cluster.resume(paused)
+        reply = raw.MemberAdd(absent, timeout=30)  # 3 of 4 again: it commits, and now says so
+        assert "n9" in [m.node_id for m in reply.members]
+        raw.MemberRemove(pb.MemberRemoveRequest(node_id="n9", timeout_s=10.0), timeout=30)
+    finally:
+        channel.close()
     wait_converged(cluster)
 
 
