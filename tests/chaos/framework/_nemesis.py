@@ -283,7 +283,12 @@ class KillDuringChange(Nemesis):
 
     def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
         leader = _leader(cluster)
-        node = cluster.add_node()
+        try:
+            node = cluster.add_node()
+        except ClusterError as exc:  # it did not come up: taken back, and no kill this time
+            detail = f"change refused: no new node: {str(exc).splitlines()[0]}"
+            self.outcomes.append(detail)
+            return detail
         self._added, self._victim = node, leader
         channel = cluster.channel(leader)
         try:
