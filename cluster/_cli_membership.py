@@ -7,9 +7,12 @@ and a certificate for those hosts and sends MemberAdd; start the node there (cop
 directory, `sessionquorum node run --node ID`). `member remove NODE` sends MemberRemove
 (if NODE leads, it hands leadership over first and the request goes to the new leader),
 then stops NODE if it runs here and drops its entry, certificate and data dir.
-Exit 0 once the change committed; 2 when refused (bad id, not a member, an older member
-release); 3 when the cluster cannot do it now (no leader, another change in flight, or
-the new configuration could not commit with the members connected now).
+A change whose reply is an error may have happened all the same (a lost reply, a deadline,
+a leader change): the settled MemberList decides, and the files follow it (`reconciled`
+in the output says so). Exit 0 once the change committed; 2 when refused (bad id, not a
+member, an older member release); 3 when the cluster cannot do it now (no leader, another
+change in flight, or the new configuration could not commit with the members connected
+now), or cannot say whether it happened.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from . import _grow
 from ._cli_local import require_leader
 from ._errors import ClusterError
 from ._local import LocalCluster, NodeCommand
@@ -44,27 +46,21 @@ def member_add(args: argparse.Namespace, node_command: NodeCommand) -> int:
     if (args.raft is None) != (args.grpc is None):
         raise ClusterError("give both --raft and --grpc (a node elsewhere), or neither (a local node)")
     cluster = LocalCluster.open(args.data_dir, node_command=node_command)
+    local = args.raft is None
+    before = set(cluster.node_ids)
     try:
         require_leader(cluster)
-        local = args.raft is None
-        node_id = _grow.add_node_entry(cluster.data_dir, args.id, args.raft, args.grpc)
-        cluster.reload()
-        try:
-            if local:
-                cluster.start_node(node_id)
-            reply = _grow.send_change(cluster, cluster.member_add_request(node_id, args.timeout))
-        except ClusterError as exc:
-            # Refused, or not known to be done: a node the leader does not count is taken
-            # back (a retry makes a new one); one it counts stays, and the message says so.
-            if node_id in _grow.leader_members(cluster):
-                cluster.detach()
-                raise ClusterError(f"{exc}; {node_id} is a member all the same (see `member list`)") from exc
-            cluster.stop()
-            _grow.drop_node_entry(cluster.data_dir, node_id)
-            raise
-        cluster.detach()  # the node runs on after this command, like `up --detach`
+        # A change that failed is decided by the settled MemberList (LocalCluster.grow): a
+        # node that is not a member is taken back (a retry makes a new one), one that is
+        # stays. Only when the cluster cannot say does the node stay without a verdict.
+        node_id, reply = cluster.grow(args.id, args.timeout, raft=args.raft, grpc_address=args.grpc)
+    except ClusterError:
+        if set(cluster.node_ids) - before:
+            cluster.detach()  # it may be a member: it runs on, and `member list` will say
+        raise
     finally:
         cluster.close_channels()
+    cluster.detach()  # the node runs on after this command, like `up --detach`
     spec = cluster.config.node(node_id)
     data = {
         "added": node_id,
@@ -73,6 +69,7 @@ def member_add(args: argparse.Namespace, node_command: NodeCommand) -> int:
         "started_here": local,
         "seconds": round(reply.seconds, 3),
         "members": _rows(reply),
+        "reconciled": cluster.reconciled,
     }
     where = "started here" if local else f"start it on its machine: sessionquorum node run --node {node_id}"
     _emit(args, data, f"added {node_id} ({where}) in {reply.seconds:.3f} s")
@@ -94,6 +91,7 @@ def member_remove(args: argparse.Namespace, node_command: NodeCommand) -> int:
         "stopped_here": running,
         "seconds": round(reply.seconds, 3),
         "members": _rows(reply),
+        "reconciled": cluster.reconciled,
     }
     _emit(args, data, f"removed {args.node} in {reply.seconds:.3f} s")
     return 0

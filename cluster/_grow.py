@@ -37,6 +37,9 @@ from ._view import ClusterView
 CHANGE_TRIES = 20
 RETRY_PAUSE_S = 0.25
 RPC_MARGIN_S = 5.0
+# How long a tool waits for the membership to settle after a change whose outcome it does
+# not know (an error after the request was sent), before it gives up deciding.
+SETTLE_TIMEOUT_S = 60.0
 _NODE_NUMBER = re.compile(r"n(\d+)")
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # what MemberAdd accepts
 
@@ -120,8 +123,57 @@ def _member_list(view: ClusterView, timeout_s: float) -> Any:
 
 
 def leader_members(view: ClusterView, timeout_s: float = 30.0) -> list[str]:
-    """The member ids in the leader's view (MemberList)."""
+    """The member ids in the leader's view (MemberList): appended changes count there."""
     return sorted(m.node_id for m in _member_list(view, timeout_s).members)
+
+
+def settled_members(view: ClusterView, timeout_s: float | None = None) -> Any:
+    """The leader's MemberList once it is committed: the replicated truth about who is a member.
+
+    pysyncobj counts a change from the moment it is appended, so a leader's MemberList may
+    name a change that a new leader then drops. Settled: a second answer from the same
+    leader, in the same term, with the same members, whose commit index reached the first
+    answer's last log index (the leader's own match index): every change that leader had
+    appended then is committed. ClusterUnavailable when no leader holds still that long.
+    """
+    timeout_s = SETTLE_TIMEOUT_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    first: Any = None
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            reply = _member_list(view, left)
+        except ClusterError:  # no leader now, or it changed meanwhile: start again
+            first = None
+        else:
+            same = first is not None and _key(reply) == _key(first)
+            if same and reply.commit_index >= _own_index(first):
+                return reply
+            if not same:
+                first = reply
+        time.sleep(RETRY_PAUSE_S)
+    raise ClusterUnavailable(f"the membership did not settle within {timeout_s:g} s (no stable leader)")
+
+
+def _key(reply: Any) -> tuple[str, int, list[str]]:
+    return reply.answered_by, reply.term, member_ids(reply)
+
+
+def _own_index(reply: Any) -> int:
+    return max((m.match_index for m in reply.members if m.is_self), default=0)
+
+
+def member_ids(reply: Any) -> list[str]:
+    return sorted(m.node_id for m in reply.members)
+
+
+def outcome(view: ClusterView, error: ClusterError) -> Any:
+    """After a change failed with `error`, possibly once sent (a lost reply, a deadline, a
+    leader change: it may have happened all the same): the settled MemberList that decides.
+    ClusterUnavailable, naming `error`, when the cluster cannot say."""
+    try:
+        return settled_members(view)
+    except ClusterUnavailable as exc:
+        raise ClusterUnavailable(f"{error}; whether the change happened is unknown: {exc}") from error
 
 
 def wait_all_connected(view: ClusterView, timeout_s: float = 30.0) -> None:

@@ -10,7 +10,8 @@ inspect nodes, so fault injection means the same thing everywhere.
   line, never truncates); its pid goes to `<dir>/<id>/node.pid` so a later launcher can find it.
 - `stop()` touches only the processes this object started. `down()` also stops nodes found
   through pid files, after checking /proc that they are really this cluster's nodes.
-- Layout, Status, leader and waits come from ClusterView (_view.py).
+- Layout, Status, leader and waits come from ClusterView (_view.py); live membership
+  (grow, shrink) from LiveMembership (_local_members.py).
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from sessionquorum.proto import sessionquorum_pb2 as pb
-
-from . import _grow, _pidfiles
+from . import _pidfiles
 from ._bootstrap import Overrides, PreparedCluster, open_cluster_dir, prepare_cluster_dir
 from ._errors import ClusterError
-from ._view import ClusterView
+from ._local_members import LiveMembership
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ def _stop_leftovers(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     procs.clear()
 
 
-class LocalCluster(ClusterView):
+class LocalCluster(LiveMembership):
     """The nodes of one cluster directory as processes of this machine."""
 
     def __init__(
@@ -100,6 +98,7 @@ class LocalCluster(ClusterView):
         # Nodes run in their own session, so nothing else ends them if a script forgets
         # stop(): stop them when this object is collected or the interpreter exits.
         weakref.finalize(self, _stop_leftovers, self._procs)
+        self.reconciled = []  # see LiveMembership
 
     @classmethod
     def open(
@@ -300,47 +299,6 @@ class LocalCluster(ClusterView):
             warnings.simplefilter("ignore", ResourceWarning)
             del procs
         return pids
-
-    # -- live membership (cluster/_grow.py) ------------------------------------------------
-
-    def reload(self) -> None:
-        """Read cluster.json again (after a node was added or dropped)."""
-        self._prepared = open_cluster_dir(self.data_dir)
-        self._nodes = len(self._prepared.config.nodes)
-
-    def add_node(self, node_id: str | None = None) -> str:
-        """A new node's entry, certificate and data dir, and the node started (not a member yet)."""
-        node_id = _grow.add_node_entry(self.data_dir, node_id)
-        self.reload()
-        self.start_node(node_id)
-        return node_id
-
-    def member_add_request(self, node_id: str, timeout_s: float = 30.0) -> Any:
-        spec = self.config.node(node_id)
-        return pb.MemberAddRequest(
-            node_id=node_id,
-            raft_address=spec.raft_address,
-            grpc_address=spec.grpc_address,
-            timeout_s=timeout_s,
-        )
-
-    def grow(self, node_id: str | None = None, timeout_s: float = 30.0) -> tuple[str, Any]:
-        """Add a node: its entry and certificate, start it, MemberAdd. Returns (id, reply)."""
-        node_id = self.add_node(node_id)
-        return node_id, _grow.send_change(self, self.member_add_request(node_id, timeout_s))
-
-    def shrink(self, node_id: str, timeout_s: float = 30.0) -> Any:
-        """MemberRemove (the leader hands over first if it is the one), then stop the node
-        and drop its entry, certificate and data dir. Returns the reply."""
-        self._check_known(node_id)
-        reply = _grow.send_change(self, pb.MemberRemoveRequest(node_id=node_id, timeout_s=timeout_s))
-        self._kill_if_running(node_id)
-        channel = self._channels.pop(node_id, None)
-        if channel is not None:
-            channel.close()
-        _grow.drop_node_entry(self.data_dir, node_id)
-        self.reload()
-        return reply
 
     def __enter__(self) -> LocalCluster:
         return self

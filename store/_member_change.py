@@ -88,7 +88,11 @@ async def member_add(
         owner = names[raft_address].node_id if raft_address in names else raft_address
         if owner != request.node_id:
             raise e.InvalidArgument(f"raft_address {raft_address!r} is member {owner!r} already")
-        return pb.MemberAddResponse(members=await _view(raft, config))  # added before: a retry
+        # Added before: a retry. pysyncobj counts a change from its append, so it may not be
+        # committed yet (the first try timed out, or a new leader has it in its log's tail):
+        # answer only once a no-op after it committed, as the first try would have.
+        await propose(c.Barrier(), timeout_s)
+        return pb.MemberAddResponse(members=await _view(raft, config))
     if level < c.MEMBERSHIP_LEVEL:
         raise e.UpgradePending(
             f"member add needs command level {c.MEMBERSHIP_LEVEL}; a member supports only {level}"

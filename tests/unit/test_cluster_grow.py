@@ -5,13 +5,17 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography import x509
 
-from sessionquorum.cluster import ClusterError
+from sessionquorum.cluster import ClusterError, _grow
 from sessionquorum.cluster._bootstrap import prepare_cluster_dir
+from sessionquorum.cluster._errors import ClusterUnavailable
 from sessionquorum.cluster._grow import add_node_entry, drop_node_entry, next_node_id
+from sessionquorum.cluster._view import ClusterView
+from sessionquorum.proto import sessionquorum_pb2 as pb
 
 
 def _sans(path: Path) -> list[str]:
@@ -48,3 +52,71 @@ def test_a_dropped_node_leaves_no_entry_certificate_or_data_dir_and_its_id_may_c
     drop_node_entry(tmp_path, node)
     assert not (tmp_path / node).exists() and not (tmp_path / "tls" / f"{node}.pem").exists()
     assert next_node_id(tmp_path) == node  # starts empty if used again
+
+
+def _listing(leader: str, term: int, ids: list[str], own_index: int, commit: int) -> pb.MemberListResponse:
+    members = [
+        pb.Member(node_id=n, is_self=n == leader, match_index=own_index if n == leader else 0) for n in ids
+    ]
+    return pb.MemberListResponse(members=members, answered_by=leader, term=term, commit_index=commit)
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, answers: list[object]) -> list[object]:
+    """_member_list answers these in turn (an exception is raised); returns what is left."""
+    left = list(answers)
+
+    def member_list(view: object, timeout_s: float) -> object:
+        answer = left.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(_grow, "_member_list", member_list)
+    monkeypatch.setattr(_grow, "RETRY_PAUSE_S", 0.0)
+    return left
+
+
+def test_the_settled_members_wait_until_the_leader_committed_what_it_had_appended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    four = ["n1", "n2", "n3", "n4"]
+    left = _scripted(
+        monkeypatch,
+        [
+            _listing("n1", 3, four, own_index=10, commit=8),  # n4's add appended at 10, say
+            _listing("n1", 3, four, own_index=12, commit=9),  # not committed yet
+            _listing("n1", 3, four, own_index=13, commit=10),  # now it is
+            _listing("n1", 3, four, own_index=14, commit=14),
+        ],
+    )
+    settled = _grow.settled_members(cast(ClusterView, None), timeout_s=5.0)
+    assert _grow.member_ids(settled) == four and settled.commit_index == 10
+    assert len(left) == 1
+
+
+def test_a_new_leader_or_a_changed_membership_or_no_answer_starts_the_settling_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    three, four = ["n1", "n2", "n3"], ["n1", "n2", "n3", "n4"]
+    left = _scripted(
+        monkeypatch,
+        [
+            _listing("n1", 3, four, own_index=10, commit=8),
+            _listing("n2", 4, three, own_index=9, commit=9),  # the add was dropped by a new leader
+            ClusterUnavailable("no leader"),
+            _listing("n2", 4, three, own_index=11, commit=11),
+            _listing("n2", 4, four, own_index=12, commit=11),  # n2 appends the add again
+            _listing("n2", 4, four, own_index=13, commit=12),
+        ],
+    )
+    assert _grow.member_ids(_grow.settled_members(cast(ClusterView, None), timeout_s=5.0)) == four
+    assert left == []
+
+
+def test_a_membership_that_never_settles_is_unavailable_not_a_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _scripted(monkeypatch, [ClusterUnavailable("no leader")] * 10_000)
+    monkeypatch.setattr(_grow, "SETTLE_TIMEOUT_S", 0.05)
+    with pytest.raises(ClusterUnavailable, match="unknown"):
+        _grow.outcome(cast(ClusterView, None), ClusterUnavailable("DEADLINE_EXCEEDED"))

@@ -169,9 +169,22 @@ def _settle(run: _Run, anomalies: list[str]) -> dict[str, Any]:
             f"cluster did not settle after healing: {str(exc).splitlines()[0]}; "
             f"(term, leader, commit, applied, digest) per node: {views}"
         )
+        anomalies += _silent_nodes(cluster, [n for n, v in views.items() if v is None])
     except Exception as exc:
         anomalies.append(f"final write failed after healing: {type(exc).__name__}: {exc}")
     return facts
+
+
+def _silent_nodes(cluster: LocalCluster, silent: list[str]) -> list[str]:
+    """Why a node did not answer: whether its process runs (or how it ended), its log's end."""
+    exited = cluster.reap()
+    lines = []
+    for node in silent:
+        pid = cluster.pid(node)
+        state = f"running (pid {pid})" if pid is not None else f"not running (exit code {exited.get(node)})"
+        tail = cluster.log_tail(node, 8).replace("\n", "\n    ")
+        lines.append(f"{node} did not answer: {state}; its log ends:\n    {tail}")
+    return lines
 
 
 def unavailable_reason(scenario: Scenario) -> str | None:

@@ -18,7 +18,7 @@ from typing import Literal
 import grpc
 
 from sessionquorum.cluster import ClusterError, LocalCluster
-from sessionquorum.cluster._grow import leader_members, send_change, wait_all_connected
+from sessionquorum.cluster._grow import member_ids, send_change, settled_members, wait_all_connected
 from sessionquorum.proto import sessionquorum_pb2 as pb
 from sessionquorum.proto import sessionquorum_pb2_grpc as pb_grpc
 
@@ -239,6 +239,7 @@ class Membership(Nemesis):
         elif not self._growing and size <= self._base:
             self._growing = True
         started = time.monotonic()
+        reconciled = len(cluster.reconciled)
         try:
             if self._growing:
                 node, _ = cluster.grow()
@@ -251,7 +252,13 @@ class Membership(Nemesis):
                 cluster.shrink(victim)
                 detail = f"removed {victim}" + (" (the leader)" if victim == leader else "")
         except ClusterError as exc:
-            detail = f"change refused: {exc}"
+            # Refused, and the settled MemberList agrees that nothing changed (grow / shrink
+            # ask it): the file and the processes are as before.
+            detail = f"change refused: {str(exc).splitlines()[0]}"
+        # A reply lost or failed although the change happened: what the members say counts.
+        detail += "".join(
+            f" (outcome unknown, reconciled: {note})" for note in cluster.reconciled[reconciled:]
+        )
         detail += f" in {time.monotonic() - started:.3f} s: {len(cluster.node_ids)} members"
         self.outcomes.append(detail)
         return detail
@@ -276,7 +283,12 @@ class KillDuringChange(Nemesis):
 
     def inject(self, cluster: LocalCluster, rng: random.Random) -> str:
         leader = _leader(cluster)
-        node = cluster.add_node()
+        try:
+            node = cluster.add_node()
+        except ClusterError as exc:  # it did not come up: taken back, and no kill this time
+            detail = f"change refused: no new node: {str(exc).splitlines()[0]}"
+            self.outcomes.append(detail)
+            return detail
         self._added, self._victim = node, leader
         channel = cluster.channel(leader)
         try:
@@ -303,10 +315,14 @@ class KillDuringChange(Nemesis):
         wait_all_connected(cluster)  # else the add could not commit (the quorum check says so)
         if self._added is not None:
             node, self._added = self._added, None
-            send_change(cluster, cluster.member_add_request(node))
+            try:
+                send_change(cluster, cluster.member_add_request(node))
+            except ClusterError as exc:
+                # Not added after all: shrink below finds it no member and takes it back.
+                self.outcomes.append(f"completing the add of {node} failed: {str(exc).splitlines()[0]}")
             cluster.shrink(node)
             # However the kill fell, the Raft membership is the file's again.
-            members = leader_members(cluster)
+            members = member_ids(settled_members(cluster))
             if members != sorted(cluster.node_ids):
                 raise ClusterError(f"members {members} after the heal, expected {sorted(cluster.node_ids)}")
 
