@@ -59,27 +59,51 @@ class Sealing:
         keyed = atrest.keyed_hash(self._keys(), token_hash)
         return (keyed, token_hash) if atrest.may_be_raw(token_hash) else (keyed,)
 
-    def resolve(self, m: SessionMachine, token_hash: bytes, level: int) -> bytes:
-        """The hash a command names a session by: the stored form, else the one new ones get."""
-        options = self.candidates(token_hash)
-        for option in options:
+    def candidates_of(self, op: c.Op) -> tuple[bytes, ...] | None:
+        """The candidates of the session `op` names by token hash (None: it names none).
+
+        Computed before the state lock is taken (`plan` takes them): the keyed hash is an
+        HMAC, and the tick thread's applies wait for that lock."""
+        if self._ring is None:
+            return None
+        if isinstance(op, c.Update | c.Touch | c.Delete | c.Rotate) and op.token_hash is not None:
+            return self.candidates(op.token_hash)
+        return None
+
+    def resolve(
+        self, m: SessionMachine, token_hash: bytes, level: int, options: tuple[bytes, ...] | None = None
+    ) -> bytes:
+        """The hash a command names a session by: the stored form, else the one new ones get.
+
+        `options`: `candidates(token_hash)` when the caller computed them before the lock."""
+        for option in options or self.candidates(token_hash):
             if m.holds(option):
                 return option
-        return options[0] if level >= c.ATREST_LEVEL else token_hash
+        first = (options or self.candidates(token_hash))[0]
+        return first if level >= c.ATREST_LEVEL else token_hash
 
-    def read(self, m: SessionMachine, token_hash: bytes, now_ms: int) -> tuple[bytes, Reply]:
-        """(stored hash, m.read reply): the keyed form first, then the raw one."""
-        options = self.candidates(token_hash)
+    def read(
+        self, m: SessionMachine, token_hash: bytes, now_ms: int, options: tuple[bytes, ...] | None = None
+    ) -> tuple[bytes, Reply]:
+        """(stored hash, m.read reply): the keyed form first, then the raw one.
+
+        `options`: `candidates(token_hash)`, computed by the caller before it took the state
+        lock (the keyed hash is an HMAC; the tick thread's applies wait for that lock)."""
+        options = options or self.candidates(token_hash)
         found = next((o for o in options if m.holds(o)), options[0])
         return found, m.read(found, now_ms)
 
     # ---------------------------------------------------------------- commands
-    def plan(self, m: SessionMachine, op: c.Op, level: int) -> _Plan | None:
-        """Read under the state lock what prepare() needs; None when nothing changes."""
+    def plan(
+        self, m: SessionMachine, op: c.Op, level: int, options: tuple[bytes, ...] | None = None
+    ) -> _Plan | None:
+        """Read under the state lock what prepare() needs; None when nothing changes.
+
+        `options`: `candidates_of(op)`, when the caller computed them before the lock."""
         if self._ring is None:
             return None
         if isinstance(op, c.Update | c.Touch | c.Delete | c.Rotate) and op.token_hash is not None:
-            stored = self.resolve(m, op.token_hash, level)
+            stored = self.resolve(m, op.token_hash, level, options)
         else:
             stored = None
         handle, version, counters = "", 0, tuple[tuple[str, bytes], ...]()

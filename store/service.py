@@ -277,10 +277,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
         self._require_leader()
         sealing = self._sealing
         ids = self._raft.member_ids()
+        options = sealing.candidates_of(op)  # an HMAC: not under the state lock
 
         def look(m: SessionMachine) -> tuple[int, bool, Any, Reply | None]:
             level = cluster_level(m, self._config, ids)
-            plan = sealing.plan(m, op, level)
+            plan = sealing.plan(m, op, level, options)
             return level, accepting_writes(m, self._config), plan, None if plan else m.precheck(op)
 
         level, open_, plan, refusal = self._raft.read(look)
@@ -434,7 +435,8 @@ class SessionService(pb_grpc.SessionStoreServicer):
         if not session_token_hash:
             return
         _check(v.check_request_token_hash(session_token_hash, "session_token_hash"))
-        _, reply = self._raft.read(lambda m: self._sealing.read(m, session_token_hash, now))
+        options = self._sealing.candidates(session_token_hash)
+        _, reply = self._raft.read(lambda m: self._sealing.read(m, session_token_hash, now, options))
         owner = reply.session.principal if reply.code is Code.OK and reply.session is not None else None
         if owner != principal:
             raise e.PermissionDenied(
@@ -463,8 +465,11 @@ class SessionService(pb_grpc.SessionStoreServicer):
                 now = await self._linearizable()
 
             # The stored form of the hash: keyed, or raw for a session from before keying.
+            # The keyed form is an HMAC: computed here, not under the state lock.
+            options = self._sealing.candidates(request.token_hash)
+
             def look(m: SessionMachine) -> tuple[bytes, Reply, bool]:
-                stored, found = self._sealing.read(m, request.token_hash, now)
+                stored, found = self._sealing.read(m, request.token_hash, now, options)
                 return stored, found, m.reused(stored, now)
 
             h, found, reused = self._raft.read(look)
