@@ -38,6 +38,8 @@ class Cell:
     # CPU of the busiest server process (the leader, under these workloads) per successful
     # call, in microseconds: less at the mercy of neighbours' load than ops/s.
     busiest_us_per_op: float
+    # The load generator's own CPU (the client library included) per successful call.
+    client_us_per_op: float
     errors: int
 
 
@@ -63,6 +65,7 @@ def _run_once(name: str, tree: Path, compare_args: list[str]) -> list[Cell]:
                 sample["ops_per_s"],
                 sample["p50_ms"] if sample["p50_ms"] is not None else math.nan,
                 1e6 * sample["server_cpu_max_s"] / max(1, sample["ops"]),
+                1e6 * sample["client_cpu_s"] / max(1, sample["ops"]),
                 errors,
             )
         )
@@ -86,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                 seen[(cell.name, name)].append(cell)
                 print(
                     f"round {round_no + 1} {started} {name:>6} {cell.name:<22} {cell.ops_per_s:8.0f} ops/s  "
-                    f"p50 {cell.p50_ms:6.2f} ms  busiest server {cell.busiest_us_per_op:6.0f} us/op"
+                    f"p50 {cell.p50_ms:6.2f} ms  busiest server {cell.busiest_us_per_op:6.0f} us/op  "
+                    f"client {cell.client_us_per_op:6.0f} us/op"
                 )
             sys.stdout.flush()
     print(
-        "\nmedians over rounds: ops/s, p50 ms, busiest server's CPU us per op; (x) = ops/s / the first tree's"
+        "\nmedians over rounds: ops/s, (x) = / the first tree's, p50 ms, "
+        "CPU us per op of the busiest server / the client"
     )
     first = trees[0][0]
     for cell_name in sorted({cell for cell, _ in seen}):
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             o = statistics.median(c.ops_per_s for c in cells)
             p = statistics.median(c.p50_ms for c in cells)
             u = statistics.median(c.busiest_us_per_op for c in cells)
-            parts.append(f"{name} {o:6.0f} ({o / base:.2f}x) p50 {p:5.2f} cpu {u:4.0f}")
+            k = statistics.median(c.client_us_per_op for c in cells)
+            parts.append(f"{name} {o:6.0f} ({o / base:.2f}x) p50 {p:5.2f} cpu {u:4.0f}/{k:4.0f}")
         print(f"{cell_name:<22} " + " | ".join(parts))
     return 0
 

@@ -185,6 +185,9 @@ async def _run(args: argparse.Namespace, root: Path) -> list[str]:
             if not out.exists():
                 lines.append(f"{node}: no profile (py-spy: {spy_errors.get(node, 'no output')})")
                 continue
+            if args.out is not None:  # the raw stacks too, for a closer look (grep, flame graphs)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(out, args.out.with_name(f"{args.out.stem}.{node}.collapsed"))
             samples, busy, inc, exc = _summarize(out)
             lines.append(
                 f"\n== {node}{' (leader)' if node == leader else ''}: {samples} samples, {busy} busy "

@@ -188,11 +188,22 @@ class Sealing:
 
     # ------------------------------------------------------------------ replies
     def open_view(self, view: SessionView | None) -> SessionView | None:
-        if view is None or not any(atrest.is_sealed(v) for _, v in view.attributes):
-            return view
+        if view is None:
+            return None
+        opened = self.open_attributes(view)
+        return view if opened is view.attributes else replace(view, attributes=opened)
+
+    def open_attributes(self, view: SessionView) -> tuple[tuple[str, bytes], ...]:
+        """The view's attributes with sealed values opened (the same tuple when none is sealed).
+
+        A reply needs only these: no second view is built (dataclasses.replace measured a
+        fifth of what opening one value cost on the Validate path)."""
+        attributes = view.attributes
+        if not any(atrest.is_sealed(v) for _, v in attributes):
+            return attributes
         if self._ring is None:
             raise e.Undecryptable("stored values are encrypted but this node has no key file configured")
-        out = []
-        for name, value in view.attributes:
-            out.append((name, self._open(view.handle, name, value) if atrest.is_sealed(value) else value))
-        return replace(view, attributes=tuple(out))
+        return tuple(
+            (name, self._open(view.handle, name, value) if atrest.is_sealed(value) else value)
+            for name, value in attributes
+        )

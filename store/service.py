@@ -107,13 +107,17 @@ def limits_json(limits: Limits) -> str:
     return json.dumps(dict(limits_to_pairs(limits)), sort_keys=True)
 
 
-def _session(view: SessionView | None) -> pb.Session:
+def _session(view: SessionView | None, attributes: c.Attributes | None = None) -> pb.Session:
+    """The reply's session; `attributes` replaces the view's (opened values, sealing.py)."""
     if view is None:
         return pb.Session()
     return pb.Session(
         handle=view.handle,
         principal=view.principal or "",
-        attributes=[pb.Attribute(name=n.encode("utf-8"), value=val) for n, val in view.attributes],
+        attributes=[
+            pb.Attribute(name=n.encode("utf-8"), value=val)
+            for n, val in (view.attributes if attributes is None else attributes)
+        ],
         created_ms=view.created_ms,
         last_access_ms=view.last_access_ms,
         idle_timeout_ms=view.idle_timeout_ms,
@@ -493,7 +497,10 @@ class SessionService(pb_grpc.SessionStoreServicer):
                     log.info("touch during validate not confirmed; answering from the barrier read")
             elif request.touch:
                 self._metrics.touch_coalesced()
-            return pb.ValidateResponse(session=_session(self._sealing.open_view(reply.session)))
+            view = reply.session
+            if view is None:
+                return pb.ValidateResponse(session=_session(None))
+            return pb.ValidateResponse(session=_session(view, self._sealing.open_attributes(view)))
 
         return await self._boundary("Validate", context, work())
 
