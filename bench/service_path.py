@@ -75,6 +75,8 @@ class _Log:
     def term(self) -> int:
         return 1
 
+    member_addresses = ("127.0.0.1:1",)  # n1's Raft address in this service's config
+
     def member_ids(self) -> list[str]:
         return ["n1"]
 

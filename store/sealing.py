@@ -18,6 +18,7 @@ are the identity, and reads still find keyed sessions first.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from . import atrest
 from . import commands as c
@@ -129,21 +130,21 @@ class Sealing:
             )
         if isinstance(op, c.Update):
             assert plan.token_hash is not None
-            op = replace(op, token_hash=plan.token_hash)
+            # One replace with every field that changes (each replace rebuilds the command).
+            changes: dict[str, Any] = {"token_hash": plan.token_hash}
             if plan.sealed_counters:
                 # The first increment of a sealed value converts it to a plaintext counter,
                 # once: guarded by the version and handle it was read at (apply's RETRY
                 # otherwise). Fresh fields: the fingerprint stays the client's request.
                 rebase = self._opened_counters(plan)
-                op = replace(op, rebase=rebase, read_version=plan.version, bound_handle=plan.handle)
-            if not keyed or not op.set:
-                return op
-            return replace(
-                op,
-                set=self._seal(keys, plan.handle, op.set),
-                bound_handle=plan.handle,
-                sealed=atrest.digest_values(keys, op.set),
-            )
+                changes.update(rebase=rebase, read_version=plan.version, bound_handle=plan.handle)
+            if keyed and op.set:
+                changes.update(
+                    set=self._seal(keys, plan.handle, op.set),
+                    bound_handle=plan.handle,
+                    sealed=atrest.digest_values(keys, op.set),
+                )
+            return replace(op, **changes)
         if isinstance(op, c.Rotate):
             assert plan.token_hash is not None
             new = atrest.keyed_hash(keys, op.new_token_hash) if keyed else op.new_token_hash

@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -82,7 +82,7 @@ def _ok(reply: Reply) -> Reply:
     raise _REPLY_ERRORS[reply.code](reply.message)
 
 
-def cluster_level(machine: SessionMachine, config: NodeConfig, member_ids: list[str]) -> int:
+def cluster_level(machine: SessionMachine, config: NodeConfig, member_ids: Sequence[str]) -> int:
     """The lowest command level the members advertised: what the leader may propose
     (`members.levels_counted` says which members count while one joins)."""
     counted = members.levels_counted(config, member_ids, machine.member_levels, machine.nodes)
@@ -162,6 +162,9 @@ class SessionService(pb_grpc.SessionStoreServicer):
         ca_sha = hashlib.sha256(ca.read_bytes()).hexdigest() if ca is not None else ""
         self.saves = SnapshotSaves(raft, config.node.id, ca_sha)
         self.event_feed = feed or EventFeed(raft.read(lambda m: m))
+        self._member_ids = members.MemberIds(config)
+        # The last replicated limits seen and the client-facing ones derived from them.
+        self._limits_net: tuple[Limits, Limits] | None = None
         self._events = EventStreams(raft, self.event_feed, self._server.max_event_streams)
 
     @property
@@ -173,9 +176,16 @@ class SessionService(pb_grpc.SessionStoreServicer):
         """The limits a client's plaintext values meet: net of what sealing adds to each."""
         if not self._sealing.enabled:
             return limits
-        return replace(
-            limits, max_attribute_value_bytes=max(1, limits.max_attribute_value_bytes - atrest.OVERHEAD_BYTES)
-        )
+        # Derived once per replicated limits (a Configure changes them): dataclasses.replace
+        # of every Limits field measured a tenth of a write's service time.
+        cached = self._limits_net
+        if cached is None or cached[0] is not limits:
+            net = replace(
+                limits,
+                max_attribute_value_bytes=max(1, limits.max_attribute_value_bytes - atrest.OVERHEAD_BYTES),
+            )
+            cached = self._limits_net = (limits, net)
+        return cached[1]
 
     def _now(self) -> int:
         return self._clock.stamp(self._raft.term())
@@ -280,11 +290,12 @@ class SessionService(pb_grpc.SessionStoreServicer):
         """One attempt: plan on this node's state, prepare, propose; (what was proposed, its reply)."""
         self._require_leader()
         sealing = self._sealing
-        ids = self._raft.member_ids()
+        addresses = self._raft.member_addresses
         options = sealing.candidates_of(op)  # an HMAC: not under the state lock
 
         def look(m: SessionMachine) -> tuple[int, bool, Any, Reply | None]:
-            level = cluster_level(m, self._config, ids)
+            # The members by id, from the state this lock holds (memoized: members.MemberIds).
+            level = cluster_level(m, self._config, self._member_ids.of(m.nodes, addresses))
             plan = sealing.plan(m, op, level, options)
             return level, accepting_writes(m, self._config), plan, None if plan else m.precheck(op)
 
