@@ -145,7 +145,7 @@ def _guarded(service: SessionService, use_authz: bool) -> tuple[Callable[[str], 
     import grpc
 
     def behaviour(name: str) -> Any:
-        handler = grpc.unary_unary_rpc_method_handler(getattr(service, name))
+        handler: Any = grpc.unary_unary_rpc_method_handler(getattr(service, name))
         if hasattr(authorizer, "guard"):
             return authorizer.guard(authz.SERVICE + name, handler).unary_unary
         return _through_interceptor(authorizer, authz.SERVICE + name, handler)
