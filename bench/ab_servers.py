@@ -12,6 +12,7 @@ swapped each repetition, and each pair gives a ratio B/A: neighbours' load, whic
 scale of seconds to minutes on a shared machine, hits both cells of a pair alike, where
 runs minutes apart (bench.ab_trees) do not. Prints every cell, then per cell the medians
 and the median of the paired ratios, and the busiest server process's CPU per call.
+`--overrides NAME=JSON` starts that tree's cluster with LocalCluster overrides (a setting's cost).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ _HELPER = """
 import json, sys
 from pathlib import Path
 from sessionquorum.cluster import LocalCluster
-cluster = LocalCluster(Path(sys.argv[1]), 3)
+cluster = LocalCluster(Path(sys.argv[1]), 3, overrides=json.loads(sys.argv[2]) or None)
 cluster.prepare()
 cluster.start()
 try:
@@ -98,9 +99,9 @@ class _Target:
         self._client.update(key.decode(), set={ATTRIBUTE: value}, timeout_s=OP_TIMEOUT_S)
 
 
-def _start(name: str, tree: Path, root: Path) -> _Cluster:
+def _start(name: str, tree: Path, root: Path, overrides: str) -> _Cluster:
     helper = subprocess.Popen(
-        [str(tree / ".venv/bin/python"), "-c", _HELPER, str(root / name)],
+        [str(tree / ".venv/bin/python"), "-c", _HELPER, str(root / name), overrides],
         cwd=tree,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -127,6 +128,12 @@ def _stop(cluster: _Cluster) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab_servers", description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", required=True, help="NAME=PATH, twice")
+    parser.add_argument(
+        "--overrides",
+        action="append",
+        default=[],
+        help='NAME=JSON: LocalCluster overrides for that tree, e.g. new=\'{"atrest": {"enabled": false}}\'',
+    )
     parser.add_argument("--mixes", default="mixed,read")
     parser.add_argument("--clients", default="1,64")
     parser.add_argument("--repetitions", type=int, default=5)
@@ -139,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sq-ab-servers-", dir="/dev/shm") as tmp:
         clusters = []
         try:
+            overrides = dict(o.partition("=")[::2] for o in args.overrides)
             for name, tree in trees:
-                clusters.append(_start(name, tree, Path(tmp)))
+                clusters.append(_start(name, tree, Path(tmp), overrides.get(name, "{}")))
             targets = [_Target(c) for c in clusters]
             keys = {}
             for target in targets:
