@@ -21,10 +21,11 @@ stops a keyed hash from the journal being replayed through the raw fallback.
 from __future__ import annotations
 
 import functools
-import hmac
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -122,9 +123,35 @@ def open_value(keys: Keys, handle: str, name: str, value: bytes) -> bytes:
         ) from None
 
 
+_SHA256_BLOCK = 64
+
+
+@functools.lru_cache(maxsize=8)
+def _hmac_pads(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256's inner and outer hash states after the padded key block (RFC 2104).
+
+    Computed once per key: `hmac.digest` does this for every call and, on OpenSSL 3, also
+    looks the algorithm up each time; measured 2.5x slower than copying these two states
+    (it ran on every Validate, under the state lock: 8 % of a loaded leader's CPU).
+    """
+    block = hashlib.sha256(key).digest() if len(key) > _SHA256_BLOCK else key
+    block = block.ljust(_SHA256_BLOCK, b"\0")
+    return hashlib.sha256(bytes(b ^ 0x36 for b in block)), hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256(key, data), the same bytes as `hmac.digest(key, data, "sha256")`, faster."""
+    inner_pad, outer_pad = _hmac_pads(key)
+    inner = inner_pad.copy()
+    inner.update(data)
+    outer = outer_pad.copy()
+    outer.update(inner.digest())
+    return bytes(outer.digest())
+
+
 def keyed_hash(keys: Keys, token_hash: bytes) -> bytes:
     """What the log and state hold for a client's token hash (same length: 32 bytes)."""
-    mac = hmac.digest(keys.token_key, token_hash, "sha256")  # the one-shot C path
+    mac = hmac_sha256(keys.token_key, token_hash)
     return KEYED_MARK + mac[: len(token_hash) - len(KEYED_MARK)]
 
 
@@ -144,4 +171,4 @@ def digest_values(keys: Keys, pairs: tuple[tuple[str, bytes], ...]) -> bytes:
     for name, value in sorted(pairs):
         n = name.encode("utf-8")
         parts += (struct.pack(">II", len(n), len(value)), n, value)
-    return hmac.digest(keys.token_key, b"".join(parts), "sha256")[:16]
+    return hmac_sha256(keys.token_key, b"".join(parts))[:16]

@@ -17,9 +17,9 @@ itself with RESOURCE_EXHAUSTED.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -122,6 +122,16 @@ def _guarded_stream(handler: grpc.RpcMethodHandler[Any, Any], message_name: str,
     )
 
 
+class Registrar(Protocol):
+    """Where method handlers are registered: a grpc.aio server, or authz's guarded registry."""
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None: ...
+
+    def add_registered_method_handlers(
+        self, service_name: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None: ...
+
+
 class _Capture:
     """Stands in for the server while the generated code registers its method table."""
 
@@ -141,7 +151,7 @@ def add_servicer(
     add_to_server: Callable[[Any, Any], None],
     servicer: object,
     service: ServiceDescriptor,
-    server: grpc.aio.Server,
+    server: Registrar,
     refuse: Refuse,
 ) -> None:
     """Register `servicer` as `add_to_server` would, with every request decoded safely."""

@@ -52,3 +52,25 @@ def levels_counted(
     """
     original = {n.id for n in config.cluster.nodes} - set(added)
     return [i for i in ids if i in original or i in advertised]
+
+
+class MemberIds:
+    """`member_ids(directory(config, nodes), raft_addresses)`, worked out again only when the
+    membership or the log's identities changed.
+
+    The service asks it on every write (the command-level gate, under the state lock it
+    holds anyway); membership changes are rare, and the key is two small tuples. Used from
+    one thread (the event loop's).
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        self._config = config
+        self._key: tuple[tuple[str, ...], tuple[tuple[str, tuple[str, str]], ...]] | None = None
+        self._ids: tuple[str, ...] = ()
+
+    def of(self, nodes: Mapping[str, tuple[str, str]], raft_addresses: tuple[str, ...]) -> tuple[str, ...]:
+        key = (raft_addresses, tuple(nodes.items()))
+        if key != self._key:
+            self._ids = tuple(member_ids(directory(self._config, nodes), raft_addresses))
+            self._key = key
+        return self._ids

@@ -141,12 +141,13 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
     authorizer.revoked = revoked
     limit = config.cluster.server.max_message_bytes
     server = grpc.aio.server(
-        interceptors=[authorizer],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
     )
+    # Every servicer registers through it: each method handler is guarded (default deny).
+    registry = authorizer.registry(server)
     metrics_server = None
     if config.node.metrics_address is not None:
         try:
@@ -157,9 +158,9 @@ async def serve(config: NodeConfig, log_context: logs.NodeContext | None = None)
         log.info("metrics on http://%s/metrics", metrics_server.address)
     # Every request decoded safely: bytes that are not the message get INVALID_ARGUMENT.
     decoding.add_servicer(
-        pb_grpc.add_SessionStoreServicer_to_server, service, SERVICE, server, service.refuse_undecodable
+        pb_grpc.add_SessionStoreServicer_to_server, service, SERVICE, registry, service.refuse_undecodable
     )
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, registry)
     creds = _server_credentials(config)
     address = config.node.grpc_address
     if creds is None:

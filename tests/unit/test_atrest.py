@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import pytest
 
@@ -68,6 +69,22 @@ def test_keyed_hash_is_marked_same_length_and_not_the_raw_hash() -> None:
     assert not atrest.may_be_raw(keyed) and atrest.may_be_raw(raw)
     assert keyed_hash(ROTATED, raw) == keyed  # the token key does not rotate with value keys
     assert keyed_hash(Keys(KEYS.keys, 1, b"\x08" * 32), raw) != keyed
+
+
+@pytest.mark.parametrize("key_len", [0, 1, 32, 63, 64, 65, 200])
+@pytest.mark.parametrize("data_len", [0, 32, 64, 1000])
+def test_precomputed_hmac_gives_the_same_bytes_as_the_standard_library(key_len: int, data_len: int) -> None:
+    # Stored keyed hashes must not change: the faster HMAC is the same function.
+    key = bytes(range(256))[:key_len]
+    data = hashlib.sha256(b"d").digest() * (data_len // 32) + b"x" * (data_len % 32)
+    assert atrest.hmac_sha256(key, data) == hmac.digest(key, data, "sha256")
+    assert atrest.hmac_sha256(key, data) == atrest.hmac_sha256(key, data)  # the pads are copied, not used up
+
+
+def test_keyed_hash_is_the_stored_formula() -> None:
+    raw = hashlib.sha256(b"token").digest()
+    mac = hmac.digest(KEYS.token_key, raw, "sha256")
+    assert keyed_hash(KEYS, raw) == atrest.KEYED_MARK + mac[: 32 - len(atrest.KEYED_MARK)]
 
 
 def test_digest_of_values_is_order_free_and_keyed() -> None:

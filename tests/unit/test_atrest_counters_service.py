@@ -65,6 +65,8 @@ class _Log:
     def term(self) -> int:
         return 1
 
+    member_addresses = ("127.0.0.1:1",)  # n1's Raft address in this service's config
+
     def member_ids(self) -> list[str]:  # the one-node cluster of this service's config
         return ["n1"]
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -179,3 +183,109 @@ def test_identity_cache_is_bounded_and_keeps_the_latest(ca: tls_material.Issued)
     assert [cache.identity(p).name for p in pems[1:]] == ["c1", "c2"]
     assert cache.identity(b"not a certificate").roles == frozenset()
     assert len(cache) == 2
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What the guard reads of a grpc.aio context: the peer certificate; abort raises."""
+
+    def __init__(self, pem: bytes | None) -> None:
+        self._pem = pem
+        self.aborted: tuple[object, str] | None = None
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {} if self._pem is None else {"x509_pem_cert": [self._pem]}
+
+    def set_trailing_metadata(self, metadata: object) -> None:
+        pass
+
+    async def abort(self, code: object, details: str) -> None:
+        self.aborted = (code, details)
+        raise _Aborted(details)
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.generic: list[object] = []
+        self.registered: dict[str, dict[str, object]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        self.generic.extend(handlers)  # type: ignore[call-overload]
+
+    def add_registered_method_handlers(self, service_name: str, handlers: dict[str, object]) -> None:
+        self.registered[service_name] = handlers
+
+
+def test_every_handler_registered_through_the_registry_is_guarded_generic_and_table_alike(
+    ca: tls_material.Issued,
+) -> None:
+    called: list[str] = []
+
+    def behaviour(name: str) -> object:
+        async def run(request: object, context: object) -> str:
+            called.append(name)
+            return name
+
+        return grpc.unary_unary_rpc_method_handler(run)
+
+    table = {"Validate": behaviour("Validate"), "Configure": behaviour("Configure")}
+    refused: list[str] = []
+    authorizer = authz.Authorizer(frozenset({Role.APP}), "n1", refused.append)
+    server = _Server()
+    registry = authorizer.registry(server)  # type: ignore[arg-type]
+    registry.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("sessionquorum.v1.SessionStore", table),)
+    )
+    registry.add_registered_method_handlers("sessionquorum.v1.SessionStore", table)
+    app = _pem(tls_material.issue_leaf(ca, "app", ("app",), server=False, role=Role.APP).cert)
+    admin = _pem(tls_material.issue_leaf(ca, "adm", ("adm",), server=False, role=Role.ADMIN).cert)
+
+    class Details:
+        def __init__(self, method: str) -> None:
+            self.method = method
+            self.invocation_metadata = ()
+
+    generic = server.generic[0]
+    assert generic.service(Details(SERVICE + "Nope")) is None  # type: ignore[attr-defined]
+    handlers = [
+        *(generic.service(Details(SERVICE + n)) for n in ("Validate", "Configure")),  # type: ignore[attr-defined]
+        *server.registered["sessionquorum.v1.SessionStore"].values(),
+    ]
+    assert generic.service(Details(SERVICE + "Configure")) is handlers[1]  # type: ignore[attr-defined]
+
+    async def call(handler: object, pem: bytes | None) -> _Context:
+        context = _Context(pem)
+        with contextlib.suppress(_Aborted):
+            await handler.unary_unary(pb.ValidateRequest(), context)  # type: ignore[attr-defined]
+        return context
+
+    for validate, configure in (handlers[:2], handlers[2:]):
+        assert asyncio.run(call(validate, app)).aborted is None
+        denied = asyncio.run(call(configure, app))
+        assert denied.aborted == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "permission denied: Configure is for the admin role",
+        )
+        assert asyncio.run(call(configure, admin)).aborted is None
+    assert called == ["Validate", "Configure", "Validate", "Configure"]  # the refused calls ran nothing
+    assert refused == ["Configure", "Configure"]
+
+
+def test_a_revoked_certificate_is_refused_by_the_guard_even_for_a_session_operation(
+    ca: tls_material.Issued,
+) -> None:
+    issued = tls_material.issue_leaf(ca, "app", ("app",), server=False, role=Role.APP).cert
+    authorizer = authz.Authorizer(frozenset({Role.APP}), "n1", lambda method: None)
+
+    async def run(request: object, context: object) -> str:
+        return "ran"
+
+    handler = authorizer.guard(SERVICE + "Validate", grpc.unary_unary_rpc_method_handler(run))
+    context = _Context(_pem(issued))
+    assert asyncio.run(handler.unary_unary(pb.ValidateRequest(), context)) == "ran"  # type: ignore[misc]
+    authorizer.revoked = frozenset({issued.fingerprint(hashes.SHA256())})
+    with pytest.raises(_Aborted, match="revoked"):
+        asyncio.run(handler.unary_unary(pb.ValidateRequest(), context))  # type: ignore[misc]

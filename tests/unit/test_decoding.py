@@ -84,8 +84,11 @@ def test_add_servicer_refuses_when_the_generated_table_cannot_be_captured() -> N
     async def refuse(request: Undecodable, context: Any) -> None:
         raise AssertionError("not called")
 
-    with pytest.raises(RuntimeError, match="could not capture"):
+    async def scenario() -> None:  # grpc.aio.server() wants an event loop (none is current by then)
         decoding.add_servicer(registers_nothing, object(), SERVICE, grpc.aio.server(), refuse)
+
+    with pytest.raises(RuntimeError, match="could not capture"):
+        asyncio.run(scenario())
 
 
 class _Echo(pb_grpc.SessionStoreServicer):

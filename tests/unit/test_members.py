@@ -8,7 +8,7 @@ import pytest
 
 from sessionquorum.store import commands as c
 from sessionquorum.store.config import ClusterConfig, Limits, NodeConfig, NodeSpec
-from sessionquorum.store.members import directory, levels_counted, member_ids
+from sessionquorum.store.members import MemberIds, directory, levels_counted, member_ids
 from sessionquorum.store.replies import Code
 from sessionquorum.store.state import MAX_MEMBERS, SessionMachine
 
@@ -91,3 +91,19 @@ def test_command_level_counts_file_members_always_and_live_ones_once_advertised(
     # n3 removed, n4 joining and silent: the level stays 5; a lease would count n4 as 1.
     assert m.lowest_level(levels_counted(config, ["n1", "n2", "n4"], m.member_levels, m.nodes)) == 5
     assert m.lowest_level(["n1", "n2", "n4"]) == c.BASE_LEVEL
+
+
+def test_memoized_member_ids_follow_every_change_of_the_membership_and_of_the_identities() -> None:
+    config = _config()
+    memo = MemberIds(config)
+    three = ("127.0.0.1:101", "127.0.0.1:102", "127.0.0.1:103")
+    cases = [
+        ({}, three),
+        ({}, three),  # asked again: the same answer
+        ({}, (*three, "127.0.0.1:104")),  # a member added, not named yet: by its address
+        ({"n4": ("127.0.0.1:104", "127.0.0.1:204")}, (*three, "127.0.0.1:104")),  # named by the log
+        ({"n4": ("127.0.0.1:104", "127.0.0.1:204")}, (*three[:2], "127.0.0.1:104")),  # n3 removed
+        ({"n9": ("127.0.0.1:101", "127.0.0.1:201")}, three),  # the log renames n1's address
+    ]
+    for nodes, addresses in cases:
+        assert list(memo.of(nodes, addresses)) == member_ids(directory(config, nodes), addresses)

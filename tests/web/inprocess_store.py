@@ -71,8 +71,8 @@ class _OneNodeLog:
     def member_ids(self) -> list[str]:
         return ["n1"]  # the one member (its level gates level-5 commands)
 
-    def member_addresses(self) -> tuple[str, ...]:
-        return ("127.0.0.1:1",)
+    # As ReplicatedLog.member_addresses (a property there): n1's Raft address.
+    member_addresses = ("127.0.0.1:1",)
 
     def grpc_address_of(self, raft_address: str | None) -> str | None:
         return None
