@@ -18,9 +18,11 @@ CPU and, in 2 of 6 trials, its leadership. This module bounds each of those:
 
 The send side gets the same treatment for speed: a bytearray write buffer drained from the
 front in place (pysyncobj copies the rest of the buffer after every partial send) and zlib
-level 1 instead of 3 (any level decodes everywhere, so mixed releases still talk). Measured
+level 0 instead of 3 (any level decodes everywhere, so mixed releases still talk). Measured
 with `python -m bench.compare --targets sq-client --mixes write --clients 64`, two
-alternating pairs: the busiest node's CPU per write 0.383/0.369 -> 0.340/0.333 ms.
+alternating pairs: the busiest node's CPU per write 0.383/0.369 -> 0.340/0.333 ms (level 1;
+level 0 and the one-pass open below: store/DESIGN.md, "Peer traffic per entry").
+The receive side opens a Fernet token in one pass (`_open`), not pysyncobj's two.
 
 `install()` patches pysyncobj's `TcpConnection` (its transport and server construct it by
 name); `PeerGuard` is what `raft._DurableTransport` calls. Everything runs on the tick thread.
