@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 import struct
+import zlib
 from typing import Any
 
+from cryptography.fernet import Fernet
 from pysyncobj.poller import createPoller
 from pysyncobj.tcp_connection import TcpConnection
 
@@ -146,3 +149,53 @@ def test_sent_frames_decode_with_pysyncobjs_own_reader_and_leave_in_place() -> N
     while (message := guard.ORIGINAL_PARSE(reader)) is not None:
         decoded.append(message)
     assert decoded == messages  # any zlib level is valid for an older peer's decoder
+
+
+def _sealed_frames(encryptor: Any, messages: list[Any], at: list[int]) -> bytes:
+    """Frames as pysyncobj's own sender writes them: pickle, zlib, Fernet at a timestamp."""
+    wire = b""
+    for message, timestamp in zip(messages, at, strict=True):
+        token = encryptor.encrypt_at_time(zlib.compress(pickle.dumps(message), 3), timestamp)
+        wire += struct.pack("i", len(token)) + token
+    return wire
+
+
+def _opened(conn: Any) -> list[Any]:
+    while conn._TcpConnection__processRead():
+        pass
+    out = []
+    while (message := conn._TcpConnection__processParseMessage()) is not None:
+        out.append(message)
+    return out
+
+
+def test_encrypted_frames_open_in_one_pass_and_a_replayed_or_forged_one_drops_the_connection() -> None:
+    # _parse decodes and authenticates a token once (pysyncobj did both twice); what it
+    # accepts and refuses must stay what Fernet's extract_timestamp + decrypt did.
+    guard.install()
+    key = Fernet(Fernet.generate_key())
+    messages = [{"type": "append_entries", "entries": [(bytes(range(256)) * 20, i, 1)]} for i in range(3)]
+    conn = _conn([_sealed_frames(key, messages, [10, 11, 11])])
+    conn.encryptor, conn.recvLastTimestamp = key, 0
+    assert _opened(conn) == messages and conn.disconnected == 0 and conn.recvLastTimestamp == 11
+
+    replay = _conn([_sealed_frames(key, messages[:2], [11, 10])])  # the second goes back in time
+    replay.encryptor, replay.recvLastTimestamp = key, 0
+    assert _opened(replay) == messages[:1] and replay.disconnected == 1
+
+    token = bytearray(_sealed_frames(key, messages[:1], [12])[4:])
+    token[40] ^= 1  # still base64 (the flip keeps it in the alphabet or breaks decoding): refused
+    forged = _conn([struct.pack("i", len(token)) + bytes(token)])
+    forged.encryptor, forged.recvLastTimestamp = key, 0
+    assert _opened(forged) == [] and forged.disconnected == 1
+
+    stranger = _conn([_sealed_frames(Fernet(Fernet.generate_key()), messages[:1], [12])])
+    stranger.encryptor, stranger.recvLastTimestamp = key, 0
+    assert _opened(stranger) == [] and stranger.disconnected == 1
+
+
+def test_the_one_pass_opener_agrees_with_fernets_public_calls() -> None:
+    key = Fernet(Fernet.generate_key())
+    for size in (0, 1, 15, 16, 17, 25_000):
+        token = key.encrypt_at_time(b"p" * size, 1234)
+        assert guard._open(key, token) == (key.extract_timestamp(token), key.decrypt(token))
